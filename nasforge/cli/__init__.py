@@ -1,0 +1,51 @@
+"""The `nasforge` command: a thin Typer layer over the library.
+
+Every command module registers itself on `app`; `main()` is the one error boundary:
+a `NasforgeError` (or a bad flag) becomes one line on stderr and exit code 2. Set
+NASFORGE_DEBUG=1 to see the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from nasforge.errors import NasforgeError
+
+
+class _ErrorBoundary(TyperGroup):
+    """Maps library errors to one line and exit code 2, for `main()` and `CliRunner` alike."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except NasforgeError as exc:
+            if os.environ.get("NASFORGE_DEBUG"):
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=_ErrorBoundary,
+    name="nasforge",
+    help="Once-for-all NAS: train one elastic supernet, then specialise it for any hardware target.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # One module per command group; each adds its commands to `app`.
+    from nasforge.cli import spaces  # noqa: F401
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv if argv is not None else sys.argv[1:])

@@ -1,0 +1,27 @@
+"""One exception root for the library; the CLI maps every `NasforgeError` to exit code 2."""
+
+from __future__ import annotations
+
+
+class NasforgeError(Exception):
+    """A user-facing error: the message is one readable line."""
+
+
+class SpaceError(NasforgeError):
+    """A search-space YAML is missing, malformed or inconsistent."""
+
+
+class ArchError(NasforgeError):
+    """An architecture is malformed or lies outside its search space."""
+
+
+class ConfigError(NasforgeError):
+    """A run configuration (YAML or flags) is invalid."""
+
+
+class DataError(NasforgeError):
+    """A dataset is missing or unreadable."""
+
+
+class CheckpointError(NasforgeError):
+    """A checkpoint is missing, corrupt or belongs to another space."""

@@ -1,0 +1,168 @@
+"""Once-for-All's elastic MobileNetV3: fixed stem, first block and head; elastic MBConv stages."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasforge.arch import ArchConfig
+from nasforge.layers import LayerSpec, make_divisible
+from nasforge.space import SearchSpace
+from nasforge.supernet.base import ElasticSupernet
+from nasforge.supernet.ops import (
+    ElasticBatchNorm2d,
+    ElasticConv2d,
+    ElasticDepthwiseConv2d,
+    ElasticSqueezeExcite,
+    Permutation,
+    copy_bn,
+    copy_conv,
+    importance_order,
+    init_weights,
+    permute_,
+    permute_bn_,
+)
+from nasforge.supernet.static import MBConv, MobileNetV3Head, StaticSubnet, build_layer
+
+
+class ElasticMBConv(nn.Module):
+    """Inverted residual with elastic kernel (3/5/7) and expand ratio; in/out widths fixed per block."""
+
+    def __init__(
+        self, in_c: int, out_c: int, kernel_sizes: tuple[int, ...], expand_ratios: tuple[float, ...],
+        stride: int, act: str, se: bool,
+    ) -> None:
+        super().__init__()
+        self.in_c, self.out_c, self.stride = in_c, out_c, stride
+        self.act = act
+        max_mid = make_divisible(round(in_c * max(expand_ratios)))
+        self.expand_conv = ElasticConv2d(in_c, max_mid, 1)
+        self.expand_bn = ElasticBatchNorm2d(max_mid)
+        self.depthwise = ElasticDepthwiseConv2d(max_mid, kernel_sizes, stride)
+        self.depthwise_bn = ElasticBatchNorm2d(max_mid)
+        self.se = ElasticSqueezeExcite(max_mid) if se else None
+        self.project_conv = ElasticConv2d(max_mid, out_c, 1)
+        self.project_bn = ElasticBatchNorm2d(out_c)
+        self.residual = stride == 1 and in_c == out_c
+
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x) if self.act == "relu" else F.hardswish(x)
+
+    def mid_channels(self, expand_ratio: float) -> int:
+        return make_divisible(round(self.in_c * expand_ratio))
+
+    def forward(self, x: torch.Tensor, kernel_size: int, expand_ratio: float) -> torch.Tensor:
+        mid = self.mid_channels(expand_ratio)
+        y = self._act(self.expand_bn(self.expand_conv(x, mid)))
+        y = self._act(self.depthwise_bn(self.depthwise(y, kernel_size)))
+        if self.se is not None:
+            y = self.se(y)
+        y = self.project_bn(self.project_conv(y, self.out_c))
+        return x + y if self.residual else y
+
+    @torch.no_grad()
+    def copy_into(self, block: MBConv, spec: LayerSpec) -> None:
+        mid = spec.mid_channels
+        assert block.expand is not None  # elastic blocks always expand (ratio > 1)
+        copy_conv(block.expand.conv, self.expand_conv.active_weight(self.in_c, mid))
+        copy_bn(block.expand.bn, self.expand_bn)
+        copy_conv(block.depthwise.conv, self.depthwise.active_weight(mid, spec.kernel_size))
+        copy_bn(block.depthwise.bn, self.depthwise_bn)
+        if self.se is not None and block.se is not None:
+            r = block.se.reduce.out_channels
+            copy_conv(block.se.reduce, self.se.reduce.weight[:r, :mid], self.se.reduce.bias[:r])
+            copy_conv(block.se.expand, self.se.expand.weight[:mid, :r], self.se.expand.bias[:mid])
+        copy_conv(block.project.conv, self.project_conv.active_weight(mid, self.out_c))
+        copy_bn(block.project.bn, self.project_bn)
+
+    @torch.no_grad()
+    def reorder(self, log: list[Permutation]) -> None:
+        order = importance_order(self.project_conv.weight, dim=1)
+        permute_(self.project_conv.weight, 1, order, log)
+        permute_(self.depthwise.weight, 0, order, log)
+        permute_bn_(self.depthwise_bn, order, log)
+        permute_(self.expand_conv.weight, 0, order, log)
+        permute_bn_(self.expand_bn, order, log)
+        if self.se is not None:
+            permute_(self.se.reduce.weight, 1, order, log)
+            permute_(self.se.expand.weight, 0, order, log)
+            permute_(self.se.expand.bias, 0, order, log)
+            se_order = importance_order(self.se.expand.weight, dim=1)
+            permute_(self.se.expand.weight, 1, se_order, log)
+            permute_(self.se.reduce.weight, 0, se_order, log)
+            permute_(self.se.reduce.bias, 0, se_order, log)
+
+
+class ElasticMobileNetV3(ElasticSupernet):
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__(space)
+        largest = space.largest()
+        specs = space.layers(largest)
+        self.stem = build_layer(specs[0])
+        self.first_block = build_layer(specs[1])
+        self.stages = nn.ModuleList()
+        in_c = specs[1].out_channels
+        for stage in space.stages:
+            out_c = make_divisible(stage.channels * space.width_mult)
+            blocks = nn.ModuleList()
+            for pos in range(stage.max_depth):
+                blocks.append(
+                    ElasticMBConv(in_c, out_c, stage.kernel_sizes, stage.expand_ratios,
+                                  stage.stride if pos == 0 else 1, stage.act, stage.se)
+                )
+                in_c = out_c
+            self.stages.append(blocks)
+        self.head = MobileNetV3Head(specs[-1], dropout=float(space.build.get("dropout", 0.0)))
+        init_weights(self)
+        self._blocks_plan: list[tuple[ElasticMBConv, int, float]] = []
+        self._plan(self._active)
+
+    @property
+    def dropout_rate(self) -> float:
+        return float(self.space.build.get("dropout", 0.0))
+
+    def _per_block_choices(self, arch: ArchConfig) -> list[list[tuple[int, float]]]:
+        """(kernel, expand) of each active block, stage by stage."""
+        out: list[list[tuple[int, float]]] = []
+        k_slot = e_slot = 0
+        for stage, depth in zip(self.space.stages, arch.depths):
+            k_el, e_el = len(stage.kernel_sizes) > 1, len(stage.expand_ratios) > 1
+            out.append([
+                (
+                    arch.kernel_sizes[k_slot + p] if k_el else stage.kernel_sizes[0],
+                    arch.expand_ratios[e_slot + p] if e_el else stage.expand_ratios[0],
+                )
+                for p in range(depth)
+            ])
+            k_slot += stage.max_depth if k_el else 0
+            e_slot += stage.max_depth if e_el else 0
+        return out
+
+    def _plan(self, arch: ArchConfig) -> None:
+        self._blocks_plan = [
+            (blocks[p], k, e)  # type: ignore[misc]
+            for blocks, choices in zip(self.stages, self._per_block_choices(arch))
+            for p, (k, e) in enumerate(choices)
+        ]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.first_block(self.stem(x))
+        for block, k, e in self._blocks_plan:
+            x = block(x, k, e)
+        return self.head(x)
+
+    def _copy_into(self, subnet: StaticSubnet) -> None:
+        layers = list(subnet.layers)
+        layers[0].load_state_dict(self.stem.state_dict())
+        layers[1].load_state_dict(self.first_block.state_dict())
+        for layer, spec, (block, _, _) in zip(layers[2:-1], subnet.specs[2:-1], self._blocks_plan):
+            block.copy_into(layer, spec)
+        layers[-1].load_state_dict(self.head.state_dict())
+
+    def reorder_channels(self) -> list[Permutation]:
+        log: list[Permutation] = []
+        for blocks in self.stages:
+            for block in blocks:
+                block.reorder(log)  # type: ignore[operator]
+        return log

@@ -1,0 +1,172 @@
+"""Plain PyTorch modules for one `LayerSpec` each: what an extracted subnet is made of.
+
+Nothing here is elastic: Conv2d, BatchNorm2d, Linear and standard activations only, so
+an extracted subnet exports to ONNX and runs anywhere. `build_layer(spec)` is also how
+latency profiling builds a single block.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nasforge.arch import ArchConfig
+from nasforge.layers import LayerSpec, se_channels
+
+
+def activation(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "hswish":
+        return nn.Hardswish(inplace=True)
+    if name == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv ('same' padding) -> BatchNorm -> activation."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int = 1, stride: int = 1, groups: int = 1, act: str = "relu"):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = activation(act)
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3 SE: mean pool, 1x1 reduce + ReLU, 1x1 expand + hard sigmoid, rescale."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        mid = se_channels(channels)
+        self.reduce = nn.Conv2d(channels, mid, 1, bias=True)
+        self.expand = nn.Conv2d(mid, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.mean((2, 3), keepdim=True)
+        y = torch.relu(self.reduce(y))
+        return x * nn.functional.hardsigmoid(self.expand(y))
+
+
+class MBConv(nn.Module):
+    """Inverted residual: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project (+ identity)."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        mid = spec.mid_channels or spec.in_channels
+        self.expand = ConvBNAct(spec.in_channels, mid, 1, 1, act=spec.act) if spec.mid_channels else None
+        self.depthwise = ConvBNAct(mid, mid, spec.kernel_size, spec.stride, groups=mid, act=spec.act)
+        self.se = SqueezeExcite(mid) if spec.se else None
+        self.project = ConvBNAct(mid, spec.out_channels, 1, 1, act="none")
+        self.residual = spec.shortcut == "identity"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand(x) if self.expand is not None else x
+        y = self.depthwise(y)
+        if self.se is not None:
+            y = self.se(y)
+        y = self.project(y)
+        return x + y if self.residual else y
+
+
+class Bottleneck(nn.Module):
+    """ResNet-D bottleneck: 1x1 -> 3x3 (stride) -> 1x1, shortcut identity / conv / avgpool+conv, ReLU."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        mid = spec.mid_channels
+        self.conv1 = ConvBNAct(spec.in_channels, mid, 1, 1)
+        self.conv2 = ConvBNAct(mid, mid, spec.kernel_size, spec.stride)
+        self.conv3 = ConvBNAct(mid, spec.out_channels, 1, 1, act="none")
+        self.shortcut_kind = spec.shortcut
+        self.pool = (
+            nn.AvgPool2d(spec.stride, spec.stride, ceil_mode=True, count_include_pad=False)
+            if spec.shortcut == "avgpool_conv"
+            else None
+        )
+        self.downsample = (
+            ConvBNAct(spec.in_channels, spec.out_channels, 1, 1, act="none")
+            if spec.shortcut in ("conv", "avgpool_conv")
+            else None
+        )
+        # OFA's "conv" downsample of stride-1 blocks keeps stride 1; strided blocks pool first.
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv3(self.conv2(self.conv1(x)))
+        shortcut = x
+        if self.pool is not None:
+            shortcut = self.pool(shortcut)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        return torch.relu(y + shortcut)
+
+
+class ResidualConv(ConvBNAct):
+    """Conv-BN-act with an identity shortcut (the skippable middle conv of ResNet's stem)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x + super().forward(x)
+
+
+class MobileNetV3Head(nn.Module):
+    """1x1 conv-BN-act to the final expand width, global pool, 1x1 conv-act (no BN), linear."""
+
+    def __init__(self, spec: LayerSpec, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.final_expand = ConvBNAct(spec.in_channels, spec.mid_channels, 1, 1, act=spec.act)
+        self.feature_mix = nn.Conv2d(spec.mid_channels, spec.out_channels, 1, bias=False)
+        self.act = activation(spec.act)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(spec.out_channels, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.final_expand(x).mean((2, 3), keepdim=True)
+        x = self.act(self.feature_mix(x)).flatten(1)
+        return self.classifier(self.dropout(x))
+
+
+class ResNetHead(nn.Module):
+    def __init__(self, spec: LayerSpec, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(spec.in_channels, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(x.mean((2, 3))))
+
+
+def build_layer(spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
+    """A freshly initialised static module for one layer spec."""
+    if spec.kind == "conv":
+        return ConvBNAct(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, act=spec.act)
+    if spec.kind == "residual_conv":
+        return ResidualConv(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, act=spec.act)
+    if spec.kind == "maxpool":
+        return nn.MaxPool2d(spec.kernel_size, spec.stride, spec.kernel_size // 2)
+    if spec.kind == "mbconv":
+        return MBConv(spec)
+    if spec.kind == "bottleneck":
+        return Bottleneck(spec)
+    if spec.kind == "mbv3_head":
+        return MobileNetV3Head(spec, dropout)
+    if spec.kind == "resnet_head":
+        return ResNetHead(spec, dropout)
+    raise ValueError(f"unknown layer kind {spec.kind!r}")
+
+
+class StaticSubnet(nn.Module):
+    """A standalone subnet: a sequence of static layers, rebuildable from (arch, space) alone."""
+
+    def __init__(self, layers: list[LayerSpec], arch: ArchConfig | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.specs = list(layers)
+        self.arch = arch
+        self.layers = nn.Sequential(*[build_layer(s, dropout) for s in self.specs])
+
+    @property
+    def resolution(self) -> int:
+        return self.specs[0].input_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
