@@ -27,15 +27,17 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".ti
 class ImageSet:
     images: torch.Tensor  # uint8 (N, 3, H, W)
     labels: torch.Tensor  # int64 (N,)
+    index: torch.Tensor | None = None  # positions in the source split (train or test) the images came from
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def subset(self, index: torch.Tensor) -> ImageSet:
-        return ImageSet(self.images[index], self.labels[index])
+        source = self.index[index] if self.index is not None else index
+        return ImageSet(self.images[index], self.labels[index], source)
 
     def to(self, device: torch.device) -> ImageSet:
-        return ImageSet(self.images.to(device), self.labels.to(device))
+        return ImageSet(self.images.to(device), self.labels.to(device), self.index)
 
 
 @dataclass(frozen=True)
