@@ -72,6 +72,21 @@ def average_gradients(module: nn.Module, ctx: DistContext) -> None:
             p.grad.div_(ctx.world_size)
 
 
+@torch.no_grad()
+def average_buffers(module: nn.Module, ctx: DistContext) -> None:
+    """Mean of floating-point buffers (BN running stats) over ranks, so every rank saves the same state.
+
+    Each rank's BN layers see only its shard, so their running statistics drift apart; they are
+    re-estimated before any evaluation anyway, but checkpoints must not depend on the rank.
+    """
+    if not ctx.enabled:
+        return
+    for b in module.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b, op=dist.ReduceOp.SUM)
+            b.div_(ctx.world_size)
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()

@@ -30,7 +30,14 @@ from nasforge.space import SearchSpace, load_space
 from nasforge.supernet import ElasticSupernet, StaticSubnet, build_supernet, permute_optimizer_state, resize_to
 from nasforge.train import checkpoint as ckpt
 from nasforge.train.config import TrainConfig, save_config
-from nasforge.train.distributed import DistContext, average_gradients, barrier, broadcast_module, init_distributed
+from nasforge.train.distributed import (
+    DistContext,
+    average_buffers,
+    average_gradients,
+    barrier,
+    broadcast_module,
+    init_distributed,
+)
 from nasforge.train.evaluate import autocast_for, evaluate_archs
 from nasforge.train.strategies import ShrinkStrategy, StepPlan, make_strategy
 
@@ -163,6 +170,8 @@ def train_supernet(
                 order = epoch_order(len(data.train), cfg.seed, epoch)
             plan = strategy.plan(it, np.random.default_rng([cfg.seed, 5, it]))
             if plan.phase.name != phase_name:
+                if phase_name is not None and len(strategy.phases) > 1:
+                    average_buffers(net, ctx)
                 if phase_name is not None and ctx.is_main and len(strategy.phases) > 1:
                     ckpt.save_checkpoint(ckpt_dir, payload(it, lr), name=f"phase-{phase_name}.pt")
                 teacher = _enter_phase(plan, net, optimizer, space, teacher)
@@ -177,9 +186,12 @@ def train_supernet(
             meter.add(loss0, acc0, int(x.shape[0]) * ctx.world_size)
             bar.update(task_id, advance=1, loss=meter.loss, acc=meter.acc, ips=meter.ips, phase=phase_name)
             done = it + 1
-            if cfg.checkpoint_every_steps and done % cfg.checkpoint_every_steps == 0 and done % spe and ctx.is_main:
-                ckpt.save_checkpoint(ckpt_dir, payload(done, lr))
+            if cfg.checkpoint_every_steps and done % cfg.checkpoint_every_steps == 0 and done % spe:
+                average_buffers(net, ctx)
+                if ctx.is_main:
+                    ckpt.save_checkpoint(ckpt_dir, payload(done, lr))
             if done % spe == 0:
+                average_buffers(net, ctx)
                 record = {"epoch": epoch + 1, "iteration": done, "phase": phase_name, "lr": lr,
                           "train_loss": meter.loss, "train_acc": meter.acc, "images_per_s": meter.ips,
                           "train_seconds": meter.seconds}

@@ -255,6 +255,7 @@ class StandaloneStrategy:
         self.base_lr = cfg.optim.lr
         self.warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
         self.phases = (Phase("standalone", 0, self.total),)
+        self.eval_archs = {"subnet": self.arch}
 
     def plan(self, iteration: int, rng: np.random.Generator) -> StepPlan:
         lr = cosine_lr(iteration, self.base_lr, 0, self.total, self.warmup)
