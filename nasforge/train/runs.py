@@ -78,6 +78,8 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Run:
     except RuntimeError as exc:
         raise CheckpointError(f"{weights}: weights do not fit space {space.name} ({str(exc).splitlines()[0]})") from None
     net.eval()
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     return Run(path, cfg, space, net, dev, ckpt.sha256_file(weights), weights)
 
 
@@ -86,7 +88,7 @@ def evaluate_subnets(run: Run, archs: Sequence[ArchConfig], split: str = "val", 
     """Top-1 % of each arch on `split`, BN recalibrated per arch on `calib_images` training images."""
     canon = [run.space.validate(a) for a in archs]
     return evaluate_archs(run.supernet, run.data(), canon, split, calib_images=calib_images, batch_size=batch_size,
-                          amp=run.config.amp, channels_last=run.device.type == "cuda" and run.config.channels_last)
+                          amp=run.config.amp, channels_last=run.config.channels_last)
 
 
 def evaluate_subnet(run: Run, arch: ArchConfig, split: str = "val", *, calib_images: int = 2000) -> float:
