@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from nasforge.errors import CheckpointError
 from nasforge.testing import tiny_space
 from nasforge.testing.train import tiny_train_config
 from nasforge.train.config import PhaseConfig
@@ -43,6 +44,11 @@ def test_sandwich_trains_and_writes_run(tmp_path):
     assert not run.supernet.training and run.space.fingerprint == tiny_space().fingerprint
     acc = evaluate_subnets(run, [run.space.largest()], calib_images=cfg.eval.calib_images)
     assert acc.shape == (1,) and 0.0 <= acc[0] <= 100.0
+    # weights are checked against the space they were trained on
+    space_file = tmp_path / "run" / "space.yaml"
+    space_file.write_text(space_file.read_text().replace("feature_mix: 64", "feature_mix: 72"))
+    with pytest.raises(CheckpointError, match="weights are for space"):
+        load_run(tmp_path / "run", device="cpu")
 
 
 def test_delayed_trains_full_model_first_then_shrinks(tmp_path):

@@ -204,7 +204,8 @@ def train_supernet(
                     ckpt.save_checkpoint(ckpt_dir, payload(done, lr))
                     with open(run_dir / "metrics.jsonl", "a") as fh:
                         fh.write(json.dumps(record) + "\n")
-                    bar.console.print(_epoch_line(record, cfg.epochs), markup=False, highlight=False)
+                    if progress:
+                        bar.console.print(_epoch_line(record, cfg.epochs), markup=False, highlight=False)
                 result.metrics.append(record)
                 net.train()
                 meter = _Meter()
