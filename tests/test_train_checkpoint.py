@@ -112,3 +112,21 @@ def test_fresh_run_refuses_existing_run_dir(reference, tmp_path):
     train_supernet(cfg, tmp_path / "run", until_epoch=1, progress=False)
     with pytest.raises(ConfigError, match="--resume"):
         train_supernet(cfg, tmp_path / "run", progress=False)
+
+
+def test_progressive_resume_across_teacher_freeze_is_exact(tmp_path):
+    from nasforge.train.config import PhaseConfig
+
+    phases = (
+        PhaseConfig("full", 1, 1.0, 1, False, {"resolution": "all"}),
+        PhaseConfig("kernel", 1, 0.5, 1, True, {"resolution": "all", "kernel": "all"}),
+        PhaseConfig("depth", 1, 0.5, 2, True, {"resolution": "all", "kernel": "all", "depth": "all"}),
+    )
+    cfg = tiny_train_config(schedule__name="progressive", epochs=3, schedule__phases=phases,
+                            data__train_limit=64)
+    full = train_supernet(cfg, tmp_path / "a", progress=False)
+    train_supernet(cfg, tmp_path / "b", until_epoch=2, progress=False)
+    state = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["phase"] == "kernel" and state["teacher"] is not None
+    resumed = train_supernet(cfg, tmp_path / "b", resume=True, progress=False)
+    assert _max_diff(full.supernet, resumed.supernet) <= 1e-6

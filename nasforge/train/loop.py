@@ -223,7 +223,8 @@ def train_supernet(
 
 def _teacher_shell(space: SearchSpace, device: torch.device) -> StaticSubnet:
     largest = space.largest()
-    return StaticSubnet(space.layers(largest), largest).to(device).eval().requires_grad_(False)
+    shell = StaticSubnet(space.layers(largest), largest).to(device).eval().requires_grad_(False)
+    return shell.to(memory_format=torch.channels_last)  # as `_enter_phase` makes it
 
 
 def _enter_phase(plan: StepPlan, net: ElasticSupernet, optimizer: torch.optim.Optimizer, space: SearchSpace,
