@@ -54,7 +54,7 @@ def test_sandwich_trains_and_writes_run(tmp_path):
 def test_delayed_trains_full_model_first_then_shrinks(tmp_path):
     cfg = tiny_train_config(schedule__name="delayed", epochs=4, schedule__shrink_fraction=0.5)
     result = train_supernet(cfg, tmp_path / "run", progress=False)
-    assert [m["phase"] for m in result.metrics] == ["full", "eps-warmup", "shrink", "shrink"]
+    assert [m["phase"] for m in result.metrics] == ["full", "full", "eps-warmup", "shrink"]
     losses = _losses(result.metrics)
     assert losses[-1] < losses[0]
 
@@ -76,18 +76,27 @@ def test_delayed_epsilon_rule():
     cfg = tiny_train_config(schedule__name="delayed", epochs=10, schedule__shrink_fraction=0.5,
                             schedule__eps_window_epochs=2.0)
     s = DelayedStrategy(cfg, space, steps_per_epoch=10)
-    assert (s.total, s.shrink, s.window, s.opens) == (100, 50, 20, 30)
+    assert (s.total, s.opens, s.window, s.shrink) == (100, 50, 20, 70)
+    assert [(p.name, p.start, p.end) for p in s.phases] == [("full", 0, 50), ("eps-warmup", 50, 70),
+                                                            ("shrink", 70, 100)]
     rng = np.random.default_rng(0)
-    assert s.epsilon(29) == 0.0 and len(s.plan(29, rng).tasks) == 1
-    plan = s.plan(30, rng)
+    assert s.epsilon(49) == 0.0 and len(s.plan(49, rng).tasks) == 1
+    plan = s.plan(50, rng)
     assert plan.phase.reorder_channels and len(plan.tasks) == 4
     assert plan.tasks[0].arch == space.largest() and plan.tasks[1].arch == space.smallest()
+    assert plan.tasks[0].weight == 1.0 and plan.tasks[0].label_w == 1.0
     assert all(t.kd_w == 1.0 and t.label_w == 0.0 for t in plan.tasks[1:])
-    # effective subnet LR ε(t)·lr(t) rises linearly per iteration to lr(S), then ε = 1
-    eff = np.array([s.epsilon(t) * s.lr(t) for t in range(30, 50)])
-    assert np.allclose(np.diff(eff), s.lr(50) / 20) and np.isclose(eff[-1], s.lr(50))
-    assert s.epsilon(50) == 1.0 and s.epsilon(99) == 1.0
-    assert plan.tasks[1].weight == pytest.approx(s.epsilon(30))
+    assert plan.tasks[1].weight == pytest.approx(1 / 20)
+    # default rule: ε itself rises linearly per iteration from 1/W to 1, then stays 1
+    eps = np.array([s.epsilon(t) for t in range(50, 70)])
+    assert np.allclose(eps, np.arange(1, 21) / 20)
+    assert s.epsilon(70) == 1.0 and s.epsilon(99) == 1.0
+    # the DεpS code's rule: the subnets' effective LR ε(t)·lr(t) rises linearly to lr(S)
+    code = DelayedStrategy(tiny_train_config(schedule__name="delayed", epochs=10, schedule__eps_window_epochs=2.0,
+                                             schedule__eps_rule="lr"), space, steps_per_epoch=10)
+    eff = np.array([code.epsilon(t) * code.lr(t) for t in range(50, 70)])
+    assert np.allclose(np.diff(eff), code.lr(70) / 20) and np.isclose(eff[-1], code.lr(70))
+    assert code.epsilon(70) == 1.0
     # one cosine over the whole run for the full model
     assert s.lr(0) == pytest.approx(cfg.optim.lr) and s.lr(99) < 0.01 * cfg.optim.lr
 

@@ -84,8 +84,9 @@ class ScheduleConfig:
     name: str = "sandwich"
     random_subnets: int = 2  # sandwich/delayed: random subnets per step besides largest and smallest
     kd_ratio: float = 1.0  # progressive: weight of the KD term next to the label loss
-    shrink_fraction: float = 0.5  # delayed: the shrink point, as a fraction of the budget
-    eps_window_epochs: float = 5.0  # delayed: epsilon ramps over this many epochs before the shrink point
+    shrink_fraction: float = 0.5  # delayed: the full model trains alone for this fraction of the budget
+    eps_window_epochs: float = 5.0  # delayed: then epsilon ramps 0 -> 1 over this many epochs (DεpS: 5)
+    eps_rule: str = "linear"  # delayed: "linear" (ε linear per iteration) or "lr" (effective LR linear, DεpS code)
     phases: tuple[PhaseConfig, ...] = field(default_factory=_ofa_phases)
     arch: dict[str, Any] | None = None  # standalone: the one arch trained alone
 
@@ -211,6 +212,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"schedule.random_subnets must be >= 0, got {s.random_subnets}")
     if not 0.0 <= s.shrink_fraction < 1.0:
         raise ConfigError(f"schedule.shrink_fraction must be in [0, 1), got {s.shrink_fraction}")
+    if s.eps_rule not in ("linear", "lr"):
+        raise ConfigError(f"schedule.eps_rule must be 'linear' or 'lr', got {s.eps_rule!r}")
     if s.eps_window_epochs < 0:
         raise ConfigError(f"schedule.eps_window_epochs must be >= 0, got {s.eps_window_epochs}")
     if s.name == "progressive":

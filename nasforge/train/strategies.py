@@ -10,9 +10,9 @@ per-step rng the loop derives from (seed, iteration)), so a resumed run replays 
 - `sandwich` (BigNAS, Yu et al., ECCV 2020): largest on labels; smallest + N random on the
   largest's detached soft predictions (in-place distillation).
 - `delayed` (DεpS: "Delayed ε-Shrinking for Faster Once-For-All Training", Aditya Annavajjala,
-  Alind Khare et al., ECCV 2024): the full model alone on one cosine schedule; channels re-ordered
-  by importance once when the elastic dimensions open; sandwich steps from then on with subnet
-  losses scaled by ε (the rule is in `DelayedStrategy.epsilon`).
+  Alind Khare et al., ECCV 2024): the full model alone on one cosine schedule until a fraction of
+  the budget; channels re-ordered by importance once when the elastic dimensions open; sandwich
+  steps from then on with subnet losses scaled by ε (the exact rule: `DelayedStrategy`).
 - `standalone`: one fixed arch trained alone (the "as good as trained alone" baseline).
 """
 
@@ -149,18 +149,20 @@ class SandwichStrategy:
 class DelayedStrategy:
     """DεpS (Annavajjala, Khare et al., ECCV 2024): delayed shrinking with ε-scaled subnet losses.
 
-    With T iterations in the run, the shrink point S = round(shrink_fraction * T) and the window
-    W = min(round(eps_window_epochs * steps_per_epoch), S) (the DεpS code: 5 epochs), one cosine
-    LR lr(t) spans [0, T) for everything:
+    With T iterations in the run and one cosine LR lr(t) over all of them (the full model's):
 
-    - t < S - W ("full"): only the full model trains, on labels.
-    - t = S - W: channels are re-ordered by importance (L1), once; all elastic dimensions open.
-    - t >= S - W: sandwich steps (largest on labels; smallest + N random on the largest's
-      detached soft predictions). Subnet losses are multiplied by ε(t):
-          ε(t) = ((t - (S - W) + 1) / W) * lr(S) / lr(t)   for S - W <= t < S   ("eps-warmup")
-          ε(t) = 1                                          for t >= S          ("shrink")
-      so a subnet's effective learning rate ε(t)·lr(t) grows linearly per iteration from ~0 to
-      lr(S), the full model's rate at the shrink point, and follows the full model's after it.
+    - t < O = round(shrink_fraction * T) (phase "full"): only the full model trains, on labels.
+    - t = O: channels are re-ordered by importance (L1), once; all elastic dimensions open.
+    - t >= O: sandwich steps: the largest on labels; the smallest + N random subnets on the
+      largest's detached soft predictions, their losses multiplied by ε(t). With the window
+      W = min(round(eps_window_epochs * steps_per_epoch), T - O) and the shrink point S = O + W
+      (the DεpS code ramps over the last 5 epochs before its shrink point):
+        eps_rule "linear" (default):  ε(t) = (t - O + 1) / W                      for O <= t < S
+        eps_rule "lr" (DεpS code):    ε(t) = ((t - O + 1) / W) * lr(S) / lr(t)    for O <= t < S
+        both:                         ε(t) = 1                                    for t >= S
+      "linear" ramps ε itself from ~0 to 1 per iteration; "lr" makes the subnets' effective learning
+      rate ε(t)·lr(t) grow exactly linearly to lr(S). Either way the subnets' effective LR grows from
+      ~0 to the full model's and follows it after S (phases "eps-warmup", then "shrink").
     """
 
     def __init__(self, cfg: TrainConfig, space: SearchSpace, steps_per_epoch: int) -> None:
@@ -170,17 +172,18 @@ class DelayedStrategy:
         self.base_lr = cfg.optim.lr
         self.warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
         self.n_random = s.random_subnets
-        self.shrink = int(round(s.shrink_fraction * self.total))
-        self.window = min(int(round(s.eps_window_epochs * steps_per_epoch)), self.shrink)
-        opens = self.shrink - self.window
+        self.rule = s.eps_rule
+        self.opens = int(round(s.shrink_fraction * self.total))
+        self.window = max(0, min(int(round(s.eps_window_epochs * steps_per_epoch)), self.total - self.opens))
+        self.shrink = self.opens + self.window
         phases = []
-        if opens > 0:
-            phases.append(Phase("full", 0, opens))
+        if self.opens > 0:
+            phases.append(Phase("full", 0, self.opens))
         if self.window > 0:
-            phases.append(Phase("eps-warmup", opens, self.shrink, reorder_channels=True))
-        phases.append(Phase("shrink", self.shrink, self.total, reorder_channels=self.window == 0))
+            phases.append(Phase("eps-warmup", self.opens, self.shrink, reorder_channels=True))
+        if self.shrink < self.total:
+            phases.append(Phase("shrink", self.shrink, self.total, reorder_channels=self.window == 0))
         self.phases = tuple(phases)
-        self.opens = opens
 
     def lr(self, it: int) -> float:
         return cosine_lr(it, self.base_lr, 0, self.total, self.warmup)
@@ -190,10 +193,11 @@ class DelayedStrategy:
             return 0.0
         if it >= self.shrink:
             return 1.0
+        ramp = (it - self.opens + 1) / self.window
+        if self.rule == "linear":
+            return ramp
         lr_t = self.lr(it)
-        if lr_t <= 0.0:
-            return 0.0
-        return (it - self.opens + 1) / self.window * self.lr(self.shrink) / lr_t
+        return ramp * self.lr(self.shrink) / lr_t if lr_t > 0.0 else 0.0
 
     def plan(self, iteration: int, rng: np.random.Generator) -> StepPlan:
         phase = phase_at(self.phases, iteration)
