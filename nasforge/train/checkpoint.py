@@ -36,10 +36,11 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    # RNG states must be CPU byte tensors, whatever map_location the checkpoint was loaded with
+    torch.set_rng_state(state["torch"].cpu())
     random.setstate(_py_state_from_plain(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _py_state_to_plain(state: tuple) -> list:  # type: ignore[type-arg]
