@@ -1,0 +1,94 @@
+"""`nasforge train-supernet` and `nasforge train-subnet`: thin wrappers over nasforge.train.loop."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from nasforge.cli import app
+from nasforge.cli._common import ArchOpt, console
+from nasforge.errors import ConfigError
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Training YAML (default configs/train/default.yaml).")]
+ScheduleOpt = Annotated[Optional[str], typer.Option("--schedule", help="progressive | sandwich | delayed.")]
+SpaceOverride = Annotated[Optional[str], typer.Option("--space", help="Shipped space name or a space YAML path.")]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="digits | cifar10 | imagefolder.")]
+DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Dataset folder (never downloaded).")]
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="The whole run's epoch budget.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: a fresh one under runs/).")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last good checkpoint.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda.")]
+SeedOverride = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Training batch size (all ranks together).")]
+LimitOpt = Annotated[Optional[int], typer.Option("--train-limit", help="Use at most this many training images.")]
+UntilOpt = Annotated[Optional[int], typer.Option("--until-epoch", help="Stop after this epoch (continue with --resume).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
+
+
+def _fresh_out(prefix: str) -> Path:
+    base = Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, i = base, 1
+    while out.exists():
+        out, i = Path(f"{base}-{i}"), i + 1
+    return out
+
+
+def _resolve(config: Path | None, out: Path | None, resume: bool, overrides: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from nasforge.train.config import apply_overrides, load_config, read_run_config, validate
+
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+        base = read_run_config(out / "config.yaml") if config is None else load_config(config)
+        return validate(apply_overrides(base, overrides)), out
+    return load_config(config, overrides), out
+
+
+@app.command("train-supernet")
+def train_supernet_command(
+    config: ConfigOpt = None, schedule: ScheduleOpt = None, space: SpaceOverride = None, dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None, epochs: EpochsOpt = None, out: OutOpt = None, resume: ResumeOpt = False,
+    device: DeviceOpt = None, seed: SeedOverride = None, batch_size: BatchOpt = None, train_limit: LimitOpt = None,
+    until_epoch: UntilOpt = None, quiet: QuietOpt = False,
+) -> None:
+    """Train an elastic supernet (progressive / sandwich / delayed) so every subnet works without retraining."""
+    overrides = {"schedule.name": schedule, "space": space, "data.dataset": dataset, "data.data_dir": data_dir,
+                 "epochs": epochs, "device": device, "seed": seed, "data.batch_size": batch_size,
+                 "data.train_limit": train_limit}
+    cfg, out = _resolve(config, out, resume, overrides)
+    _run(cfg, out or _fresh_out(cfg.schedule.name), resume, until_epoch, quiet)
+
+
+@app.command("train-subnet")
+def train_subnet_command(
+    arch: ArchOpt, config: ConfigOpt = None, space: SpaceOverride = None, dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None, epochs: EpochsOpt = None, out: OutOpt = None, resume: ResumeOpt = False,
+    device: DeviceOpt = None, seed: SeedOverride = None, batch_size: BatchOpt = None, train_limit: LimitOpt = None,
+    until_epoch: UntilOpt = None, quiet: QuietOpt = False,
+) -> None:
+    """Train one subnet alone from scratch (the baseline a supernet's subnets are compared with)."""
+    from nasforge.io import read_arch_argument
+
+    arch_obj = read_arch_argument(arch)
+    overrides = {"schedule.name": "standalone", "schedule.arch": arch_obj, "space": space,
+                 "data.dataset": dataset, "data.data_dir": data_dir, "epochs": epochs, "device": device,
+                 "seed": seed, "data.batch_size": batch_size, "data.train_limit": train_limit}
+    cfg, out = _resolve(config, out, resume, overrides)
+    from nasforge.space import load_space
+
+    load_space(cfg.space, width_mult=cfg.width_mult).parse_arch(arch_obj)  # fail fast on an arch outside the space
+    _run(cfg, out or _fresh_out("subnet"), resume, until_epoch, quiet)
+
+
+def _run(cfg, out: Path, resume: bool, until_epoch: int | None, quiet: bool) -> None:  # type: ignore[no-untyped-def]
+    from nasforge.train.loop import train_supernet
+
+    result = train_supernet(cfg, out, resume=resume, until_epoch=until_epoch, progress=not quiet, console=console)
+    if result.metrics and not quiet:
+        console.print(json.dumps({"run_dir": str(out), "finished": result.finished, **result.metrics[-1]}))
+    elif not quiet:
+        console.print(f"run {out}: nothing left to train")

@@ -1,0 +1,1 @@
+"""Supernet training: shrink strategies, the one training loop, checkpoints, BN recalibration, runs."""

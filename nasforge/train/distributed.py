@@ -1,0 +1,97 @@
+"""Multi-process training under `torchrun`: gloo on CPU, nccl on CUDA.
+
+Every rank samples the same subnets (the per-step rng derives from (seed, iteration) alone),
+takes a disjoint shard of each batch, and after a step's gradients are accumulated over all
+its subnets they are averaged across ranks with one all-reduce per parameter. We do this by
+hand instead of wrapping in DistributedDataParallel: each step runs a different set of
+subnets, several forward/backward passes and some parameters unused, which DDP only handles
+with find_unused_parameters=True and no_sync() bookkeeping; a manual all-reduce after
+accumulation is the same arithmetic with none of that.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's disjoint slice of a batch."""
+        return x[self.rank :: self.world_size] if self.enabled else x
+
+
+def init_distributed(device_type: str) -> DistContext:
+    """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE); else single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world)
+    if device_type == "cuda":
+        torch.cuda.set_device(local)
+    return DistContext(rank, world, local)
+
+
+@torch.no_grad()
+def broadcast_module(module: nn.Module, ctx: DistContext) -> None:
+    """Start every rank from rank 0's weights and buffers."""
+    if not ctx.enabled:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
+@torch.no_grad()
+def average_gradients(module: nn.Module, ctx: DistContext) -> None:
+    """Mean of each gradient over ranks; every rank has the same None pattern (same subnets)."""
+    if not ctx.enabled:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(ctx.world_size)
+
+
+@torch.no_grad()
+def average_buffers(module: nn.Module, ctx: DistContext) -> None:
+    """Mean of floating-point buffers (BN running stats) over ranks, so every rank saves the same state.
+
+    Each rank's BN layers see only its shard, so their running statistics drift apart; they are
+    re-estimated before any evaluation anyway, but checkpoints must not depend on the rank.
+    """
+    if not ctx.enabled:
+        return
+    for b in module.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b, op=dist.ReduceOp.SUM)
+            b.div_(ctx.world_size)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,95 @@
+"""A finished (or partly trained) run folder as one object other stages load.
+
+Layout of RUN_DIR:
+  config.yaml          the resolved TrainConfig
+  space.yaml           the search space the supernet was built from (its fingerprint is checked)
+  metrics.jsonl        one JSON line per epoch: losses, images/s, largest/smallest/random accuracy
+  checkpoints/         last.pt, prev.pt (+ phase-NAME.pt for multi-phase schedules)
+  supernet.pt          final weights + space fingerprint, name, source, num_classes
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nasforge.arch import ArchConfig
+from nasforge.data import DataSplits
+from nasforge.errors import CheckpointError
+from nasforge.space import SearchSpace, load_space
+from nasforge.supernet import ElasticSupernet, build_supernet
+from nasforge.train import checkpoint as ckpt
+from nasforge.train.config import TrainConfig, read_run_config
+from nasforge.train.evaluate import evaluate_archs
+from nasforge.train.loop import load_training_data, resolve_device
+
+
+@dataclass
+class Run:
+    path: Path
+    config: TrainConfig
+    space: SearchSpace
+    supernet: ElasticSupernet  # eval mode, on `device`
+    device: torch.device
+    checkpoint_sha256: str
+    weights_path: Path | None = None
+    _data: DataSplits | None = field(default=None, repr=False)
+
+    def data(self) -> DataSplits:
+        """The run's dataset (same splits as training), loaded on first use, on the run's device."""
+        if self._data is None:
+            self._data = load_training_data(self.config, self.space).to(self.device)
+        return self._data
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> Run:
+    """Load RUN_DIR's final supernet (or, before the run finishes, its last good checkpoint)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such run folder")
+    cfg = read_run_config(path / "config.yaml")
+    dev = resolve_device(device)
+    space_file = path / "space.yaml"
+    space = load_space(space_file if space_file.exists() else cfg.space)
+    weights = path / "supernet.pt"
+    if weights.exists():
+        try:
+            obj = torch.load(weights, map_location=dev, weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{weights}: unreadable supernet ({type(exc).__name__})") from None
+        if not isinstance(obj, dict) or obj.get("format") != ckpt.SUPERNET_FORMAT:
+            raise CheckpointError(f"{weights}: not a nasforge supernet file")
+    else:
+        obj, weights = ckpt.load_latest(path / "checkpoints", dev)
+    if int(obj.get("num_classes", space.num_classes)) != space.num_classes:
+        space = space.with_options(num_classes=int(obj["num_classes"]))
+    if "width_mult" in obj and float(obj["width_mult"]) != space.width_mult:
+        space = space.with_options(width_mult=float(obj["width_mult"]))
+    if obj["space_fingerprint"] != space.fingerprint:
+        raise CheckpointError(f"{weights}: weights are for space {obj['space_fingerprint']}, "
+                              f"not {space.name} ({space.fingerprint})")
+    net = build_supernet(space).to(dev)
+    try:
+        net.load_state_dict(obj["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights}: weights do not fit space {space.name} ({str(exc).splitlines()[0]})") from None
+    net.eval()
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return Run(path, cfg, space, net, dev, ckpt.sha256_file(weights), weights)
+
+
+def evaluate_subnets(run: Run, archs: Sequence[ArchConfig], split: str = "val", *, calib_images: int = 2000,
+                     batch_size: int = 256) -> np.ndarray:
+    """Top-1 % of each arch on `split`, BN recalibrated per arch on `calib_images` training images."""
+    canon = [run.space.validate(a) for a in archs]
+    return evaluate_archs(run.supernet, run.data(), canon, split, calib_images=calib_images, batch_size=batch_size,
+                          amp=run.config.amp, channels_last=run.config.channels_last)
+
+
+def evaluate_subnet(run: Run, arch: ArchConfig, split: str = "val", *, calib_images: int = 2000) -> float:
+    return float(evaluate_subnets(run, [arch], split, calib_images=calib_images)[0])
