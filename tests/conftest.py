@@ -13,3 +13,15 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A briefly trained tiny-mbv3 supernet on a slice of digits (a real run folder, seconds on CPU)."""
+    from nasforge.testing.train import tiny_train_config
+    from nasforge.train.loop import train_supernet
+
+    cfg = tiny_train_config(schedule__name="sandwich", epochs=2)
+    run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
+    train_supernet(cfg, run_dir, progress=False)
+    return run_dir

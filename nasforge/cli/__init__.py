@@ -43,6 +43,7 @@ def _register() -> None:
     # One module per command group; each adds its commands to `app`.
     from nasforge.cli import spaces  # noqa: F401
     from nasforge.cli import train  # noqa: F401
+    from nasforge.cli import export  # noqa: F401
 
 
 _register()

@@ -7,6 +7,7 @@ every op a static subnet contains (conv, BN folded at export, hard-swish, poolin
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,16 +67,18 @@ def export_onnx(
     example = torch.zeros(1, 3, resolution, resolution)
     buffer = io.BytesIO()
     dynamic_axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    torch.onnx.export(
-        model,
-        (example,),
-        buffer,
-        dynamo=False,
-        opset_version=opset,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes=dynamic_axes,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the classic exporter is deliberate (see module doc)
+        torch.onnx.export(
+            model,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes=dynamic_axes,
+        )
     proto = onnx.load_from_string(buffer.getvalue())
     try:
         onnx.checker.check_model(proto, full_check=True)

@@ -1,0 +1,5 @@
+"""`python -m nasforge` runs the CLI."""
+
+from nasforge.cli import main
+
+main()

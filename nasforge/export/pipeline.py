@@ -1,0 +1,167 @@
+"""From a trained run (or a fine-tuned standalone checkpoint) to a shipped model plus its sidecar JSON.
+
+The sidecar says everything a deployment needs and where each number came from: input shape and
+normalisation, class names, MACs/params, accuracy (measured on the test split here, labelled) and
+latency (from the target's table or its roofline estimate, labelled with its source).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nasforge.arch import ArchConfig
+from nasforge.data import DataSplits, calibration_batches, eval_batches
+from nasforge.errors import ConfigError
+from nasforge.export.onnx import OnnxExportReport, export_onnx
+from nasforge.export.standalone import save_standalone
+from nasforge.io import atomic_write_json
+from nasforge.space import SearchSpace
+from nasforge.supernet import resize_to
+from nasforge.supernet.static import StaticSubnet
+
+
+@dataclass
+class PreparedSubnet:
+    """A static subnet ready to ship, with the data and provenance its sidecar needs."""
+
+    subnet: StaticSubnet
+    space: SearchSpace
+    arch: ArchConfig
+    data: DataSplits
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_from_run(run: Any, arch: ArchConfig, *, calib_images: int = 2000) -> PreparedSubnet:
+    """Extract `arch` from a loaded run with BN statistics recalibrated for it (supernet left unchanged)."""
+    from nasforge.train.bn import preserved_bn, recalibrate_bn
+
+    net, data = run.supernet, run.data()
+    device = next(net.parameters()).device
+    arch = run.space.validate(arch)
+    calib = calibration_batches(data, calib_images, 200)
+    with preserved_bn(net), net.active(arch):
+        recalibrate_bn(net, [x.to(device) for x in calib], forward=lambda x: net(resize_to(x, arch.resolution)))
+        subnet = net.extract(arch)
+    provenance = {"run": str(run.path), "supernet_sha256": run.checkpoint_sha256, "bn_calibration_images": calib_images}
+    return PreparedSubnet(subnet.cpu().eval(), run.space, arch, data.to("cpu"), provenance)
+
+
+def normalized_images(data: DataSplits, split: str, resolution: int, limit: int | None = None) -> np.ndarray:
+    """Un-augmented, normalised float images of a split at `resolution`, as the exported model expects them."""
+    chunks = [resize_to(x.float(), resolution) for x, _ in eval_batches(data, split, 512, limit)]
+    return torch.cat(chunks).cpu().numpy()
+
+
+def split_labels(data: DataSplits, split: str, limit: int | None = None) -> np.ndarray:
+    labels = data.split(split).labels.cpu().numpy()
+    return labels if limit is None else labels[:limit]
+
+
+@torch.no_grad()
+def torch_accuracy(model: StaticSubnet, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(images), batch_size):
+        logits = model(torch.from_numpy(images[i : i + batch_size]))
+        correct += int((logits.argmax(1).numpy() == labels[i : i + batch_size]).sum())
+    return 100.0 * correct / max(1, len(images))
+
+
+def latency_entry(space: SearchSpace, arch: ArchConfig, target: str | None) -> dict[str, Any] | None:
+    """Latency on `target` with its source (measured table or roofline estimate), or None without a target."""
+    if not target:
+        return None
+    from nasforge.latency import load_latency_model
+
+    model = load_latency_model(target, space)
+    return {"target": target, "ms": float(model.predict([arch])[0]), "source": model.source}
+
+
+@dataclass
+class ExportResult:
+    model_path: Path
+    sidecar_path: Path
+    sidecar: dict[str, Any]
+    onnx: OnnxExportReport | None = None
+
+
+def export_prepared(
+    prepared: PreparedSubnet,
+    out: str | Path,
+    *,
+    fmt: str = "onnx",
+    opset: int = 17,
+    dynamic_batch: bool = False,
+    quantize: str | None = None,
+    calib_images: int = 256,
+    target: str | None = "cpu",
+    test_limit: int | None = None,
+) -> ExportResult:
+    """Write the model (ONNX or standalone torch) and `<out>.json`; measure accuracy on the test split."""
+    if fmt not in ("onnx", "torch"):
+        raise ConfigError(f"--format must be onnx or torch, got {fmt!r}")
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"--quantize supports only int8, got {quantize!r}")
+    if quantize and fmt != "onnx":
+        raise ConfigError("--quantize int8 needs --format onnx")
+    out = Path(out)
+    space, arch, data, subnet = prepared.space, prepared.arch, prepared.data, prepared.subnet
+    test_x = normalized_images(data, "test", arch.resolution, test_limit)
+    test_y = split_labels(data, "test", test_limit)
+    accuracy = {"test_top1": torch_accuracy(subnet, test_x, test_y), "test_images": int(len(test_y)),
+                "source": "measured"}
+    sidecar: dict[str, Any] = {
+        "format": fmt,
+        "arch": arch.to_dict(),
+        "space": {"name": space.name, "fingerprint": space.fingerprint},
+        "input": {
+            "name": "input",
+            "shape": ["batch" if dynamic_batch else 1, 3, arch.resolution, arch.resolution],
+            "resolution": arch.resolution,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "scale": "x / 255, then (x - mean) / std per channel",
+            "mean": list(data.mean),
+            "std": list(data.std),
+        },
+        "class_names": list(data.class_names),
+        "macs": space.macs(arch),
+        "params": space.params(arch),
+        "accuracy": accuracy,
+        "latency": latency_entry(space, arch, target),
+        "provenance": prepared.provenance,
+    }
+    if space.family == "mobilenetv3":
+        sidecar["ofa_arch"] = space.to_ofa_dict(arch)
+    report = None
+    if fmt == "torch":
+        save_standalone(out, subnet, space, {"sidecar": sidecar})
+    else:
+        report = export_onnx(subnet, out, arch.resolution, opset=opset, dynamic_batch=dynamic_batch,
+                             check_inputs=torch.from_numpy(test_x[: 8 if dynamic_batch else 1]))
+        import onnxruntime
+
+        sidecar["onnx"] = {"opset": opset, "max_abs_diff_vs_torch": report.max_abs_diff,
+                           "onnxruntime": onnxruntime.__version__}
+        if quantize == "int8":
+            from nasforge.export.quantize import onnx_accuracy, quantize_int8
+
+            int8_path = out.with_name(out.stem + ".int8.onnx")
+            calib = calibration_batches(data, calib_images, 256)
+            calib_x = torch.cat([resize_to(x.float(), arch.resolution) for x in calib]).numpy()
+            quantize_int8(out, int8_path, calib_x)
+            sidecar["int8"] = {
+                "path": str(int8_path),
+                "calibration_images": int(len(calib_x)),
+                "fp32_test_top1": onnx_accuracy(out, test_x, test_y),
+                "int8_test_top1": onnx_accuracy(int8_path, test_x, test_y),
+                "source": "measured",
+            }
+    sidecar_path = out.with_name(out.name + ".json")
+    atomic_write_json(sidecar_path, sidecar)
+    return ExportResult(out, sidecar_path, sidecar, report)
