@@ -72,9 +72,16 @@ class Recorder:
     def remaining(self) -> int:
         return max(self.budget - self.count, 0)
 
-    def evaluate(self, genes: np.ndarray, metrics: dict[str, np.ndarray] | None = None) -> Evaluation:
-        """Evaluate (or record given metrics for) a batch; never more than the remaining budget."""
-        genes = np.atleast_2d(np.asarray(genes, dtype=np.int64))[: self.remaining]
+    def evaluate(
+        self, genes: np.ndarray, metrics: dict[str, np.ndarray] | None = None, *, within_budget: bool = True
+    ) -> Evaluation:
+        """Evaluate (or record given metrics for) a batch; never more than the remaining budget.
+
+        `within_budget=False` records points evaluated elsewhere (another worker of a shared study).
+        """
+        genes = np.atleast_2d(np.asarray(genes, dtype=np.int64))
+        if within_budget:
+            genes = genes[: self.remaining]
         if metrics is None:
             ev = self.problem.evaluate(genes)
         else:

@@ -8,7 +8,10 @@ metrics and its constraint values (user attrs), so any process can rebuild the w
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,7 @@ from nasforge.search.engines.base import EngineContext, Recorder
 from nasforge.search.objectives import COLUMNS
 
 
-def _storage(url: str) -> Any:
+def _storage(url: str, locked: bool = False) -> Any:
     """An RDB storage; SQLite gets WAL and synchronous=NORMAL (one fsync per commit is ~8 ms here,
     and optuna commits every suggested parameter)."""
     import optuna
@@ -36,10 +39,29 @@ def _storage(url: str) -> Any:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}}, skip_compatibility_check=False)
+    # Processes opening one fresh database race on creating its tables: serialise that with a lock file.
+    db = url.split(":///", 1)[-1]
+    with _file_lock(None if locked or not db or db == ":memory:" else Path(db + ".lock")):
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
     event.listen(storage.engine, "connect", pragmas)
     storage.engine.dispose()  # drop the connection made before the listener existed
     return storage
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -67,14 +89,17 @@ class OptunaEngine:
         if ctx.storage is None or ctx.study_name is None:
             raise ConfigError(f"engine {self.name} needs a storage URL and a study name")
         seed = int(np.random.SeedSequence([ctx.seed, ctx.worker]).generate_state(1)[0] % (2**31))
+        db = ctx.storage.split(":///", 1)[-1] if ctx.storage.startswith("sqlite") else ""
+        lock = Path(db + ".lock") if db and db != ":memory:" else None
         try:
-            study = optuna.create_study(
-                study_name=ctx.study_name,
-                storage=_storage(ctx.storage),
-                sampler=self._sampler(seed),
-                directions=["minimize"] * problem.n_obj,
-                load_if_exists=True,
-            )
+            with _file_lock(lock):
+                study = optuna.create_study(
+                    study_name=ctx.study_name,
+                    storage=_storage(ctx.storage, locked=True),
+                    sampler=self._sampler(seed),
+                    directions=["minimize"] * problem.n_obj,
+                    load_if_exists=True,
+                )
         except (ValueError, ImportError, optuna.exceptions.OptunaError) as exc:
             raise ConfigError(f"optuna storage {ctx.storage!r}: {str(exc).splitlines()[0]}") from None
         names = [f"g{i}" for i in range(space.num_genes)]
@@ -91,13 +116,13 @@ class OptunaEngine:
                 mets.append([np.nan if v is None else float(v) for v in t.user_attrs["metrics"]])
             if rows:
                 m = np.array(mets, dtype=np.float64)
-                recorder.evaluate(np.array(rows), {c: m[:, j] for j, c in enumerate(COLUMNS)})
+                recorder.evaluate(np.array(rows), {c: m[:, j] for j, c in enumerate(COLUMNS)}, within_budget=False)
                 recorder.end_step()
 
         sync()
         while True:
             active = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-            n = min(self.batch_size, recorder.budget - len(active), recorder.remaining)
+            n = min(self.batch_size, recorder.budget - len(active))
             if n <= 0:
                 break
             trials = [study.ask() for _ in range(n)]
