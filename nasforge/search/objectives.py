@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -178,7 +178,9 @@ class CostModel:
                         rem //= int(size)
                     probes.append(g)
             fit = np.concatenate([np.stack(probes), s.sample_genes(rng, len(probes) // 4 + 20)])
-            check = np.concatenate([s.sample_genes(rng, 12), np.zeros((1, s.num_genes), np.int64), (s.gene_sizes - 1)[None]])
+            check = np.concatenate(
+                [s.sample_genes(rng, 12), np.zeros((1, s.num_genes), np.int64), (s.gene_sizes - 1)[None]]
+            )
             fit[:, 0] = r
             check[:, 0] = r
             coef, *_ = np.linalg.lstsq(self._design(fit), self._exact(fit).astype(np.float64), rcond=None)
@@ -267,7 +269,9 @@ class Evaluator:
         k0, e0, w0 = s._k0, s._e0, s._w0
         out = []
         for row in vals.tolist():
-            out.append(ArchConfig(int(row[0]), tuple(row[1:k0]), tuple(row[k0:e0]), tuple(row[e0:w0]), tuple(row[w0:])))
+            out.append(
+                ArchConfig(int(row[0]), tuple(row[1:k0]), tuple(row[k0:e0]), tuple(row[e0:w0]), tuple(row[w0:]))
+            )
         return out
 
     def __call__(self, genes: np.ndarray) -> dict[str, np.ndarray]:
@@ -323,7 +327,6 @@ class SearchProblem:
     evaluator: Evaluator
     objectives: tuple[str, ...]
     constraints: tuple[Constraint, ...] = ()
-    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in (*self.objectives, *(c.metric for c in self.constraints)):
@@ -410,6 +413,3 @@ def _fmt(value: float, unit: str) -> str:
             return f"{value / div:.3g}{suffix}"
     return f"{value:.3g}"
 
-
-def describe(value: Any) -> str:
-    return str(value)

@@ -101,11 +101,17 @@ def write_history_csv(path: Path, space: Any, history: Any, archs: Sequence[Any]
                 i,
                 int(history.step[i]),
                 int(history.feasible[i]),
-                *("" if np.isnan(v) else (f"{v:.6g}" if c in ("accuracy", "latency_ms") else int(v)) for c, v in zip(COLUMNS, vals)),
+                *(_cell(c, v) for c, v in zip(COLUMNS, vals)),
                 archs[i].to_json(),
             ]
         )
     atomic_write_text(path, buf.getvalue())
+
+
+def _cell(column: str, value: float) -> str | int:
+    if np.isnan(value):
+        return ""
+    return f"{value:.6g}" if column in ("accuracy", "latency_ms") else int(value)
 
 
 def write_hv_csv(path: Path, hv: Sequence[tuple[int, int, float]]) -> None:
@@ -136,7 +142,9 @@ def plot_front(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(objectives) if len(objectives) >= 2 else [objectives[0], "macs" if objectives[0] != "macs" else "params"]
+    names = list(objectives)
+    if len(names) < 2:  # one objective: plot it against a cost
+        names.append("macs" if names[0] != "macs" else "params")
     xc, yc = METRICS[names[1]][0], METRICS[names[0]][0]
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
     x, y = all_metrics[xc], all_metrics[yc]

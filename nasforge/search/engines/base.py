@@ -151,7 +151,10 @@ class Recorder:
             raise CheckpointError(f"{path}: unreadable search checkpoint ({exc}); delete it to start over") from None
         if saved_sig != json.loads(json.dumps(signature, sort_keys=True)):
             diff = sorted(k for k in set(saved_sig) | set(signature) if saved_sig.get(k) != signature.get(k))
-            raise CheckpointError(f"{path}: checkpoint is from a different search ({', '.join(diff)} differ); use another --out")
+            raise CheckpointError(
+                f"{path}: checkpoint is from a different search ({', '.join(diff)} differ); "
+                "use another --out or --no-resume"
+            )
         genes, steps, metrics = arrays["genes"], arrays["step"], arrays["metrics"]
         self.step = 0
         for s in np.unique(steps):

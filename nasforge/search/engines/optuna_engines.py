@@ -126,10 +126,13 @@ class OptunaEngine:
             if n <= 0:
                 break
             trials = [study.ask() for _ in range(n)]
-            genes = np.array([[t.suggest_int(nm, 0, int(k) - 1) for nm, k in zip(names, space.gene_sizes)] for t in trials])
+            genes = np.array(
+                [[t.suggest_int(nm, 0, int(k) - 1) for nm, k in zip(names, space.gene_sizes)] for t in trials]
+            )
             ev = recorder.evaluate(genes)
             for i, t in enumerate(trials):
-                t.set_user_attr("metrics", [None if np.isnan(ev.metrics[c][i]) else float(ev.metrics[c][i]) for c in COLUMNS])
+                values = [float(ev.metrics[c][i]) for c in COLUMNS]
+                t.set_user_attr("metrics", [None if np.isnan(v) else v for v in values])
                 for j, g in enumerate(ev.G[i]):
                     t.set_constraint(f"c{j}", float(g))
                 study.tell(t, ev.F[i].tolist())

@@ -138,7 +138,9 @@ class PymooEngine:
                     out["G"] = ev.G
 
         pp = _Problem()
-        signature = {**ctx.signature, "engine": self.name, "pop_size": self.pop_size, "mutation_rate": self.mutation_rate}
+        signature = {
+            **ctx.signature, "engine": self.name, "pop_size": self.pop_size, "mutation_rate": self.mutation_rate
+        }
         state = recorder.load(ctx.checkpoint, signature) if ctx.checkpoint else None
         pop_X = None if state is None else state["pop"].astype(np.int64)
         while recorder.remaining > 0:
