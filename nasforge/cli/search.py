@@ -78,7 +78,7 @@ def search_command(
     predictor: Annotated[Path | None, typer.Option("--predictor", help="Accuracy predictor file (default: the run's).")] = None,
     lut: Annotated[Path | None, typer.Option("--lut", help="Latency LUT file for --target.")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL (default sqlite in --out).")] = None,
-    worker: Annotated[int | None, typer.Option("--worker", help="Worker index when several processes share a study.")] = None,
+    worker: Annotated[int | None, typer.Option("--worker", help="Worker index when several processes (same --seed and --storage) share a study.")] = None,
     pop_size: Annotated[int | None, typer.Option("--pop-size", help="Population size (pymoo engines, evolution).")] = None,
     mutation_rate: Annotated[float | None, typer.Option("--mutation-rate", help="Per-gene mutation rate (default 1/genes).")] = None,
     resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help="Continue from a checkpoint in --out.")] = None,
