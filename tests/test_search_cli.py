@@ -114,3 +114,12 @@ def test_search_help_is_instant():
 
     code = "import sys; from nasforge.cli import app; assert 'pymoo' not in sys.modules and 'optuna' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_default_out_dir_is_in_the_run(tmp_path, fakes):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"space: {SPACE}\n")
+    res = runner.invoke(app, ["search", "--run", str(run), "--target", "jetson", "--budget", "100"])
+    assert res.exit_code == 0, res.output
+    assert (run / "search-jetson" / "pareto.json").exists()

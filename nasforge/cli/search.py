@@ -72,7 +72,7 @@ def search_command(
     constraint: Annotated[list[str] | None, typer.Option("--constraint", help='Hard bound, e.g. "latency<=15ms", "macs<=300M".')] = None,
     budget: Annotated[int | None, typer.Option("--budget", help="Evaluations (measurements for linas).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Output dir (checkpoints, study, front).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output dir (checkpoints, study, front); default RUN_DIR/search-TARGET.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML with any of these settings; flags win.")] = None,
     space: Annotated[str | None, typer.Option("--space", help="Space name/YAML, for use without --run.")] = None,
     predictor: Annotated[Path | None, typer.Option("--predictor", help="Accuracy predictor file (default: the run's).")] = None,
@@ -124,7 +124,12 @@ def run_search_from_config(cfg: Any) -> Any:
         measure = _measure(run_dir)
     problem = SearchProblem(space, Evaluator(space, accuracy, latency), tuple(cfg.objectives), constraints)
     eng = make_engine(cfg.engine, pop_size=cfg.pop_size, mutation_rate=cfg.mutation_rate, measure=measure)
-    out_dir = Path(cfg.out)
+    if cfg.out:
+        out_dir = Path(cfg.out)
+    elif run_dir is not None:
+        out_dir = run_dir / f"search-{cfg.target or 'cost'}"
+    else:
+        out_dir = Path("search-out")
     with Progress(
         TextColumn(f"[bold]{cfg.engine}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("HV {task.fields[hv]:.4f}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,

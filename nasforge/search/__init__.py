@@ -21,7 +21,6 @@ from nasforge.errors import ConfigError
 from nasforge.io import atomic_write_json
 from nasforge.search.engines import ENGINES, OPTUNA_ENGINES, Engine, EngineContext, History, Recorder, make_engine
 from nasforge.search.objectives import (
-
     Constraint,
     Evaluator,
     SearchError,

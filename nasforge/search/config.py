@@ -25,7 +25,7 @@ class SearchConfig:
     constraints: tuple[str, ...] = ()
     budget: int = 10_000
     seed: int = 0
-    out: str = "search-out"
+    out: str | None = None  # default: RUN_DIR/search-TARGET, or ./search-out without a run
     storage: str | None = None
     worker: int = 0
     pop_size: int = 100
