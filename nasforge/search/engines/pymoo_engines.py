@@ -18,7 +18,7 @@ from nasforge.search.engines.base import EngineContext, Recorder
 
 def _operators(space: Any, mutation_rate: float) -> dict[str, Any]:
     from pymoo.core.crossover import Crossover
-    from pymoo.core.duplicate import DefaultDuplicateElimination
+    from pymoo.core.duplicate import DuplicateElimination
     from pymoo.core.mutation import Mutation
     from pymoo.core.sampling import Sampling
 
@@ -57,17 +57,36 @@ def _operators(space: Any, mutation_rate: float) -> dict[str, Any]:
             X[flip] = moved[flip]
             return X
 
+    class CanonicalDuplicates(DuplicateElimination):
+        """Two encodings are duplicates when they are one network (skipped-block genes ignored); hashed,
+        not pymoo's pairwise distances. Same semantics: a row duplicates an earlier row or `other`."""
+
+        def _do(self, pop, other, is_duplicate):  # type: ignore[no-untyped-def]
+            keys = [row.tobytes() for row in _canon(space, pop.get("X"))]
+            if other is None:
+                seen: set[bytes] = set()
+                for i, k in enumerate(keys):
+                    if k in seen:
+                        is_duplicate[i] = True
+                    seen.add(k)
+            else:
+                taken = {row.tobytes() for row in _canon(space, other.get("X"))}
+                for i, k in enumerate(keys):
+                    if k in taken:
+                        is_duplicate[i] = True
+            return is_duplicate
+
     return {
         "sampling": GeneSampling(),
         "crossover": GeneCrossover(),
         "mutation": GeneMutation(),
-        "eliminate_duplicates": DefaultDuplicateElimination(func=lambda pop: _canon(space, pop.get("X"))),
+        "eliminate_duplicates": CanonicalDuplicates(),
     }
 
 
 def _canon(space: Any, X: np.ndarray) -> np.ndarray:
     X = np.atleast_2d(np.asarray(X)).astype(np.int64)
-    return np.where(space.active_mask(X), X, 0).astype(np.float64)
+    return np.where(space.active_mask(X), X, 0)
 
 
 @dataclass
@@ -78,6 +97,11 @@ class PymooEngine:
     pop_size: int = 100
     mutation_rate: float | None = None  # default 1 / number of genes
     _ref_dirs: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def _stateless(self) -> bool:
+        """NSGA-II keeps no state beyond its population; NSGA-III tracks ideal/nadir points."""
+        return self.name == "nsga2"
 
     def _algorithm(self, space: Any, n_obj: int, sampling: Any) -> Any:
         ops = _operators(space, self.mutation_rate or 1.0 / space.num_genes)
@@ -143,13 +167,14 @@ class PymooEngine:
         }
         state = recorder.load(ctx.checkpoint, signature) if ctx.checkpoint else None
         pop_X = None if state is None else state["pop"].astype(np.int64)
+        algo = None
         while recorder.remaining > 0:
             gen = recorder.step
             seed = int(np.random.SeedSequence([ctx.seed, gen]).generate_state(1)[0] % (2**31))
             if pop_X is None:
                 algo = self._algorithm(space, problem.n_obj, None)
                 algo.setup(pp, termination=NoTermination(), seed=seed, verbose=False)
-            else:
+            elif algo is None or not self._stateless:
                 algo = self._algorithm(space, problem.n_obj, Population.new(X=pop_X))
                 algo.setup(pp, termination=NoTermination(), seed=seed, verbose=False)
                 record["on"] = False  # the survivors: already evaluated (cached), not counted again
@@ -157,6 +182,13 @@ class PymooEngine:
                 algo.evaluator.eval(pp, init)
                 algo.tell(infills=init)
                 record["on"] = True
+            else:
+                # NSGA-II's state is its population with rank and crowding: recompute them exactly as a
+                # re-seeded algorithm would, and keep going (a fresh algorithm per generation costs ~40%).
+                algo.pop = algo.survival.do(
+                    pp, algo.pop, n_survive=len(algo.pop), random_state=algo.random_state, algorithm=algo
+                )
+            algo.random_state = np.random.default_rng(seed)  # this generation's draws depend on (seed, gen) only
             infills = algo.ask()
             if infills is None or len(infills) == 0:
                 break  # every new child duplicates an evaluated arch: the space is exhausted
