@@ -150,3 +150,15 @@ def test_unknown_engine():
         make_engine("simulated-annealing")
     with pytest.raises(ConfigError, match="measurement"):
         make_engine("linas")
+
+
+@pytest.mark.parametrize("engine", ["nsga2", "nsga3"])
+def test_three_objectives(engine):
+    p = problem(("params<=20K",), objectives=("accuracy", "latency", "macs"))
+    eng = make_engine(engine)
+    r = run_search(p, eng, budget=400, seed=0)
+    F = r.history.F[r.front]
+    assert len(F) > 5 and len(non_dominated(F)) == len(F)
+    assert np.all(r.history.metrics["params"][r.front] <= 20e3)
+    if engine == "nsga3":
+        assert len(eng._ref_dirs) <= 100  # no more reference directions than the population

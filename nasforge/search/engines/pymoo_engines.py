@@ -127,7 +127,11 @@ class PymooEngine:
             if self._ref_dirs is None or self._ref_dirs.shape[1] != n_obj:
                 # Das-Dennis for 2-3 objectives (instant); Riesz energy beyond (slow, computed once).
                 if n_obj <= 3:
-                    parts = self.pop_size - 1 if n_obj == 2 else max(int((2 * self.pop_size) ** 0.5) - 1, 1)
+                    parts = self.pop_size - 1
+                    if n_obj == 3:  # (p+1)(p+2)/2 directions: the most that fit in the population
+                        parts = 1
+                        while (parts + 2) * (parts + 3) // 2 <= self.pop_size:
+                            parts += 1
                     self._ref_dirs = get_reference_directions("das-dennis", n_obj, n_partitions=parts)
                 else:
                     self._ref_dirs = get_reference_directions("energy", n_obj, self.pop_size, seed=1)
