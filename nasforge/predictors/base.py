@@ -148,7 +148,7 @@ def save_predictor(predictor: AccuracyPredictor, directory: str | Path, metadata
     directory = Path(directory)
     params, arrays = predictor.state()
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
     blob = buf.getvalue()
     meta = {**metadata, "model": predictor.kind, "feature_dim": predictor.num_features}
     doc = {
