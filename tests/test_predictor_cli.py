@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from nasforge.cli import app
 from nasforge.errors import CheckpointError
-from nasforge.predictors import find_run_predictor, load_predictor
+from nasforge.errors import PredictorMismatchError
+from nasforge.predictors import AccuracyPredictor, find_run_predictor, load_predictor, load_run_predictor
 from nasforge.space import SearchSpace
 from nasforge.testing import tiny_space
 from nasforge.testing.synthetic import SyntheticAccuracy
@@ -122,6 +123,12 @@ def test_build_predictor_cli_saves_and_resumes(fake_runs):
     assert res.exit_code == 0, res.output
     assert fake_runs.calls["archs"] == 120
     assert load_predictor(fake_runs.run / "gbm", fake_runs.space).metadata["model"] == "gbm"
+    # The run-aware loader checks the checkpoint too: a predictor from another supernet is refused.
+    run = FakeRun(fake_runs.run, FakeConfig(), fake_runs.space, "d" * 64)
+    assert isinstance(load_run_predictor(run), AccuracyPredictor)
+    retrained = FakeRun(fake_runs.run, FakeConfig(), fake_runs.space, "e" * 64)
+    with pytest.raises(PredictorMismatchError, match="supernet checkpoint"):
+        load_run_predictor(retrained, fake_runs.run / "gbm")
 
 
 def test_build_predictor_bad_flags(fake_runs):

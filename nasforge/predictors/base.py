@@ -249,3 +249,12 @@ def find_run_predictor(run_dir: str | Path) -> Path:
             f"{run_dir}: no accuracy predictor built yet; run `nasforge build-predictor --run {run_dir}`"
         )
     return path
+
+
+def load_run_predictor(run: Any, path: str | Path | None = None) -> AccuracyPredictor:
+    """Load `path` (default: the run's own predictor) checked against the run's space AND checkpoint.
+
+    `run` is anything with `.path`, `.space` and `.checkpoint_sha256` (a `nasforge.train.runs.Run`).
+    """
+    where = find_run_predictor(run.path) if path is None else path
+    return load_predictor(where, run.space, checkpoint_sha256=run.checkpoint_sha256)
