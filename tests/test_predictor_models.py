@@ -125,6 +125,15 @@ def test_gbm_export_matches_sklearn(data):
     np.testing.assert_allclose(p.predict(xte), ref.predict(xte), rtol=0, atol=1e-9)
 
 
+def test_gp_fast_mean_matches_sklearn(data, fitted):
+    _, _, _, xte, _ = data
+    gp = fitted["gp"]
+    np.testing.assert_allclose(gp.predict(xte), gp.gp.predict(xte.astype(np.float64)), rtol=0, atol=1e-8)
+    mean, std = gp.predict_with_std(xte)
+    np.testing.assert_allclose(mean, gp.predict(xte), rtol=0, atol=1e-8)
+    assert np.all(std > 0)
+
+
 def test_mlp_is_deterministic_for_a_seed(data):
     space, xtr, ytr, xte, _ = data
     preds = []

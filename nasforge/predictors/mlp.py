@@ -40,6 +40,16 @@ def _init(net: nn.Sequential, gen: torch.Generator) -> None:
                     mod.bias.uniform_(-bound, bound, generator=gen)
 
 
+def _flush_tiny(net: nn.Module) -> None:
+    """Zero weights below float32's normal range: denormals make CPU matmuls ~30x slower."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.masked_fill_(p.abs() < _TINY, 0.0)
+
+
+_TINY = 1e-30
+
+
 class MLPPredictor(PredictorBase):
     """The default predictor (OFA's architecture)."""
 
@@ -93,6 +103,7 @@ class MLPPredictor(PredictorBase):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                _flush_tiny(self.net)
             if n_val:
                 with torch.no_grad():
                     val = float(nn.functional.mse_loss(self.net(x[val_idx]).squeeze(-1), y[val_idx]))
