@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 
 from nasforge.errors import PredictorError, PredictorMismatchError
-from nasforge.predictors import load_predictor, make_predictor, regression_metrics, save_predictor
+from nasforge.predictors import MODELS, load_predictor, make_predictor, regression_metrics, save_predictor
 from nasforge.predictors.base import META_FILE, WEIGHTS_FILE, predictor_metadata
 from nasforge.testing import tiny_space
 from nasforge.testing.synthetic import SyntheticAccuracy
 
 # Small settings keep each fit to a few seconds on 2 shared CPU cores.
 FAST = {
-    "mlp": {"max_epochs": 150, "patience": 30},
-    "ensemble": {"members": 3, "max_epochs": 80, "patience": 20},
+    "mlp": {"max_epochs": 100, "patience": 25},
+    "ensemble": {"members": 3, "max_epochs": 50, "patience": 20},
     "ridge": {},
-    "gp": {"hyper_rows": 200, "max_iter": 30},
+    "gp": {"hyper_rows": 150, "max_iter": 30},
     "gbm": {"n_estimators": 200},
 }
 
@@ -168,6 +168,10 @@ def test_tampered_or_missing_files_are_clear_errors(data, fitted, tmp_path):
         load_predictor(tmp_path / "p", space)
     with pytest.raises(PredictorError, match="build-predictor"):
         load_predictor(tmp_path / "nothing", space)
+
+
+def test_every_registered_model_is_tested():
+    assert set(FAST) == set(MODELS)
 
 
 def test_unknown_model_kind():
