@@ -2,6 +2,11 @@
 
 Public entry points: `load_predictor(path, space)`, `find_run_predictor(run_dir)`, `make_predictor`,
 `build_predictor`, `MeasurementStore`. Importing this package does not import torch or sklearn.
+
+Layout next to a run (what `nasforge build-predictor --run RUN` writes):
+  RUN/measurements/val.jsonl   append-only cache of measured val accuracies (resumable, shared by all models)
+  RUN/predictor/               the default predictor (predictor.json + weights.npz); `find_run_predictor(RUN)`
+Shipped predictors go under the top-level `predictors/` folder (`--out predictors/NAME`).
 """
 
 from nasforge.predictors.base import (
