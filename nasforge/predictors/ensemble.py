@@ -1,7 +1,8 @@
 """Deep ensemble of OFA-style MLPs: mean prediction plus a spread the Bayesian search can use.
 
-Members differ by seed (init, shuffling, inner early-stopping split) and each trains on a bootstrap
-resample of the training rows, so the spread grows where the measurements disagree or are sparse.
+Members differ by seed (init, shuffling, inner early-stopping split), as in deep ensembles; the
+spread grows away from the measured archs. Bootstrap resampling is optional: on the synthetic
+benchmark it cost accuracy (each member sees ~63% of the rows) for little gain in spread.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from nasforge.predictors.mlp import MLPPredictor
 class EnsemblePredictor(PredictorBase):
     kind = "ensemble"
 
-    def __init__(self, num_features: int, *, seed: int = 0, members: int = 5, bootstrap: bool = True, **mlp: Any):
+    def __init__(self, num_features: int, *, seed: int = 0, members: int = 5, bootstrap: bool = False, **mlp: Any):
         super().__init__(num_features)
         self.seed, self.bootstrap = int(seed), bool(bootstrap)
         self.mlp_options = dict(mlp)

@@ -63,7 +63,7 @@ class MLPPredictor(PredictorBase):
         hidden: int = 400,
         layers: int = 3,
         lr: float = 1e-3,
-        weight_decay: float = 1e-4,
+        weight_decay: float = 1e-3,
         batch_size: int = 64,
         max_epochs: int = 500,
         patience: int = 60,
