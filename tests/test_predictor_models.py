@@ -30,7 +30,7 @@ def data():
 
     torch.set_num_threads(1)
     space = tiny_space("tiny-mbv3")
-    fn = SyntheticAccuracy(space, seed=3, noise=0.1)
+    fn = SyntheticAccuracy(space, seed=3, noise=0.1, interaction=0.15)
     archs = list(dict.fromkeys(space.sample_many(np.random.default_rng(0), 900)))
     train, test = archs[:400], archs[-200:]
     return space, space.features(train), fn(train), space.features(test), fn(test)
