@@ -123,6 +123,13 @@ def test_build_predictor_cli_saves_and_resumes(fake_runs):
     assert res.exit_code == 0, res.output
     assert fake_runs.calls["archs"] == 120
     assert load_predictor(fake_runs.run / "gbm", fake_runs.space).metadata["model"] == "gbm"
+    # Measurements taken with another BN-calibration budget are not mixed into the cache.
+    line = _one_line_error(runner.invoke(app, [*args, "--calib-images", "500"]))
+    assert "protocol" in line and "--store" in line and fake_runs.calls["archs"] == 120
+    res = runner.invoke(app, [*args, "--calib-images", "500", "--store", str(fake_runs.run / "m500.jsonl"),
+                              "--out", str(fake_runs.run / "p500")])
+    assert res.exit_code == 0, res.output
+    assert fake_runs.calls["archs"] == 240
     # The run-aware loader checks the checkpoint too: a predictor from another supernet is refused.
     run = FakeRun(fake_runs.run, FakeConfig(), fake_runs.space, "d" * 64)
     assert isinstance(load_run_predictor(run), AccuracyPredictor)

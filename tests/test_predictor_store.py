@@ -86,6 +86,8 @@ def test_store_refuses_other_checkpoint_or_space(space, tmp_path):
         _store(path, space.with_options(num_classes=100))
     with pytest.raises(PredictorMismatchError, match="split"):
         _store(path, space, split="test")
+    with pytest.raises(PredictorMismatchError, match="protocol"):
+        _store(path, space, protocol={"calib_images": 500})
 
 
 def test_bad_measure_output_is_not_stored(space, tmp_path):

@@ -76,6 +76,9 @@ def build_predictor_command(
     seed: SeedOpt = 0,
     holdout: Annotated[float, typer.Option("--holdout", help="Held-out share (<1) or count (>=1).")] = 0.2,
     out: Annotated[Path | None, typer.Option("--out", help="Predictor folder (default RUN/predictor).")] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Measurement cache (default RUN/measurements/val.jsonl).")
+    ] = None,
     measure_batch: Annotated[int, typer.Option("--measure-batch", help="Archs per measured (and cached) batch.")] = 32,
     calib_images: Annotated[int, typer.Option("--calib-images", help="Images for BN recalibration.")] = 2000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 256,
@@ -115,12 +118,12 @@ def build_predictor_command(
             seed=seed,
             holdout=holdout,
             out_dir=out or Path(run) / RUN_PREDICTOR_DIR,
-            store_path=Path(run) / "measurements" / "val.jsonl",
+            store_path=store or Path(run) / "measurements" / "val.jsonl",
             checkpoint_sha256=r.checkpoint_sha256,
             dataset=_dataset_name(r),
             batch_size=measure_batch,
             progress=progress,
-            extra_metadata={"calib_images": calib_images},
+            protocol={"calib_images": calib_images},
         )
     table = Table(title=f"{model} predictor on {report.num_holdout} held-out subnets")
     for col in ("train", "held-out", "RMSE (pts)", "MAE (pts)", "Kendall tau", "Spearman", "measured now", "archs/s"):

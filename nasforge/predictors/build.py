@@ -136,12 +136,15 @@ def build_predictor(
     model_options: dict[str, Any] | None = None,
     progress: Callable[[int, int], Callable[[int], None]] | None = None,
     extra_metadata: dict[str, Any] | None = None,
+    protocol: dict[str, Any] | None = None,
 ) -> tuple[AccuracyPredictor, BuildReport]:
     """Sample, measure (only what the store lacks), fit on the train split, score on held-out, save.
 
     `progress(total, already_done)` may return a callback advanced by each measured batch.
     """
-    store = MeasurementStore(store_path, space, checkpoint_sha256=checkpoint_sha256, dataset=dataset, split=split)
+    store = MeasurementStore(
+        store_path, space, checkpoint_sha256=checkpoint_sha256, dataset=dataset, split=split, protocol=protocol
+    )
     archs = sample_for_predictor(space, samples, seed=seed)
     todo = len(store.missing(archs))
     advance = progress(len(archs), len(archs) - todo) if progress is not None else None
@@ -169,6 +172,7 @@ def build_predictor(
         num_measurements=len(archs),
         metrics={**metrics, "num_train": len(train_idx), "num_holdout": len(hold_idx)},
         split=split,
+        protocol=dict(protocol or {}),
         seed=seed,
         holdout=holdout,
         **(extra_metadata or {}),

@@ -41,7 +41,9 @@ class MeasurementStore:
         checkpoint_sha256: str,
         dataset: str,
         split: str = "val",
+        protocol: dict[str, Any] | None = None,
     ) -> None:
+        """`protocol`: how accuracies were measured (e.g. BN calibration images); never mixed either."""
         self.path = Path(path)
         self.space = space
         self.header = {
@@ -52,6 +54,7 @@ class MeasurementStore:
             "checkpoint_sha256": checkpoint_sha256,
             "dataset": dataset,
             "split": split,
+            "protocol": dict(protocol or {}),
         }
         self.records: dict[str, dict[str, Any]] = {}
         self._valid_bytes = 0  # length of the file up to its last complete line
@@ -74,11 +77,12 @@ class MeasurementStore:
             raise PredictorError(f"{self.path}: not a nasforge measurement store (bad header)") from None
         if not isinstance(header, dict) or header.get("format") != STORE_FORMAT:
             raise PredictorError(f"{self.path}: not a nasforge measurement store")
-        for field in ("space_fingerprint", "checkpoint_sha256", "dataset", "split"):
+        header.setdefault("protocol", {})
+        for field in ("space_fingerprint", "checkpoint_sha256", "dataset", "split", "protocol"):
             if header.get(field) != self.header[field]:
                 raise PredictorMismatchError(
                     f"{self.path}: measurements are for {field} {header.get(field)!r}, not {self.header[field]!r}; "
-                    "use another store path"
+                    "use another store (--store)"
                 )
         offset = len(complete[0]) + 1
         for number, line in enumerate(complete[1:], start=2):
