@@ -25,3 +25,11 @@ class DataError(NasforgeError):
 
 class CheckpointError(NasforgeError):
     """A checkpoint is missing, corrupt or belongs to another space."""
+
+
+class PredictorError(NasforgeError):
+    """An accuracy predictor or measurement store is missing, corrupt or unusable."""
+
+
+class PredictorMismatchError(PredictorError):
+    """A predictor or measurement store was built for another space, supernet or dataset."""

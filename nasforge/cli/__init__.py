@@ -45,6 +45,7 @@ def _register() -> None:
     from nasforge.cli import train  # noqa: F401
     from nasforge.cli import export  # noqa: F401
     from nasforge.cli import search  # noqa: F401
+    from nasforge.cli import predict  # noqa: F401
 
 
 _register()

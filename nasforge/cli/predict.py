@@ -1,0 +1,143 @@
+"""`nasforge evaluate` (one subnet's true accuracy) and `nasforge build-predictor`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from nasforge.cli import app
+from nasforge.cli._common import ArchOpt, SeedOpt, console
+from nasforge.errors import ConfigError
+from nasforge.io import read_arch_argument
+
+RunOpt = Annotated[Path, typer.Option("--run", help="A trained supernet run folder.")]
+MODEL_CHOICES = ("mlp", "ensemble", "ridge", "gp", "gbm")
+
+
+def _dataset_name(run: Any) -> str:
+    """The dataset a run was trained on, as recorded in its config (for predictor metadata)."""
+    config = run.config
+    for attr in ("dataset", "data"):
+        value = getattr(config, attr, None)
+        if isinstance(value, str):
+            return value
+        name = getattr(value, "name", None) or getattr(value, "dataset", None)
+        if isinstance(name, str):
+            return name
+    return "unknown"
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run: RunOpt,
+    arch: ArchOpt,
+    split: Annotated[str, typer.Option("--split", help="val, test or both.")] = "both",
+    calib_images: Annotated[int, typer.Option("--calib-images", help="Images for BN recalibration.")] = 2000,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line instead of a table.")] = False,
+) -> None:
+    """True top-1 accuracy of one subnet (BN recalibrated) on the validation and/or test split."""
+    splits = {"val": ["val"], "test": ["test"], "both": ["val", "test"]}.get(split)
+    if splits is None:
+        raise ConfigError(f"--split must be val, test or both, got {split!r}")
+    if calib_images <= 0 or batch_size <= 0:
+        raise ConfigError("--calib-images and --batch-size must be positive")
+    raw = read_arch_argument(arch)
+    from nasforge.train import runs
+
+    r = runs.load_run(run, device=device)
+    a = r.space.parse_arch(raw)
+    result: dict[str, Any] = {"arch": a.to_dict(), "macs": r.space.macs(a), "params": r.space.params(a)}
+    for s in splits:
+        acc = runs.evaluate_subnets(r, [a], s, calib_images=calib_images, batch_size=batch_size)
+        result[f"{s}_top1"] = float(acc[0])
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(title=f"{a.key}")
+    for col in ("split", "top-1 %"):
+        table.add_column(col)
+    for s in splits:
+        table.add_row(s, f"{result[f'{s}_top1']:.2f}")
+    console.print(table)
+    console.print(f"MACs {result['macs'] / 1e6:.2f}M, params {result['params'] / 1e6:.3f}M")
+
+
+@app.command("build-predictor")
+def build_predictor_command(
+    run: RunOpt,
+    samples: Annotated[int, typer.Option("--samples", help="Subnets to measure (train + held-out).")] = 1000,
+    model: Annotated[str, typer.Option("--model", help="mlp, ensemble, ridge, gp or gbm.")] = "mlp",
+    seed: SeedOpt = 0,
+    holdout: Annotated[float, typer.Option("--holdout", help="Held-out share (<1) or count (>=1).")] = 0.2,
+    out: Annotated[Path | None, typer.Option("--out", help="Predictor folder (default RUN/predictor).")] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Measurement cache (default RUN/measurements/val.jsonl).")
+    ] = None,
+    measure_batch: Annotated[int, typer.Option("--measure-batch", help="Archs per measured (and cached) batch.")] = 32,
+    calib_images: Annotated[int, typer.Option("--calib-images", help="Images for BN recalibration.")] = 2000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 256,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Measure N subnets on the validation split (cached, resumable), fit a predictor, report held-out scores."""
+    if model not in MODEL_CHOICES:
+        raise ConfigError(f"--model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
+    if samples < 4:
+        raise ConfigError(f"--samples must be at least 4, got {samples}")
+    if holdout <= 0 or measure_batch <= 0 or calib_images <= 0 or batch_size <= 0:
+        raise ConfigError("--holdout, --measure-batch, --calib-images and --batch-size must be positive")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from nasforge.predictors.base import RUN_PREDICTOR_DIR
+    from nasforge.predictors.build import build_predictor
+    from nasforge.train import runs
+
+    r = runs.load_run(run, device=device)
+
+    def measure(archs: list) -> Any:
+        return runs.evaluate_subnets(r, archs, "val", calib_images=calib_images, batch_size=batch_size)
+
+    with Progress(
+        TextColumn("measuring subnets"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+    ) as bar:
+
+        def progress(total: int, done: int):  # type: ignore[no-untyped-def]
+            task = bar.add_task("measure", total=total, completed=done)
+            return lambda k: bar.advance(task, k)
+
+        _, report = build_predictor(
+            r.space,
+            measure,
+            samples=samples,
+            model=model,
+            seed=seed,
+            holdout=holdout,
+            out_dir=out or Path(run) / RUN_PREDICTOR_DIR,
+            store_path=store or Path(run) / "measurements" / "val.jsonl",
+            checkpoint_sha256=r.checkpoint_sha256,
+            dataset=_dataset_name(r),
+            batch_size=measure_batch,
+            progress=progress,
+            protocol={"calib_images": calib_images},
+        )
+    table = Table(title=f"{model} predictor on {report.num_holdout} held-out subnets")
+    for col in ("train", "held-out", "RMSE (pts)", "MAE (pts)", "Kendall tau", "Spearman", "measured now", "archs/s"):
+        table.add_column(col, justify="right")
+    m = report.metrics
+    table.add_row(
+        str(report.num_train),
+        str(report.num_holdout),
+        f"{m['rmse']:.3f}",
+        f"{m['mae']:.3f}",
+        f"{m['kendall_tau']:.3f}",
+        f"{m['spearman']:.3f}",
+        str(report.newly_measured),
+        f"{report.archs_per_second:.2f}" if report.newly_measured else "-",
+    )
+    console.print(table)
+    console.print(f"saved {report.path} (fit {report.fit_seconds:.1f}s, 10k predictions {report.predict_10k_seconds:.3f}s)")
