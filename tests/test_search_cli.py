@@ -98,10 +98,8 @@ def test_linas_needs_a_run(fakes):
     assert res.exit_code == 2 and "--run" in res.output
 
 
-def test_run_dir_gives_the_space(tmp_path, fakes):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.yaml").write_text(f"space: {SPACE}\n")
+def test_run_dir_gives_the_space(tmp_path, fakes, tiny_run):
+    run = tiny_run
     res = runner.invoke(app, ["search", "--run", str(run), "--objectives", "accuracy,params", "--budget", "100",
                               "--engine", "evolution", "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
@@ -116,10 +114,11 @@ def test_search_help_is_instant():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
-def test_default_out_dir_is_in_the_run(tmp_path, fakes):
+def test_default_out_dir_is_in_the_run(tmp_path, fakes, tiny_run):
+    import shutil
+
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.yaml").write_text(f"space: {SPACE}\n")
+    shutil.copytree(tiny_run, run)
     res = runner.invoke(app, ["search", "--run", str(run), "--target", "jetson", "--budget", "100"])
     assert res.exit_code == 0, res.output
     assert (run / "search-jetson" / "pareto.json").exists()

@@ -12,54 +12,34 @@ from nasforge.cli._common import console
 from nasforge.errors import ConfigError
 
 
-def _space_of_run(run_dir: Path) -> Any:
-    """The run's space, read from RUN_DIR/config.yaml (`space`: a name, a path or an inline mapping)."""
-    import yaml
+def _load_run(run_dir: Path) -> Any:
+    """The trained run (space with its real class count, supernet, checkpoint hash)."""
+    from nasforge.train.runs import load_run
 
-    from nasforge.space import SearchSpace, load_space
-
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise ConfigError(f"{run_dir}: not a trained run (no config.yaml)")
-    try:
-        cfg = yaml.safe_load(cfg_path.read_text()) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"{cfg_path}: not valid YAML") from None
-    space = cfg.get("space") if isinstance(cfg, dict) else None
-    if isinstance(space, dict):
-        return SearchSpace.from_dict(space, source=str(cfg_path))
-    if isinstance(space, str):
-        return load_space(space if Path(space).is_absolute() or not (run_dir / space).exists() else run_dir / space)
-    raise ConfigError(f"{cfg_path}: no 'space' field")
+    return load_run(run_dir, device="auto")
 
 
-def _load_predictor(path: Path | None, run_dir: Path | None, space: Any) -> Any:
-    try:
-        from nasforge.predictors import find_run_predictor, load_predictor
-    except ImportError:
-        raise ConfigError("accuracy predictors are not available in this build (nasforge.predictors)") from None
+def _load_predictor(path: Path | None, run: Any, space: Any) -> Any:
+    """The run's predictor (refused if built for another space or supernet), or the one at `path`."""
+    from nasforge.predictors import load_predictor, load_run_predictor
+
+    if run is not None:
+        return load_run_predictor(run, path)
     if path is None:
-        if run_dir is None:
-            raise ConfigError("accuracy needs a predictor: give --predictor PATH or --run RUN_DIR")
-        path = find_run_predictor(run_dir)
+        raise ConfigError("accuracy needs a predictor: give --predictor PATH or --run RUN_DIR")
     return load_predictor(path, space)
 
 
 def _load_latency(target: str, space: Any, lut: Path | None) -> Any:
-    try:
-        from nasforge.latency import load_latency_model
-    except ImportError:
-        raise ConfigError("latency models are not available in this build (nasforge.latency)") from None
+    from nasforge.latency import load_latency_model
+
     return load_latency_model(target, space, lut_path=lut)
 
 
-def _measure(run_dir: Path) -> Any:
+def _measure(run: Any) -> Any:
     """linas's real measurement: top-1 on the run's validation split, BN recalibrated."""
-    try:
-        from nasforge.train.runs import evaluate_subnets, load_run
-    except ImportError:
-        raise ConfigError("linas needs trained runs (nasforge.train.runs), not available in this build") from None
-    run = load_run(run_dir, device="auto")
+    from nasforge.train.runs import evaluate_subnets
+
     return lambda archs: evaluate_subnets(run, list(archs), split="val")
 
 
@@ -110,10 +90,13 @@ def run_search_from_config(cfg: Any) -> Any:
     run_dir = Path(cfg.run) if cfg.run else None
     if run_dir is not None and not run_dir.is_dir():
         raise ConfigError(f"--run {run_dir}: no such directory")
-    space = load_space(cfg.space) if cfg.space else _space_of_run(run_dir)  # type: ignore[arg-type]
+    loaded = _load_run(run_dir) if run_dir is not None else None
+    if cfg.space is None and loaded is None:
+        raise ConfigError("give --run RUN_DIR (or --space S with --predictor PATH)")
+    space = load_space(cfg.space) if cfg.space else loaded.space
     constraints = cfg.parsed_constraints()
     used = set(cfg.objectives) | {c.metric for c in constraints}
-    accuracy = _load_predictor(Path(cfg.predictor) if cfg.predictor else None, run_dir, space) if "accuracy" in used else None
+    accuracy = _load_predictor(Path(cfg.predictor) if cfg.predictor else None, loaded, space) if "accuracy" in used else None
     if "latency" in used and not cfg.target:
         raise ConfigError("latency is an objective or constraint: give --target NAME")
     latency = _load_latency(cfg.target, space, Path(cfg.lut) if cfg.lut else None) if cfg.target else None
@@ -121,7 +104,7 @@ def run_search_from_config(cfg: Any) -> Any:
     if cfg.engine == "linas":
         if run_dir is None:
             raise ConfigError("engine linas measures real accuracy: give --run RUN_DIR")
-        measure = _measure(run_dir)
+        measure = _measure(loaded)
     problem = SearchProblem(space, Evaluator(space, accuracy, latency), tuple(cfg.objectives), constraints)
     eng = make_engine(cfg.engine, pop_size=cfg.pop_size, mutation_rate=cfg.mutation_rate, measure=measure)
     if cfg.out:
