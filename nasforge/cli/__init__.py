@@ -46,6 +46,7 @@ def _register() -> None:
     from nasforge.cli import export  # noqa: F401
     from nasforge.cli import search  # noqa: F401
     from nasforge.cli import predict  # noqa: F401
+    from nasforge.cli import quickstart  # noqa: F401
 
 
 _register()
