@@ -25,3 +25,7 @@ class DataError(NasforgeError):
 
 class CheckpointError(NasforgeError):
     """A checkpoint is missing, corrupt or belongs to another space."""
+
+
+class LatencyError(NasforgeError):
+    """A latency target, lookup table or bundle is missing, malformed or does not fit the space."""

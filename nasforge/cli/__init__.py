@@ -41,7 +41,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # One module per command group; each adds its commands to `app`.
-    from nasforge.cli import spaces  # noqa: F401
+    from nasforge.cli import latency, spaces  # noqa: F401
 
 
 _register()
