@@ -134,6 +134,9 @@ def latency_command(target: TargetOpt, space: SpaceOpt, arch: ArchOpt, lut: LutO
     from nasforge.latency.model import load_latency_model, profile_command as measure_cmd
     from nasforge.space import load_space
 
+    from nasforge.latency.targets import load_target
+
+    load_target(target) if lut is None else None  # a bad target name fails before anything else
     s = load_space(space)
     a = s.parse_arch(read_arch_argument(arch))
     with warnings.catch_warnings():
@@ -141,11 +144,12 @@ def latency_command(target: TargetOpt, space: SpaceOpt, arch: ArchOpt, lut: LutO
         model = load_latency_model(target, s, lut)
     ms = float(model.predict([a])[0])
     if model.source == "estimated":
-        console.print(f"{ms:.3f} ms  (estimated: roofline from {model.target}'s datasheet specs, not a measurement)")
-        err_console.print(f"warning: no measured table for {model.target} x {s.name}; measure one with `{measure_cmd(model.target, s)}`")
+        typer.echo(f"{ms:.3f} ms  (estimated: roofline from {model.target}'s datasheet specs, not a measurement)")
+        typer.echo(f"warning: no measured table for {model.target} x {s.name}; measure one with "
+                   f"`{measure_cmd(model.target, s)}`", err=True)
     else:
         path = getattr(getattr(model, "table", None), "path", "")
-        console.print(f"{ms:.3f} ms  (measured table {path})")
+        typer.echo(f"{ms:.3f} ms  (measured table {path})")
 
 
 @lut_app.command("import")
@@ -174,5 +178,5 @@ def lut_import_command(
             t.add_column(col)
         for row in report["topk"]:
             sp = row["search_predicted_ms"]
-            t.add_row(row["arch"], f"{row['measured_ms']:.3f}", f"{row['lut_predicted_ms']:.3f}", "-" if sp is None else f"{sp:.3f}")
+            t.add_row(row["arch"], f"{row['measured_ms']:.3f}", f"{row['lut_predicted_ms']:.3f}", "-" if sp is None else f"{sp:.3f}" + (" (estimated)" if row["search_predicted_source"] == "estimated" else ""))
         console.print(t)

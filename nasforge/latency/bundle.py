@@ -14,6 +14,7 @@ reports predicted vs measured for the top-K picks.
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,10 +56,14 @@ def write_bundle(
     val_archs = list(dict.fromkeys(space.sample_many(rng, validate))) if validate else []
     topk = [space.validate(a) for a in topk]
     predicted: list[float | None] = [None] * len(topk)
+    predicted_source = None
     if topk:
         try:
-            model = load_latency_model(target.name, space)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = load_latency_model(target.name, space)
             predicted = [float(v) for v in model.predict(topk)]
+            predicted_source = model.source  # "estimated" when only the roofline was available
         except LatencyError:
             pass
     manifest: dict[str, Any] = {
@@ -87,7 +92,8 @@ def write_bundle(
                 name = f"verify/{len(manifest['verify']):05d}.onnx"
                 zf.writestr(name, export_subnet(space, arch, target.batch))
                 manifest["verify"].append(
-                    {"key": f"{role}:{arch.key}", "role": role, "arch": arch.to_dict(), "predicted_ms": pred, "file": name}
+                    {"key": f"{role}:{arch.key}", "role": role, "arch": arch.to_dict(), "predicted_ms": pred,
+                     "predicted_source": predicted_source if role == "topk" else None, "file": name}
                 )
                 bar.advance(task)
         zf.writestr("manifest.json", json.dumps(manifest, indent=1))
@@ -134,7 +140,7 @@ def import_table(
         pred = float(cal.apply(table.metadata.get("calibration"), sums, blocks)[0])
         report["topk"].append(
             {"arch": arch.key, "measured_ms": v["median_ms"], "lut_predicted_ms": pred,
-             "search_predicted_ms": v.get("predicted_ms")}
+             "search_predicted_ms": v.get("predicted_ms"), "search_predicted_source": v.get("predicted_source")}
         )
     if dest is not None:
         table.save(dest)

@@ -1,7 +1,7 @@
 """Validation metrics (MAPE, share within +-10%, Kendall tau) and the calibration of block sums.
 
 Calibration (kind `linear-sum-blocks`): measured = a * sum_of_block_medians + b * n_blocks + c,
-least squares on whole subnets measured with the same protocol. `b` absorbs the per-run
+fitted by least squares on relative errors over whole subnets measured with the same protocol. `b` absorbs the per-run
 overhead every isolated block timing carries once (and the whole network pays once),
 `a` the fusion and cache effects that scale with work.
 """
@@ -43,9 +43,9 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
 
 def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     return {
-        "mape": round(mape(pred, true), 3),
+        "mape": round(float(mape(pred, true)), 3),
         "within_10pct": round(within(pred, true), 4),
-        "kendall_tau": round(kendall_tau(pred, true), 4),
+        "kendall_tau": round(float(kendall_tau(pred, true)), 4),
         "n": int(len(true)),
     }
 
@@ -54,13 +54,30 @@ def _design(sums: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(sums, float), np.asarray(blocks, float), np.ones(len(sums))], axis=1)
 
 
-def fit(sums: np.ndarray, blocks: np.ndarray, measured: np.ndarray) -> dict[str, Any]:
-    """Least-squares calibration; n_blocks is dropped when it does not vary (it would be collinear)."""
+def fit(sums: np.ndarray, blocks: np.ndarray, measured: np.ndarray, robust: bool = True) -> dict[str, Any]:
+    """Least squares on relative errors (rows weighted by 1/measured); n_blocks is dropped when constant.
+
+    robust: refit once without the subnets whose relative residual lies beyond 3 robust standard
+    deviations (1.4826 x MAD): on a shared machine a few end-to-end timings are inflated by other
+    processes, and one such point can drag a least-squares line far off.
+    """
+    sums, blocks, measured = (np.asarray(v, float) for v in (sums, blocks, measured))
     x = _design(sums, blocks)
     if np.ptp(x[:, 1]) == 0:
         x[:, 1] = 0.0
-    coef, *_ = np.linalg.lstsq(x, np.asarray(measured, float), rcond=None)
-    return {"kind": KIND, "a": float(coef[0]), "b": float(coef[1]), "c": float(coef[2])}
+    keep = np.ones(len(measured), dtype=bool)
+    coef = np.zeros(3)
+    for _ in range(2 if robust else 1):
+        w = 1.0 / measured[keep]
+        coef, *_ = np.linalg.lstsq(x[keep] * w[:, None], measured[keep] * w, rcond=None)
+        rel = (x @ coef - measured) / measured
+        mad = 1.4826 * np.median(np.abs(rel - np.median(rel)))
+        keep = np.abs(rel - np.median(rel)) <= max(3 * mad, 1e-9)
+        if keep.sum() < 3:
+            break
+    return {"kind": KIND, "a": float(coef[0]), "b": float(coef[1]), "c": float(coef[2]),
+            "fit": "relative least squares" + (", one outlier-rejection refit (3 x MAD)" if robust else ""),
+            "n_outliers": int((~keep).sum()) if robust else 0}
 
 
 def apply(calibration: dict[str, Any] | None, sums: np.ndarray, blocks: np.ndarray) -> np.ndarray:

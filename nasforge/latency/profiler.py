@@ -174,7 +174,7 @@ def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
     if out.exists():
         table = LatencyTable.load(out)
         old = table.metadata
-        for field in ("space_fingerprint", "target", "provider", "threads", "batch"):
+        for field in ("space_fingerprint", "target", "provider", "threads", "batch", "protocol"):
             if old.get(field) != meta[field]:
                 raise LatencyError(
                     f"{out} was measured with {field}={old.get(field)!r}, this run has {meta[field]!r}; "
