@@ -21,7 +21,7 @@ from nasforge.testing import tiny_space
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     space = tiny_space("tiny-mbv3")
-    timer = Timer(load_target("cpu"), threads=1, warmup=1, repeats=5)
+    timer = Timer(load_target("cpu"), threads=1, warmup=1, repeats=5, pin=False)
     out = tmp_path_factory.mktemp("lut") / "tiny.json"
     table = build_table(space, timer, out, progress=False)
     return space, timer, out, table

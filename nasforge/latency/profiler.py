@@ -88,7 +88,10 @@ def time_torch_cuda(module: Any, input_shape: tuple[int, ...], warmup: int, repe
 class Timer:
     """Times blocks and subnets for one target with the protocol; records which backend it used."""
 
-    def __init__(self, target: Target, threads: int | None = None, warmup: int = 10, repeats: int = 50) -> None:
+    def __init__(
+        self, target: Target, threads: int | None = None, warmup: int = 10, repeats: int = 50, *, pin: bool = True
+    ) -> None:
+        """pin: pin this process to `threads` cores and raise its priority (the protocol; tests pass False)."""
         import onnxruntime as ort
 
         self.target = target
@@ -108,7 +111,8 @@ class Timer:
                 f"target {target.name!r} needs {target.provider}, which this onnxruntime lacks "
                 f"(it offers {sorted(available)}){hint}"
             )
-        self.cores = ort_timing.pin_threads(self.threads) if self.backend == "ort" else None
+        self.cores = ort_timing.pin_threads(self.threads) if self.backend == "ort" and pin else None
+        self.nice = ort_timing.raise_priority() if pin else None
 
     def metadata(self) -> dict[str, Any]:
         import onnxruntime as ort
@@ -126,6 +130,7 @@ class Timer:
             "provider": self.provider,
             "threads": self.threads,
             "cores": self.cores,
+            "nice": self.nice,
             "batch": self.target.batch,
             "protocol": ort_timing.protocol(self.threads, self.warmup, self.repeats),
         }
@@ -242,6 +247,7 @@ def validate_table(
     archs = list(dict.fromkeys(space.sample_many(rng, n)))
     measure = measure or (lambda a: timer.subnet(space, a))
     measured = np.empty(len(archs))
+    start = time.perf_counter()
     with _progress("validating", len(archs), progress) as bar:
         task = bar.add_task(f"measuring {len(archs)} whole subnets", total=len(archs))
         for i, arch in enumerate(archs):
@@ -256,6 +262,7 @@ def validate_table(
         "calibrated_cv5": cal.metrics(cal.cross_validated(sums, blocks, measured), measured),
         "calibrated_in_sample": cal.metrics(cal.apply(calibration, sums, blocks), measured),
         "measured_ms_range": [round(float(measured.min()), 4), round(float(measured.max()), 4)],
+        "seconds": round(time.perf_counter() - start, 1),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     table.metadata["validation"] = result
