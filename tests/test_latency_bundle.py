@@ -66,6 +66,7 @@ def test_bundle_round_trip(tmp_path):
     table, report = import_table(out, space, dest)
     assert report["validation"]["n"] == 6 and "calibration" in table.metadata
     assert len(report["topk"]) == 2 and all(r["measured_ms"] > 0 for r in report["topk"])
+    assert report["provider_warning"] is None  # cpu target, CPU EP: what was asked ran
     model = load_latency_model("cpu", space, dest)
     assert model.source == "measured"
     assert model.predict(topk).shape == (2,)

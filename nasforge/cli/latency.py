@@ -23,6 +23,8 @@ app.add_typer(lut_app, name="lut")
 def _fmt_validation(meta: dict[str, Any]) -> str:
     v = meta.get("validation")
     if not v:
+        if meta.get("validation_under_load"):
+            return "uncalibrated block sums (whole-net validation under load discarded, see BENCHMARKS.md)"
         return "not validated"
     c = v.get("calibrated_cv5", v.get("raw", {}))
     return f"MAPE {c['mape']:.1f}%, {c['within_10pct'] * 100:.0f}% within 10%, tau {c['kendall_tau']:.2f} (n={v['n']})"
@@ -168,6 +170,8 @@ def lut_import_command(
     dest = out or SHIPPED_DIR / table_filename(target, s.name)
     table, report = import_table(path, s, dest)
     console.print(f"imported {len(table.entries)} entries measured on {table.metadata.get('device')} -> {dest}")
+    if report.get("provider_warning"):
+        typer.echo(f"warning: {report['provider_warning']}", err=True)
     if report["validation"]:
         _print_validation(report["validation"])
     else:

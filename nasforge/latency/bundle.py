@@ -117,7 +117,19 @@ def import_table(
     if missing:
         raise LatencyError(f"{lut_path} lacks {len(missing)} block(s) of {space.name!r}, e.g. {missing[0]!r}; re-run the runner to resume")
     summer = BlockSum(space, lambda spec: table.ms(spec.key))
-    report: dict[str, Any] = {"validation": None, "topk": []}
+    report: dict[str, Any] = {"validation": None, "topk": [], "provider_warning": None}
+    try:
+        from nasforge.latency.targets import load_target
+
+        wanted = load_target(table.target).provider
+    except LatencyError:
+        wanted = None
+    used = table.metadata.get("provider")
+    if wanted and used and used != wanted:
+        report["provider_warning"] = (
+            f"target {table.target!r} asks for {wanted} but the device ran {used} "
+            f"(that provider was missing from its onnxruntime build); the table times {used}"
+        )
     val = [v for v in table.verify if v.get("role") == "validation"]
     if len(val) >= 5:
         archs = [space.parse_arch(v["arch"]) for v in val]
