@@ -33,3 +33,7 @@ class PredictorError(NasforgeError):
 
 class PredictorMismatchError(PredictorError):
     """A predictor or measurement store was built for another space, supernet or dataset."""
+
+
+class LatencyError(NasforgeError):
+    """A latency target, lookup table or bundle is missing, malformed or does not fit the space."""

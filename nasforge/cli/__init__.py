@@ -47,6 +47,7 @@ def _register() -> None:
     from nasforge.cli import search  # noqa: F401
     from nasforge.cli import predict  # noqa: F401
     from nasforge.cli import quickstart  # noqa: F401
+    from nasforge.cli import latency  # noqa: F401
 
 
 _register()

@@ -1,0 +1,186 @@
+"""`nasforge targets | profile | latency | lut import`: hardware targets and latency lookup tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from nasforge.cli import app
+from nasforge.cli._common import ArchOpt, SeedOpt, SpaceOpt, console, err_console
+from nasforge.errors import ConfigError, LatencyError
+
+TargetOpt = Annotated[str, typer.Option("--target", help="Target name (configs/targets) or a target YAML path.")]
+LutOpt = Annotated[Optional[Path], typer.Option("--lut", help="A latency table to use instead of the shipped one.")]
+
+lut_app = typer.Typer(help="Manage latency lookup tables.", no_args_is_help=True)
+app.add_typer(lut_app, name="lut")
+
+
+def _fmt_validation(meta: dict[str, Any]) -> str:
+    v = meta.get("validation")
+    if not v:
+        if meta.get("validation_under_load"):
+            return "uncalibrated block sums (whole-net validation under load discarded, see BENCHMARKS.md)"
+        return "not validated"
+    c = v.get("calibrated_cv5", v.get("raw", {}))
+    return f"MAPE {c['mape']:.1f}%, {c['within_10pct'] * 100:.0f}% within 10%, tau {c['kendall_tau']:.2f} (n={v['n']})"
+
+
+@app.command("targets")
+def targets_command() -> None:
+    """List hardware targets, their specs and the measured latency tables shipped for them."""
+    from nasforge.latency.lut import shipped_tables
+    from nasforge.latency.targets import list_targets, load_target
+
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for path in shipped_tables():
+        meta = json.loads(path.read_text()).get("metadata", {})
+        tables.setdefault(meta.get("target", "?"), []).append({**meta, "_file": path.name})
+    table = Table(title="nasforge hardware targets")
+    for col in ("target", "provider", "threads", "batch", "peak GFLOP/s", "GB/s", "eff.", "measured tables (validation, calibrated 5-fold CV)"):
+        table.add_column(col)
+    for name in list_targets():
+        t = load_target(name)
+        luts = tables.get(name, [])
+        lut_text = "\n".join(f"{m['space']}: {_fmt_validation(m)} [{m.get('device', '?')}]" for m in luts)
+        table.add_row(
+            name, t.provider.replace("ExecutionProvider", ""), str(t.threads), str(t.batch), f"{t.peak_flops / 1e9:.0f}", f"{t.bandwidth / 1e9:.1f}",
+            f"{t.efficiency:.2f}", lut_text or "none (roofline estimate)",
+        )
+    console.print(table)
+
+
+def _read_archs(path: Path, space: Any, k: int) -> list[Any]:
+    from nasforge.io import _entries
+
+    if not path.is_file():
+        raise ConfigError(f"--verify {path}: file not found")
+    entries = _entries(path.read_text(), path)
+    return [space.parse_arch(e) for e in entries[:k]]
+
+
+@app.command("profile")
+def profile_command(
+    target: TargetOpt,
+    space: SpaceOpt,
+    out: Annotated[Optional[Path], typer.Option("--out", help="LUT file (default predictors/latency/TARGET__SPACE.json); re-running resumes it.")] = None,
+    validate: Annotated[int, typer.Option("--validate", help="Also measure N random whole subnets: MAPE, +-10%, Kendall tau, calibration.")] = 0,
+    bundle: Annotated[Optional[Path], typer.Option("--bundle", help="Write an on-device bundle (ONNX blocks + manifest) instead of timing here.")] = None,
+    verify: Annotated[Optional[Path], typer.Option("--verify", help="With --bundle: a pareto.json/JSON-lines file whose top-K archs are timed whole on the device.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="How many archs of --verify to carry.")] = 5,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per model.")] = 50,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs after the first (engine-building) run.")] = 10,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads (default: the target's).")] = None,
+    note: Annotated[Optional[str], typer.Option("--note", help="Free text stored in the LUT metadata (e.g. 'measured under load').")] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Measure a latency lookup table for TARGET x SPACE (or write a bundle to measure on the device)."""
+    from nasforge.latency.lut import SHIPPED_DIR, table_filename
+    from nasforge.latency.targets import load_target
+    from nasforge.space import load_space
+
+    if repeats < 1 or warmup < 0 or validate < 0 or top_k < 1:
+        raise ConfigError("--repeats and --top-k must be >= 1, --warmup and --validate >= 0")
+    t = load_target(target)
+    s = load_space(space)
+    if threads is not None:
+        from dataclasses import replace
+
+        t = replace(t, threads=threads)
+    if bundle is not None:
+        from nasforge.latency.bundle import write_bundle
+
+        topk = _read_archs(verify, s, top_k) if verify else []
+        manifest = write_bundle(bundle, s, t, validate=validate, topk=topk, seed=seed, warmup=warmup, repeats=repeats)
+        console.print(
+            f"wrote {bundle}: {len(manifest['blocks'])} blocks, {len(manifest['verify'])} whole subnets.\n"
+            f"On the device: python profile_bundle.py {bundle.name} --out lut.json  (needs onnxruntime + numpy; "
+            f"the runner is inside the zip and in scripts/)\nBack here: nasforge lut import lut.json --space {space}"
+        )
+        return
+    if verify is not None:
+        raise ConfigError("--verify needs --bundle (top-K subnets are timed on the device)")
+    from nasforge.latency.profiler import Timer, build_table, validate_table
+
+    timer = Timer(t, threads, warmup, repeats)
+    out = out or SHIPPED_DIR / table_filename(t.name, s.name)
+    table = build_table(s, timer, out, note=note)
+    console.print(f"{out}: {len(table.entries)} entries, {table.metadata['build_seconds']:.0f} s of profiling in total "
+                  f"({timer.provider}, {timer.threads} thread(s), {table.metadata['device']})")
+    if validate:
+        result = validate_table(s, table, timer, validate, seed=seed)
+        _print_validation(result)
+
+
+def _print_validation(result: dict[str, Any]) -> None:
+    table = Table(title=f"latency validation on {result['n']} whole subnets")
+    for col in ("prediction", "MAPE %", "within +-10%", "Kendall tau"):
+        table.add_column(col)
+    for label, key in (("block sum (raw)", "raw"), ("calibrated, 5-fold CV", "calibrated_cv5"), ("calibrated, in-sample", "calibrated_in_sample")):
+        m = result.get(key)
+        if m:
+            table.add_row(label, f"{m['mape']:.2f}", f"{m['within_10pct'] * 100:.0f}%", f"{m['kendall_tau']:.3f}")
+    console.print(table)
+
+
+@app.command("latency")
+def latency_command(target: TargetOpt, space: SpaceOpt, arch: ArchOpt, lut: LutOpt = None) -> None:
+    """Print one arch's predicted latency and where it comes from (measured table or estimate)."""
+    import warnings
+
+    from nasforge.io import read_arch_argument
+    from nasforge.latency.model import load_latency_model, profile_command as measure_cmd
+    from nasforge.space import load_space
+
+    from nasforge.latency.targets import load_target
+
+    load_target(target) if lut is None else None  # a bad target name fails before anything else
+    s = load_space(space)
+    a = s.parse_arch(read_arch_argument(arch))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_latency_model(target, s, lut)
+    ms = float(model.predict([a])[0])
+    if model.source == "estimated":
+        typer.echo(f"{ms:.3f} ms  (estimated: roofline from {model.target}'s datasheet specs, not a measurement)")
+        typer.echo(f"warning: no measured table for {model.target} x {s.name}; measure one with "
+                   f"`{measure_cmd(model.target, s)}`", err=True)
+    else:
+        path = getattr(getattr(model, "table", None), "path", "")
+        typer.echo(f"{ms:.3f} ms  (measured table {path})")
+
+
+@lut_app.command("import")
+def lut_import_command(
+    path: Annotated[Path, typer.Argument(help="LUT JSON written by scripts/profile_bundle.py on the device.")],
+    space: SpaceOpt,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to store it (default predictors/latency/TARGET__SPACE.json).")] = None,
+) -> None:
+    """Take in a LUT measured on a device: check it, calibrate on its validation subnets, report top-K picks."""
+    from nasforge.latency.bundle import import_table
+    from nasforge.latency.lut import SHIPPED_DIR, LatencyTable, table_filename
+    from nasforge.space import load_space
+
+    s = load_space(space)
+    target = LatencyTable.load(path).target
+    dest = out or SHIPPED_DIR / table_filename(target, s.name)
+    table, report = import_table(path, s, dest)
+    console.print(f"imported {len(table.entries)} entries measured on {table.metadata.get('device')} -> {dest}")
+    if report.get("provider_warning"):
+        typer.echo(f"warning: {report['provider_warning']}", err=True)
+    if report["validation"]:
+        _print_validation(report["validation"])
+    else:
+        err_console.print("warning: fewer than 5 validation subnets in this table: no calibration fitted (plain block sums)")
+    if report["topk"]:
+        t = Table(title="top-K subnets measured on the device")
+        for col in ("arch", "measured ms", "table predicts ms", "search predicted ms"):
+            t.add_column(col)
+        for row in report["topk"]:
+            sp = row["search_predicted_ms"]
+            t.add_row(row["arch"], f"{row['measured_ms']:.3f}", f"{row['lut_predicted_ms']:.3f}", "-" if sp is None else f"{sp:.3f}" + (" (estimated)" if row["search_predicted_source"] == "estimated" else ""))
+        console.print(t)

@@ -1,0 +1,159 @@
+"""On-device profiling without torch: a zip of ONNX blocks + a manifest, timed by `scripts/profile_bundle.py`.
+
+Bundle layout:
+  manifest.json        target, provider, batch, protocol, space + fingerprint, blocks [{key, file, input_shape}],
+                       verify [{key, role, arch, predicted_ms, file}]
+  blocks/NNNNN.onnx    one model per distinct block of the space
+  verify/NNNNN.onnx    whole subnets: role "validation" (random, to calibrate and validate the table)
+                       or "topk" (a search's picks, to check on the device that they meet the constraint)
+  profile_bundle.py    the runner (a copy of nasforge/latency/ort_timing.py)
+`import_table` reads the runner's LUT back, fits the calibration on the validation subnets and
+reports predicted vs measured for the top-K picks.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasforge.arch import ArchConfig
+from nasforge.errors import LatencyError
+from nasforge.latency import calibration as cal
+from nasforge.latency import ort_timing
+from nasforge.latency.enumerate import distinct_layers
+from nasforge.latency.lut import LatencyTable
+from nasforge.latency.model import BlockSum, load_latency_model
+from nasforge.latency.targets import Target
+from nasforge.space import SearchSpace
+
+RUNNER = Path(ort_timing.__file__)
+
+
+def write_bundle(
+    path: str | Path,
+    space: SearchSpace,
+    target: Target,
+    *,
+    validate: int = 0,
+    topk: Sequence[ArchConfig] = (),
+    seed: int = 0,
+    warmup: int = 10,
+    repeats: int = 50,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Export every block (and `validate` random + `topk` given whole subnets) into a bundle zip."""
+    from nasforge.latency.profiler import _progress, block_input_shape, export_block, export_subnet
+
+    path = Path(path)
+    specs = distinct_layers(space)
+    rng = np.random.default_rng(seed)
+    val_archs = list(dict.fromkeys(space.sample_many(rng, validate))) if validate else []
+    topk = [space.validate(a) for a in topk]
+    predicted: list[float | None] = [None] * len(topk)
+    predicted_source = None
+    if topk:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = load_latency_model(target.name, space)
+            predicted = [float(v) for v in model.predict(topk)]
+            predicted_source = model.source  # "estimated" when only the roofline was available
+        except LatencyError:
+            pass
+    manifest: dict[str, Any] = {
+        "format": "nasforge-bundle/1",
+        "target": target.name,
+        "provider": target.provider,
+        "batch": target.batch,
+        "protocol": ort_timing.protocol(target.threads, warmup, repeats),
+        "space": space.name,
+        "space_fingerprint": space.fingerprint,
+        "blocks": [],
+        "verify": [],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    total = len(specs) + len(val_archs) + len(topk)
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf, _progress("bundle", total, progress) as bar:
+        task = bar.add_task(f"exporting {total} ONNX models", total=total)
+        for i, spec in enumerate(specs):
+            name = f"blocks/{i:05d}.onnx"
+            zf.writestr(name, export_block(spec, target.batch))
+            manifest["blocks"].append({"key": spec.key, "file": name, "input_shape": list(block_input_shape(spec, target.batch))})
+            bar.advance(task)
+        for role, archs, preds in (("validation", val_archs, [None] * len(val_archs)), ("topk", topk, predicted)):
+            for arch, pred in zip(archs, preds):
+                name = f"verify/{len(manifest['verify']):05d}.onnx"
+                zf.writestr(name, export_subnet(space, arch, target.batch))
+                manifest["verify"].append(
+                    {"key": f"{role}:{arch.key}", "role": role, "arch": arch.to_dict(), "predicted_ms": pred,
+                     "predicted_source": predicted_source if role == "topk" else None, "file": name}
+                )
+                bar.advance(task)
+        zf.writestr("manifest.json", json.dumps(manifest, indent=1))
+        zf.write(RUNNER, "profile_bundle.py")
+    tmp.replace(path)
+    return manifest
+
+
+def import_table(
+    lut_path: str | Path, space: SearchSpace, dest: str | Path | None = None
+) -> tuple[LatencyTable, dict[str, Any]]:
+    """Read a LUT written by the runner; calibrate on its validation subnets; report its top-K picks.
+
+    Returns the table (saved to `dest` when given) and a report {validation, topk: [...]}.
+    """
+    table = LatencyTable.load(lut_path)
+    fp = table.metadata.get("space_fingerprint")
+    if fp != space.fingerprint:
+        raise LatencyError(f"{lut_path} was measured for space {table.metadata.get('space')!r} ({fp}), not {space.name!r}")
+    missing = [s.key for s in distinct_layers(space) if s.key not in table.entries]
+    if missing:
+        raise LatencyError(f"{lut_path} lacks {len(missing)} block(s) of {space.name!r}, e.g. {missing[0]!r}; re-run the runner to resume")
+    summer = BlockSum(space, lambda spec: table.ms(spec.key))
+    report: dict[str, Any] = {"validation": None, "topk": [], "provider_warning": None}
+    try:
+        from nasforge.latency.targets import load_target
+
+        wanted = load_target(table.target).provider
+    except LatencyError:
+        wanted = None
+    used = table.metadata.get("provider")
+    if wanted and used and used != wanted:
+        report["provider_warning"] = (
+            f"target {table.target!r} asks for {wanted} but the device ran {used} "
+            f"(that provider was missing from its onnxruntime build); the table times {used}"
+        )
+    val = [v for v in table.verify if v.get("role") == "validation"]
+    if len(val) >= 5:
+        archs = [space.parse_arch(v["arch"]) for v in val]
+        sums, blocks = summer(archs)
+        measured = np.array([v["median_ms"] for v in val])
+        calibration = cal.fit(sums, blocks, measured)
+        report["validation"] = {
+            "n": len(val),
+            "raw": cal.metrics(sums, measured),
+            "calibrated_cv5": cal.metrics(cal.cross_validated(sums, blocks, measured), measured),
+            "calibrated_in_sample": cal.metrics(cal.apply(calibration, sums, blocks), measured),
+        }
+        table.metadata["validation"] = report["validation"]
+        table.metadata["calibration"] = calibration
+    for v in table.verify:
+        if v.get("role") != "topk":
+            continue
+        arch = space.parse_arch(v["arch"])
+        sums, blocks = summer([arch])
+        pred = float(cal.apply(table.metadata.get("calibration"), sums, blocks)[0])
+        report["topk"].append(
+            {"arch": arch.key, "measured_ms": v["median_ms"], "lut_predicted_ms": pred,
+             "search_predicted_ms": v.get("predicted_ms"), "search_predicted_source": v.get("predicted_source")}
+        )
+    if dest is not None:
+        table.save(dest)
+    return table, report

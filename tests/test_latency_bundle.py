@@ -1,0 +1,89 @@
+"""Bundle round trip: write a bundle, run scripts/profile_bundle.py without torch, import, predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nasforge.cli import app
+from nasforge.latency import ort_timing
+from nasforge.latency.bundle import import_table, write_bundle
+from nasforge.latency.lut import LatencyTable
+from nasforge.latency.model import load_latency_model
+from nasforge.latency.targets import load_target
+from nasforge.testing import TINY_SPACES_DIR, tiny_space
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "profile_bundle.py"
+NO_TORCH = "import sys, runpy; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+
+
+def test_runner_script_is_the_library_protocol():
+    assert SCRIPT.read_text() == Path(ort_timing.__file__).read_text()
+
+
+def run_runner(bundle: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(SCRIPT), str(bundle), "--out", str(out), "--repeats", "3", "--warmup", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_bundle_round_trip(tmp_path):
+    space = tiny_space("tiny-mbv3")
+    target = load_target("cpu")
+    rng = np.random.default_rng(0)
+    topk = space.sample_many(rng, 2)
+    bundle = tmp_path / "bundle.zip"
+    manifest = write_bundle(bundle, space, target, validate=6, topk=topk, warmup=1, repeats=3, progress=False)
+    with zipfile.ZipFile(bundle) as zf:
+        names = set(zf.namelist())
+    assert "manifest.json" in names and "profile_bundle.py" in names
+    assert all(b["file"] in names for b in manifest["blocks"])
+    assert [v["role"] for v in manifest["verify"]].count("topk") == 2
+
+    out = tmp_path / "lut.json"
+    proc = run_runner(bundle, out)
+    assert proc.returncode == 0, proc.stderr
+    raw = json.loads(out.read_text())
+    assert raw["metadata"]["made_by"] == "profile_bundle.py"
+    assert len(raw["entries"]) == len(manifest["blocks"])
+    assert len(raw["verify"]) == len(manifest["verify"])
+
+    # re-running resumes: nothing left to time, file unchanged in content
+    proc = run_runner(bundle, out)
+    assert proc.returncode == 0 and "already measured" in proc.stderr
+    assert json.loads(out.read_text())["entries"] == raw["entries"]
+
+    dest = tmp_path / "imported.json"
+    table, report = import_table(out, space, dest)
+    assert report["validation"]["n"] == 6 and "calibration" in table.metadata
+    assert len(report["topk"]) == 2 and all(r["measured_ms"] > 0 for r in report["topk"])
+    assert report["provider_warning"] is None  # cpu target, CPU EP: what was asked ran
+    model = load_latency_model("cpu", space, dest)
+    assert model.source == "measured"
+    assert model.predict(topk).shape == (2,)
+
+    result = CliRunner().invoke(app, ["lut", "import", str(out), "--space", str(TINY_SPACES_DIR / "tiny-mbv3.yaml"),
+                                      "--out", str(tmp_path / "cli.json")])
+    assert result.exit_code == 0, result.output
+    assert "top-K subnets measured on the device" in result.output
+
+
+def test_import_rejects_incomplete_table(tmp_path):
+    space = tiny_space("tiny-mbv3")
+    from nasforge.latency.enumerate import distinct_layers
+
+    keys = [s.key for s in distinct_layers(space)]
+    table = LatencyTable({"target": "cpu", "space": space.name, "space_fingerprint": space.fingerprint},
+                         {k: {"median_ms": 1.0, "p90_ms": 1.0} for k in keys[1:]})
+    table.save(tmp_path / "partial.json")
+    with pytest.raises(Exception, match=keys[0]):
+        import_table(tmp_path / "partial.json", space)

@@ -1,0 +1,54 @@
+"""Validation maths on known numbers, and the calibration fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nasforge.latency import calibration as cal
+
+
+def test_mape_and_within_on_known_numbers():
+    true = np.array([100.0, 100.0, 200.0, 50.0])
+    pred = np.array([110.0, 90.0, 230.0, 50.0])
+    assert cal.mape(pred, true) == pytest.approx((10 + 10 + 15 + 0) / 4)
+    assert cal.within(pred, true) == pytest.approx(3 / 4)  # exactly 10% counts as within
+    assert cal.within(pred, true, tol=0.2) == 1.0
+
+
+def test_kendall_tau_known_values():
+    assert cal.kendall_tau([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(1.0)
+    assert cal.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # one swapped pair out of 6: (5 - 1) / 6
+    assert cal.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # tau-b with a tie in b: pairs 6, concordant 5, discordant 0, tied-in-b 1 -> 5 / sqrt(6 * 5)
+    assert cal.kendall_tau([1, 2, 3, 4], [1, 2, 3, 3]) == pytest.approx(5 / np.sqrt(30))
+
+
+def test_kendall_tau_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 10, 60), rng.integers(0, 10, 60)
+    assert cal.kendall_tau(a, b) == pytest.approx(stats.kendalltau(a, b).statistic)
+
+
+def test_fit_recovers_known_calibration_and_cv_is_out_of_fold():
+    rng = np.random.default_rng(0)
+    sums = rng.uniform(1, 5, 50)
+    blocks = rng.integers(10, 25, 50).astype(float)
+    measured = 0.8 * sums - 0.01 * blocks + 0.3
+    c = cal.fit(sums, blocks, measured)
+    assert (c["a"], c["b"], c["c"]) == pytest.approx((0.8, -0.01, 0.3), abs=1e-9)
+    assert cal.apply(c, sums, blocks) == pytest.approx(measured)
+    assert cal.metrics(cal.cross_validated(sums, blocks, measured), measured)["mape"] < 1e-6
+    noisy = measured * rng.uniform(0.8, 1.2, 50)
+    cv = cal.mape(cal.cross_validated(sums, blocks, noisy), noisy)
+    insample = cal.mape(cal.apply(cal.fit(sums, blocks, noisy), sums, blocks), noisy)
+    assert cv > insample  # held-out error is honest: larger than the in-sample one
+
+
+def test_fit_with_constant_block_count_is_not_singular():
+    sums = np.array([1.0, 2.0, 3.0])
+    c = cal.fit(sums, np.array([5.0, 5.0, 5.0]), 2 * sums + 1)
+    assert (c["a"], c["b"], c["c"]) == pytest.approx((2.0, 0.0, 1.0))
+    assert cal.apply(None, sums, sums) is not None
