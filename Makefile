@@ -20,7 +20,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 quickstart: install
-	$(BIN)/nasforge space sample --space mobilenetv3-ofa -n 3
+	$(BIN)/nasforge quickstart
 
 clean:
 	rm -rf $(VENV) .pytest_cache

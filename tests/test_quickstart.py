@@ -1,0 +1,39 @@
+"""The whole pipeline (train -> latency -> predictor -> search -> export) in its reduced CI mode."""
+
+import json
+
+import onnx
+from typer.testing import CliRunner
+
+from nasforge.cli import app
+from nasforge.export import run_onnx
+
+runner = CliRunner()
+
+
+def test_quickstart_fast_leaves_a_valid_model(tmp_path):
+    out = tmp_path / "qs"
+    result = runner.invoke(app, ["quickstart", "--fast", "--out", str(out)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "nasforge quickstart: done" in result.output
+    model = out / "model.onnx"
+    onnx.checker.check_model(onnx.load(str(model)))
+    side = json.loads((out / "model.onnx.json").read_text())
+    assert side["onnx"]["max_abs_diff_vs_torch"] <= 1e-4
+    front = json.loads((out / "search" / "pareto.json").read_text())
+    bound = json.loads((out / "search" / "search.json").read_text())
+    assert front and (out / "search" / "pareto.png").stat().st_size > 0
+    # every returned arch honours the latency constraint, and the exported one is on the front
+    limit = float(bound["constraints"][0].split("<=")[1].rstrip("ms"))
+    assert all(row["latency_ms"] <= limit + 1e-9 for row in front)
+    assert side["arch"] in [row["arch"] for row in front]
+    assert side["latency"]["source"] == "measured"  # the shipped CPU table of mobilenetv3-tiny
+    import numpy as np
+
+    r = side["input"]["resolution"]
+    logits = run_onnx(model, np.zeros((1, 3, r, r), dtype=np.float32))
+    assert logits.shape == (1, 10)
+    # a second call resumes: nothing is retrained
+    again = runner.invoke(app, ["quickstart", "--fast", "--out", str(out)], env={"COLUMNS": "160"})
+    assert again.exit_code == 0, again.output
+    assert "already trained: skipping" in again.output
