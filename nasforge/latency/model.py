@@ -180,7 +180,19 @@ def load_latency_model(target: str, space: SearchSpace, lut_path: str | Path | N
     spec = load_target(target)
     found = find_table(spec.name, space.fingerprint)
     if found is not None:
-        return TableLatencyModel(LatencyTable.load(found), space)
+        table = LatencyTable.load(found)
+        if spec.name == "cpu":  # `cpu` means "this machine": a table from another CPU is measured, but not here
+            from nasforge.latency.ort_timing import device_string
+
+            here = device_string()
+            if table.metadata.get("device") != here:
+                warnings.warn(
+                    f"the shipped cpu table {found.name} was measured on {table.metadata.get('device')!r}, "
+                    f"this machine is {here!r}; measure yours with `{profile_command('cpu', space)} --out FILE` "
+                    "and pass it as lut_path / --lut",
+                    stacklevel=2,
+                )
+        return TableLatencyModel(table, space)
     warnings.warn(
         f"no measured latency table for target {spec.name!r} and space {space.name!r}: latencies are "
         f"ESTIMATED from datasheet specs; measure the real table with `{profile_command(spec.name, space)}`",

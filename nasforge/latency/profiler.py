@@ -186,7 +186,7 @@ def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
                     f"pass another --out or delete the file"
                 )
         meta["build_seconds"] = old.get("build_seconds", 0.0)
-        for keep in ("validation", "calibration", "note", "validation_samples", "validation_under_load"):
+        for keep in ("validation", "calibration", "note", "validation_samples", "validation_under_load", "earlier_runs"):
             if keep in old:
                 meta[keep] = old[keep]
         table.metadata = meta
