@@ -8,6 +8,7 @@ slots are 0 in an `ArchConfig` and gene 0 in an encoding, so `decode(encode(a)) 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -52,6 +53,18 @@ class SlotSpec:
     stage: int
     position: int
     choices: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class GeneLayout:
+    """Where each kind of gene sits in an encoding, and which block position each slot gene belongs to."""
+
+    depth: slice
+    kernel: slice
+    expand: slice
+    width: slice
+    slot_stage: np.ndarray  # per slot gene (kernel then expand slots): its stage index
+    slot_position: np.ndarray  # per slot gene: its block position within the stage
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,32 @@ class SearchSpace:
     @property
     def gene_names(self) -> list[str]:
         return list(self._gene_names)
+
+    @property
+    def gene_choices(self) -> tuple[tuple[float, ...], ...]:
+        """The values each gene indexes (as floats)."""
+        return tuple(self._gene_choices)
+
+    @property
+    def gene_layout(self) -> GeneLayout:
+        return GeneLayout(
+            depth=slice(1, self._k0),
+            kernel=slice(self._k0, self._e0),
+            expand=slice(self._e0, self._w0),
+            width=slice(self._w0, self.num_genes),
+            slot_stage=self._slot_stage.copy(),
+            slot_position=self._slot_pos.copy(),
+        )
+
+    @property
+    def feature_layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """(genes that have features, offset of each one's one-hot block) of `features`."""
+        return self._feature_genes.copy(), self._feature_offsets.copy()
+
+    @property
+    def definition(self) -> dict[str, Any]:
+        """The space's YAML content (a deep copy), enough to rebuild it with `SearchSpace.from_dict`."""
+        return copy.deepcopy(self._raw)
 
     def with_options(self, *, num_classes: int | None = None, width_mult: float | None = None) -> SearchSpace:
         """The same space built for another class count or width multiplier."""

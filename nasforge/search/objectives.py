@@ -130,11 +130,12 @@ class CostModel:
 
     # Each block group = the slot genes (kernel and/or expand) at one (stage, position).
     def _groups(self) -> list[list[int]]:
-        s = self.space
+        layout = self.space.gene_layout
+        first = layout.kernel.start
         by_pos: dict[tuple[int, int], list[int]] = {}
-        for g in range(s._k0, s._w0):
-            j = g - s._k0
-            key = (int(s._slot_stage[j]), int(s._slot_pos[j]))
+        for g in range(first, layout.expand.stop):
+            j = g - first
+            key = (int(layout.slot_stage[j]), int(layout.slot_position[j]))
             by_pos.setdefault(key, []).append(g)
         return list(by_pos.values())
 
@@ -171,7 +172,8 @@ class CostModel:
                 sizes = s.gene_sizes[group]
                 for joint in range(int(np.prod(sizes))):
                     g = s.sample_genes(rng, 1)[0]
-                    g[1 : s._k0] = s.gene_sizes[1 : s._k0] - 1
+                    depth = s.gene_layout.depth
+                    g[depth] = s.gene_sizes[depth] - 1
                     rem = joint
                     for gi, size in zip(reversed(group), reversed(sizes)):
                         g[gi] = rem % int(size)
@@ -239,7 +241,7 @@ class Evaluator:
         # Per-gene choice values for a vectorised decode.
         width = int(space.gene_sizes.max())
         self._values = np.zeros((space.num_genes, width))
-        for g, choices in enumerate(space._gene_choices):
+        for g, choices in enumerate(space.gene_choices):
             self._values[g, : len(choices)] = choices
 
     @property
@@ -266,7 +268,8 @@ class Evaluator:
         genes = self.canonical(genes)
         vals = self._values[np.arange(s.num_genes)[None, :], genes]
         vals = np.where(s.active_mask(genes), vals, 0.0)
-        k0, e0, w0 = s._k0, s._e0, s._w0
+        layout = s.gene_layout
+        k0, e0, w0 = layout.kernel.start, layout.expand.start, layout.width.start
         out = []
         for row in vals.tolist():
             out.append(

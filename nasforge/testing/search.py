@@ -36,8 +36,9 @@ class TableLatency:
         self.source = source
         self.w = rng.random(space.num_features) * 0.5 + 0.05
         # Larger choices cost more within each gene (as a real LUT): sort each gene's one-hot block.
-        sizes = space.gene_sizes[space._feature_genes]
-        for start, size in zip(space._feature_offsets, sizes):
+        genes, offsets = space.feature_layout
+        sizes = space.gene_sizes[genes]
+        for start, size in zip(offsets, sizes):
             self.w[start : start + size] = np.sort(self.w[start : start + size])
         self.base = 1.0
 

@@ -143,7 +143,7 @@ def train_supernet(
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        atomic_write_text(run_dir / "space.yaml", yaml.safe_dump(space._raw, sort_keys=False))
+        atomic_write_text(run_dir / "space.yaml", yaml.safe_dump(space.definition, sort_keys=False))
 
     def payload(iteration: int, lr: float) -> dict[str, Any]:
         return {
