@@ -61,6 +61,10 @@ def test_finetune_then_export_torch_rebuilds(tiny_run, tmp_path):
                             "--kd", "--out", str(ckpt), "--device", "cpu"]))
     subnet, space, extra = load_standalone(ckpt)
     assert subnet.arch == arch and extra["kd"] is True and set(extra["after"]) == {"val", "test"}
+    evaluated = runner.invoke(app, ["evaluate", "--checkpoint", str(ckpt), "--json", "--device", "cpu"])
+    _ok(evaluated)
+    scores = json.loads(evaluated.output.strip().splitlines()[-1])
+    assert scores["test_top1"] == pytest.approx(extra["after"]["test"]) and scores["val_top1"] == pytest.approx(extra["after"]["val"])
     out = tmp_path / "ft-export.onnx"
     _ok(runner.invoke(app, ["export", "--checkpoint", str(ckpt), "--out", str(out), "--target", ""]))
     side = json.loads((tmp_path / "ft-export.onnx.json").read_text())

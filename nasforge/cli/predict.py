@@ -31,10 +31,44 @@ def _dataset_name(run: Any) -> str:
     return "unknown"
 
 
+def _evaluate_checkpoint(checkpoint: Path, run: Path | None, splits: list[str], device: str, as_json: bool) -> None:
+    """A standalone subnet's accuracy with its own BN statistics, on the splits of the run it came from."""
+    from nasforge.export.standalone import load_standalone
+    from nasforge.train import runs
+    from nasforge.train.evaluate import accuracy
+
+    subnet, space, extra = load_standalone(checkpoint)
+    run_dir = run or (Path(extra["run"]) if extra.get("run") else None)
+    if run_dir is None:
+        raise ConfigError(f"{checkpoint} does not name its run; pass --run RUN_DIR for the dataset")
+    r = runs.load_run(run_dir, device=device)
+    if r.space.fingerprint != space.fingerprint:
+        raise ConfigError(f"{checkpoint} is a subnet of space {space.name}, not of run {run_dir}'s space")
+    a = subnet.arch
+    model = subnet.to(r.device)
+    result: dict[str, Any] = {"arch": a.to_dict(), "checkpoint": str(checkpoint)}  # type: ignore[union-attr]
+    for s in splits:
+        result[f"{s}_top1"] = accuracy(model, r.data(), s, a.resolution, amp=r.config.amp)  # type: ignore[union-attr]
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(title=str(checkpoint))
+    for col in ("split", "top-1 %"):
+        table.add_column(col)
+    for s in splits:
+        table.add_row(s, f"{result[f'{s}_top1']:.2f}")
+    console.print(table)
+
+
 @app.command("evaluate")
 def evaluate_command(
-    run: RunOpt,
-    arch: ArchOpt,
+    run: Annotated[Path | None, typer.Option("--run", help="A trained supernet run folder.")] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="Arch: JSON string, JSON file, or FILE#i (nasforge or OFA form).")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="A standalone subnet (`nasforge finetune`) instead of --arch.")
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="val, test or both.")] = "both",
     calib_images: Annotated[int, typer.Option("--calib-images", help="Images for BN recalibration.")] = 2000,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
@@ -47,6 +81,13 @@ def evaluate_command(
         raise ConfigError(f"--split must be val, test or both, got {split!r}")
     if calib_images <= 0 or batch_size <= 0:
         raise ConfigError("--calib-images and --batch-size must be positive")
+    if (arch is None) == (checkpoint is None):
+        raise ConfigError("give exactly one of --arch (with --run) or --checkpoint")
+    if checkpoint is not None:
+        _evaluate_checkpoint(checkpoint, run, splits, device, as_json)
+        return
+    if run is None:
+        raise ConfigError("--arch needs --run RUN_DIR")
     raw = read_arch_argument(arch)
     from nasforge.train import runs
 
