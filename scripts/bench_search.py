@@ -105,15 +105,28 @@ def throughput(n: int = 10_000, torch_predictor: bool = False) -> dict:
 ENGINE_BUDGETS = {"nsga2": 1000, "nsga3": 1000, "evolution": 1000, "tpe": 300, "gp": 60, "linas": 100}
 
 
-def engines_vs_random(space_name: str, seeds=(0, 1, 2), quick: bool = False) -> list[dict]:
-    space = tiny_space(space_name) if space_name.startswith("tiny") else load_space(space_name)
-    truth = SyntheticAccuracy(space)
+def engines_vs_random(space_name: str, seeds=(0, 1, 2), quick: bool = False, run_dir: str | None = None,
+                      target: str = "cpu") -> list[dict]:
+    """HV per engine vs random at equal budgets: on synthetic fakes, or (`run_dir`) on a trained run's
+    predictor and the target's latency model, with linas measuring real validation accuracy."""
+    if run_dir is not None:
+        from nasforge.latency import load_latency_model
+        from nasforge.predictors import load_run_predictor
+        from nasforge.train.runs import evaluate_subnets, load_run
+
+        run = load_run(run_dir, device="auto")
+        space, truth, latency = run.space, load_run_predictor(run), load_latency_model(target, run.space)
+        space_name = f"{space.name} (run)"
+        real_measure = lambda archs: evaluate_subnets(run, list(archs), "val", calib_images=500)  # noqa: E731
+    else:
+        space = tiny_space(space_name) if space_name.startswith("tiny") else load_space(space_name)
+        truth, latency, real_measure = SyntheticAccuracy(space), TableLatency(space), None
 
     def problem(accuracy=truth):
-        return SearchProblem(space, Evaluator(space, accuracy, TableLatency(space)), ("accuracy", "latency"))
+        return SearchProblem(space, Evaluator(space, accuracy, latency), ("accuracy", "latency"))
 
     true_hv = None
-    if space_name.startswith("tiny"):
+    if space.num_subnets(include_resolution=True) <= 50_000:
         p = problem()
         ev = p.evaluate(all_encodings(space))
         true_hv = hypervolume_for(p)(ev.F)
@@ -123,9 +136,10 @@ def engines_vs_random(space_name: str, seeds=(0, 1, 2), quick: bool = False) -> 
             continue
         hv_e, hv_r, secs = [], [], []
         for seed in seeds[:1] if engine == "gp" else seeds:  # GP refits per trial: one seed only
-            kw = {"measure": lambda archs: truth.predict(space.features(list(archs)))} if engine == "linas" else {}
-            # linas: the predictor it starts from is a different (wrong) function; accuracy is measured
-            p = problem(SyntheticAccuracy(space, seed=11) if engine == "linas" else truth)
+            measure = real_measure or (lambda archs: truth.predict(space.features(list(archs))))
+            kw = {"measure": measure} if engine == "linas" else {}
+            # linas (synthetic): the predictor it starts from is a different (wrong) function; accuracy is measured
+            p = problem(SyntheticAccuracy(space, seed=11) if engine == "linas" and real_measure is None else truth)
             t = time.perf_counter()
             r = run_search(p, make_engine(engine, **kw), budget=budget, seed=seed, storage="memory")
             secs.append(time.perf_counter() - t)
@@ -169,7 +183,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip tpe/gp and use one seed")
     ap.add_argument("--json", default=None)
     ap.add_argument("--only-throughput", action="store_true")
+    ap.add_argument("--run", default=None, help="engines vs random on this trained run's predictor and latency table")
+    ap.add_argument("--target", default="cpu")
     args = ap.parse_args()
+    if args.run:
+        rows = engines_vs_random("", (0,) if args.quick else (0, 1, 2), args.quick, run_dir=args.run, target=args.target)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"engines": rows}, fh, indent=2)
+        return
     seeds = (0,) if args.quick else (0, 1, 2)
     results = {"throughput": throughput(), "throughput_torch": throughput(torch_predictor=True)}
     console.print(results["throughput"], results["throughput_torch"])
