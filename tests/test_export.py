@@ -8,7 +8,7 @@ from nasforge.arch import ArchConfig
 from nasforge.errors import CheckpointError
 from nasforge.export import export_onnx, load_standalone, run_onnx, save_standalone
 from nasforge.export.quantize import onnx_accuracy, quantize_int8
-from nasforge.space import load_space
+from nasforge.space import list_spaces, load_space
 from nasforge.supernet import build_supernet
 from nasforge.testing import tiny_space
 
@@ -18,7 +18,7 @@ def _space(name):
     return space if space.num_classes == 10 else space.with_options(num_classes=10)
 
 
-@pytest.mark.parametrize("name", ["mobilenetv3-ofa", "mobilenetv3-ofa-cifar", "resnet-ofa", "tiny-mbv3", "tiny-resnet"])
+@pytest.mark.parametrize("name", list_spaces() + ["tiny-mbv3", "tiny-resnet"])
 def test_onnx_round_trip_matches_pytorch(name, tmp_path):
     torch.manual_seed(0)
     space = _space(name)
