@@ -26,7 +26,7 @@ class QuickstartConfig:
     train_config: str = "configs/train/quickstart.yaml"
     epochs: int = 12
     device: str = "cpu"
-    predictor_samples: int = 120
+    predictor_samples: int = 400
     predictor_model: str = "mlp"
     calib_images: int = 500
     target: str = "cpu"
