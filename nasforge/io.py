@@ -8,7 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nasforge.errors import ArchError
+import yaml
+
+from nasforge.errors import ArchError, NasforgeError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -33,6 +35,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_yaml(path: str | Path, error: type[NasforgeError], what: str) -> Any:
+    """`yaml.safe_load` of a user file; a missing file or bad YAML raises `error` with one line naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise error(f"{path}: not valid YAML{where}") from None
 
 
 def read_arch_argument(text: str) -> Any:

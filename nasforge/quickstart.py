@@ -11,11 +11,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from nasforge.errors import ConfigError
+from nasforge.io import read_yaml
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_DIR / "configs" / "quickstart.yaml"
@@ -38,12 +38,7 @@ class QuickstartConfig:
     @classmethod
     def load(cls, path: str | Path | None = None) -> QuickstartConfig:
         path = Path(path) if path else DEFAULT_CONFIG
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except OSError:
-            raise ConfigError(f"{path}: cannot read quickstart config") from None
-        except yaml.YAMLError:
-            raise ConfigError(f"{path}: not valid YAML") from None
+        raw = read_yaml(path, ConfigError, "quickstart config") or {}
         known = {f.name for f in fields(cls)}
         if not isinstance(raw, dict) or set(raw) - known:
             raise ConfigError(f"{path}: unknown keys {sorted(set(raw) - known) if isinstance(raw, dict) else raw!r}")

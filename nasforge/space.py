@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from nasforge.arch import ArchConfig
 from nasforge.errors import ArchError, SpaceError
+from nasforge.io import read_yaml
 from nasforge.layers import LayerSpec, network_macs, network_params
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -489,17 +489,7 @@ class SearchSpace:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_yaml(cls, path: str | Path, *, width_mult: float | None = None) -> SearchSpace:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise SpaceError(f"{path}: cannot read search space ({exc.strerror})") from None
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise SpaceError(f"{path}: not valid YAML{where}") from None
+        raw = read_yaml(path, SpaceError, "search space")
         return cls.from_dict(raw, source=str(path), width_mult=width_mult)
 
     @classmethod

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from nasforge.errors import LatencyError
+from nasforge.io import read_yaml
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent.parent / "configs" / "targets"
 BACKENDS = ("ort", "torch-cuda")
@@ -53,12 +53,7 @@ def load_target(name_or_path: str | Path) -> Target:
             raise LatencyError(f"unknown target {text!r}; known targets: {', '.join(list_targets())} (or a YAML path)")
     if not path.exists():
         raise LatencyError(f"{path}: target file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise LatencyError(f"{path}: not valid YAML{where}") from None
+    raw = read_yaml(path, LatencyError, "target")
     return target_from_dict(raw, str(path))
 
 

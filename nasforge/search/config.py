@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from nasforge.errors import ConfigError
+from nasforge.io import read_yaml
 from nasforge.search.engines import ENGINES
 from nasforge.search.objectives import Constraint, parse_constraint, parse_objectives
 
@@ -46,12 +46,7 @@ _ALIASES = {"constraint": "constraints", "population": "pop_size"}
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read search config ({exc.strerror})") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
+    raw = read_yaml(path, ConfigError, "search config")
     if raw is None:
         return {}
     if not isinstance(raw, dict):

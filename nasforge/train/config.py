@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from nasforge.errors import ConfigError
+from nasforge.io import read_yaml
 from nasforge.io import atomic_write_text
 
 SCHEDULES = ("progressive", "sandwich", "delayed", "standalone")
@@ -250,15 +251,7 @@ def config_from_dict(raw: dict[str, Any] | None) -> TrainConfig:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config (default: configs/train/default.yaml), apply dotted overrides, validate."""
     path = Path(path) if path is not None else CONFIGS_DIR / "default.yaml"
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"{path}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    raw = read_yaml(path, ConfigError, "config")
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping")
     try:
@@ -297,10 +290,7 @@ def read_run_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no config.yaml (is this a nasforge run folder?)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
+    raw = read_yaml(path, ConfigError, "run config")
     try:
         return validate(_build(TrainConfig, raw or {}, ""))
     except ConfigError as exc:
