@@ -16,9 +16,9 @@ from rich.table import Table
 
 from nasforge.errors import ConfigError
 from nasforge.io import read_yaml
+from nasforge.resources import shipped_dir
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_DIR / "configs" / "quickstart.yaml"
+DEFAULT_CONFIG = shipped_dir("configs") / "quickstart.yaml"
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class QuickstartConfig:
 
 def _resolve(path: str) -> Path:
     p = Path(path)
-    return p if p.is_absolute() or p.exists() else REPO_DIR / p
+    return p if p.is_absolute() or p.exists() else shipped_dir() / p
 
 
 def run_quickstart(cfg: QuickstartConfig, out: str | Path, console: Console | None = None) -> dict[str, Any]:

@@ -22,8 +22,9 @@ from nasforge.arch import ArchConfig
 from nasforge.errors import ArchError, SpaceError
 from nasforge.io import read_yaml
 from nasforge.layers import LayerSpec, network_macs, network_params
+from nasforge.resources import shipped_dir
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = shipped_dir("search_spaces")
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from typing import Any
 from nasforge.errors import LatencyError
 from nasforge.io import atomic_write_json
 from nasforge.latency.ort_timing import LUT_FORMAT
+from nasforge.resources import shipped_dir
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent.parent / "predictors" / "latency"
+SHIPPED_DIR = shipped_dir("predictors", "latency")
 
 
 @dataclass

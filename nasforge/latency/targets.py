@@ -14,8 +14,9 @@ from typing import Any
 
 from nasforge.errors import LatencyError
 from nasforge.io import read_yaml
+from nasforge.resources import shipped_dir
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent.parent / "configs" / "targets"
+TARGETS_DIR = shipped_dir("configs", "targets")
 BACKENDS = ("ort", "torch-cuda")
 PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
 

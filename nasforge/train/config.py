@@ -15,14 +15,14 @@ from typing import Any
 import yaml
 
 from nasforge.errors import ConfigError
-from nasforge.io import read_yaml
-from nasforge.io import atomic_write_text
+from nasforge.io import atomic_write_text, read_yaml
+from nasforge.resources import shipped_dir
 
 SCHEDULES = ("progressive", "sandwich", "delayed", "standalone")
 DATASETS = ("digits", "cifar10", "imagefolder")
 DEVICES = ("auto", "cpu", "cuda")
 GENE_GROUPS = ("resolution", "depth", "kernel", "expand", "width")
-CONFIGS_DIR = Path(__file__).resolve().parent.parent.parent / "configs" / "train"
+CONFIGS_DIR = shipped_dir("configs", "train")
 
 
 @dataclass(frozen=True)
