@@ -12,8 +12,10 @@
 #   bash scripts/gpu_benchmarks.sh latency                   # the gpu target's table, validated on 100 subnets
 #   bash scripts/gpu_benchmarks.sh predictor RUN             # measurements + tau/RMSE at 250/500/1000 (RUN carried back)
 #   bash scripts/gpu_benchmarks.sh search RUN                # engines vs random on RUN's predictor + the gpu table
-# Everything lands under $OUT (the device tool's folder; ./gpu-bench elsewhere). The same stages run on a
-# CPU for a dry run: DEVICE=cpu SPACE=mobilenetv3-tiny TRAIN_LIMIT=512 bash scripts/gpu_benchmarks.sh train delayed 1
+# Everything lands under $OUT (the device tool's folder; ./gpu-bench elsewhere). Knobs (environment):
+# DEVICE, SPACE, DATA (ImageFolder tree), BATCH, TRAIN_LIMIT, ALONE_CONFIG, SIZES, HOLDOUT, TARGET, VALIDATE,
+# STEP_SPACE, QUICK. The same stages run on a CPU for a dry run, e.g.
+#   DEVICE=cpu SPACE=mobilenetv3-tiny TRAIN_LIMIT=512 bash scripts/gpu_benchmarks.sh train delayed 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,8 +76,8 @@ alone)
     rm -rf "$OUT/alone-$which/checkpoints"
     ;;
 latency)
-    "${NASFORGE[@]}" profile --target gpu --space "$SPACE" --validate "${VALIDATE:-100}" \
-        --out "$OUT/gpu__$SPACE.json"
+    "${NASFORGE[@]}" profile --target "${TARGET:-gpu}" --space "$SPACE" --validate "${VALIDATE:-100}" \
+        --out "$OUT/${TARGET:-gpu}__$SPACE.json"
     ;;
 predictor)
     run=${1:?RUN folder from a train stage, carried back}
@@ -92,10 +94,10 @@ predictor)
     ;;
 search)
     run=${1:?RUN folder with measurements}
-    python3 scripts/bench_search.py --run "$run" --target "${TARGET:-gpu}" --json "$OUT/search.json"
+    python3 scripts/bench_search.py --run "$run" --target "${TARGET:-gpu}" --json "$OUT/search.json" ${QUICK:+--quick}
     ;;
 *)
-    sed -n '2,17p' "$0"
+    sed -n '2,18p' "$0"
     exit 2
     ;;
 esac
