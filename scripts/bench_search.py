@@ -8,6 +8,8 @@
 2. Hypervolume after equal budgets, every engine vs random (3 seeds), on synthetic problems:
    tiny-mbv3 (true front known by enumeration) and mobilenetv3-ofa-cifar.
 3. linas: measured evaluations to reach 95% of the best hypervolume seen, vs nsga2 measuring every point.
+With `--run RUN`: 2. on the run's predictor and the target's latency table; with `--run RUN --linas-budget N`:
+3. with real measurements, against the run's measured stratified sample (RUN/measurements/val.jsonl).
 """
 
 from __future__ import annotations
@@ -178,6 +180,45 @@ def linas_vs_nsga2(space_name: str = "mobilenetv3-ofa-cifar", budget: int = 400)
             "linas_final_hv": round(lin.hv[-1][2], 5), "nsga2_final_hv": round(ns.hv[-1][2], 5)}
 
 
+def linas_real(run_dir: str, target: str, budget: int = 200, seed: int = 0, pool: int = 1200) -> dict:
+    """linas on a trained run with real measurements, against the measured stratified random sample of
+    `nasforge build-predictor` (RUN/measurements/val.jsonl, same protocol: val split, 500 calibration images):
+    measurements each needs to reach 95% / 99% of the best measured hypervolume seen by either."""
+    from nasforge.latency import load_latency_model
+    from nasforge.predictors import MeasurementStore, load_run_predictor, sample_for_predictor
+    from nasforge.train.runs import evaluate_subnets, load_run
+
+    run = load_run(run_dir, device="auto")
+    space = run.space
+    problem = SearchProblem(space, Evaluator(space, load_run_predictor(run), load_latency_model(target, space)),
+                            ("accuracy", "latency"))
+    measure = lambda archs: evaluate_subnets(run, list(archs), "val", calib_images=500)  # noqa: E731
+    t = time.perf_counter()
+    lin = run_search(problem, make_engine("linas", measure=measure), budget=budget, seed=seed, storage="memory")
+    linas_s = time.perf_counter() - t
+    curve_linas = [(n, v) for _, n, v in lin.hv]
+
+    archs = sample_for_predictor(space, pool, seed=0)
+    store = MeasurementStore(run.path / "measurements" / "val.jsonl", space, checkpoint_sha256=run.checkpoint_sha256,
+                             dataset=run.config.data.dataset, split="val", protocol={"calib_images": 500})
+    acc, newly = store.measure(archs, measure, batch_size=32)
+    ev = problem.evaluate(space.encode_batch(archs))
+    F = problem.to_minimise({**ev.metrics, "accuracy": np.asarray(acc, dtype=np.float64)})
+    hv = hypervolume_for(problem)
+    curve_random = [(k, hv(F[:k])) for k in range(10, pool + 1, 10)]
+    best = max(max(v for _, v in curve_linas), max(v for _, v in curve_random))
+
+    def first_reach(curve, frac):
+        return next((n for n, v in curve if v >= frac * best), None)
+
+    return {"space": space.name, "target": target, "best_hv": round(best, 5), "linas_budget": budget,
+            "linas_final_hv": round(curve_linas[-1][1], 5), "random_pool": pool,
+            "random_final_hv": round(curve_random[-1][1], 5), "random_newly_measured": newly,
+            **{f"linas_to_{p}pct": first_reach(curve_linas, p / 100) for p in (95, 99, 99.5)},
+            **{f"random_to_{p}pct": first_reach(curve_random, p / 100) for p in (95, 99, 99.5)},
+            "linas_seconds": round(linas_s, 1), "linas_curve": curve_linas}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="skip tpe/gp and use one seed")
@@ -185,7 +226,16 @@ def main() -> None:
     ap.add_argument("--only-throughput", action="store_true")
     ap.add_argument("--run", default=None, help="engines vs random on this trained run's predictor and latency table")
     ap.add_argument("--target", default="cpu")
+    ap.add_argument("--linas-budget", type=int, default=None,
+                    help="with --run: linas with real measurements vs the run's measured stratified sample")
     args = ap.parse_args()
+    if args.run and args.linas_budget:
+        res = linas_real(args.run, args.target, args.linas_budget)
+        console.print({k: v for k, v in res.items() if k != "linas_curve"})
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(res, fh, indent=2)
+        return
     if args.run:
         rows = engines_vs_random("", (0,) if args.quick else (0, 1, 2), args.quick, run_dir=args.run, target=args.target)
         if args.json:
