@@ -1,17 +1,27 @@
-"""Static layer descriptions: what one block of an extracted subnet is.
+"""Static layer descriptions: what one block of an extracted subnet is, and what it costs.
 
 A subnet is a list of `LayerSpec`. The same list drives three things, so they can never
-disagree: the analytic cost model (`macs`, `params` here), the static PyTorch modules
-of an extracted subnet (`nasforge.supernet.static`), and the keys of latency lookup
-tables (`LayerSpec.key`).
+disagree: the analytic cost model (MACs, parameters), the static PyTorch modules of an
+extracted subnet (`BlockKind.build`), and the keys of latency lookup tables (`LayerSpec.key`).
+
+Each `kind` is a `BlockKind` in the `BLOCKS` registry: its cost formulas and its static module
+live together, so a new block kind is one decorated class (and `nasforge.testing.conformance`
+checks its formulas against the module it builds). This module imports no torch; `build`
+imports it when called.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-KINDS = ("conv", "residual_conv", "maxpool", "mbconv", "bottleneck", "mbv3_head", "resnet_head")
-ACTIVATIONS = ("relu", "hswish", "none")
+from nasforge.errors import SpaceError
+from nasforge.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+ACTIVATIONS = ("relu", "relu6", "hswish", "none")
 SHORTCUTS = ("none", "identity", "conv", "avgpool_conv")
 
 
@@ -38,9 +48,8 @@ def conv_out_size(size: int, stride: int) -> int:
 class LayerSpec:
     """One block of a static network, with its input shape.
 
-    kind: conv (conv-BN-act), residual_conv (conv-BN-act + identity), maxpool (3x3/2),
-          mbconv (inverted residual), bottleneck (ResNet-D bottleneck), mbv3_head
-          (1x1 conv-BN-act, pool, 1x1 conv-act, linear), resnet_head (pool, linear).
+    kind: a registered `BlockKind` (conv, residual_conv, maxpool, mbconv, bottleneck, mbv3_head,
+          resnet_head, ...; see `BLOCKS`).
     mid_channels: expansion width (mbconv: 0 = no expansion conv; mbv3_head: final expand).
     """
 
@@ -57,10 +66,12 @@ class LayerSpec:
     num_classes: int = 0
 
     @property
+    def block(self) -> type[BlockKind]:
+        return BLOCKS.get(self.kind)
+
+    @property
     def output_size(self) -> int:
-        if self.kind in ("mbv3_head", "resnet_head"):
-            return 1
-        return conv_out_size(self.input_size, self.stride)
+        return self.block.output_size(self)
 
     @property
     def key(self) -> str:
@@ -83,75 +94,201 @@ class LayerSpec:
         return "_".join(parts)
 
 
+BLOCKS: Registry[type[BlockKind]] = Registry("block kind", error=SpaceError)
+
+
+class BlockKind:
+    """Cost formulas and the static module of one kind of block (class methods only: no state)."""
+
+    name: ClassVar[str] = ""
+
+    @classmethod
+    def output_size(cls, spec: LayerSpec) -> int:
+        return conv_out_size(spec.input_size, spec.stride)
+
+    @classmethod
+    def macs(cls, spec: LayerSpec) -> int:
+        """Multiply-accumulates of convolutions and linear layers (what torch's FlopCounterMode counts, halved)."""
+        raise NotImplementedError
+
+    @classmethod
+    def params(cls, spec: LayerSpec) -> int:
+        """Trainable parameters (conv/linear weights and biases, BN affine), as `numel` counts them."""
+        raise NotImplementedError
+
+    @classmethod
+    def inner_activations(cls, spec: LayerSpec) -> int:
+        """Values written and read inside the block besides its input and output (roofline estimates)."""
+        return 0
+
+    @classmethod
+    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
+        """A freshly initialised static module (plain Conv/BN/Linear: exports to ONNX as is)."""
+        raise NotImplementedError
+
+
 def _conv_macs(cin: int, cout: int, k: int, out_size: int, groups: int = 1) -> int:
     return out_size * out_size * cout * (cin // groups) * k * k
 
 
-def layer_macs(spec: LayerSpec) -> int:
-    """Multiply-accumulates of convolutions and linear layers (what torch's FlopCounterMode counts, halved)."""
-    s_in, s_out = spec.input_size, spec.output_size
-    if spec.kind in ("conv", "residual_conv"):
-        return _conv_macs(spec.in_channels, spec.out_channels, spec.kernel_size, s_out)
-    if spec.kind == "maxpool":
+@BLOCKS.register("conv", summary="conv-BN-act")
+class Conv(BlockKind):
+    @classmethod
+    def macs(cls, spec: LayerSpec) -> int:
+        return _conv_macs(spec.in_channels, spec.out_channels, spec.kernel_size, spec.output_size)
+
+    @classmethod
+    def params(cls, spec: LayerSpec) -> int:
+        return spec.in_channels * spec.out_channels * spec.kernel_size**2 + 2 * spec.out_channels
+
+    @classmethod
+    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
+        from nasforge.supernet.static import ConvBNAct
+
+        return ConvBNAct(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, act=spec.act)
+
+
+@BLOCKS.register("residual_conv", summary="conv-BN-act plus an identity shortcut (ResNet's skippable stem conv)")
+class ResidualConv(Conv):
+    @classmethod
+    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
+        from nasforge.supernet.static import ResidualConv as Module
+
+        return Module(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, act=spec.act)
+
+
+@BLOCKS.register("maxpool", summary="max-pool, 'same' padding")
+class MaxPool(BlockKind):
+    @classmethod
+    def macs(cls, spec: LayerSpec) -> int:
         return 0
-    if spec.kind == "mbconv":
+
+    @classmethod
+    def params(cls, spec: LayerSpec) -> int:
+        return 0
+
+    @classmethod
+    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
+        from torch import nn
+
+        return nn.MaxPool2d(spec.kernel_size, spec.stride, spec.kernel_size // 2)
+
+
+@BLOCKS.register("mbconv", summary="inverted residual: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project")
+class MBConv(BlockKind):
+    @classmethod
+    def macs(cls, spec: LayerSpec) -> int:
         mid = spec.mid_channels or spec.in_channels
-        macs = 0
-        if spec.mid_channels:
-            macs += _conv_macs(spec.in_channels, mid, 1, s_in)
+        s_in, s_out = spec.input_size, spec.output_size
+        macs = _conv_macs(spec.in_channels, mid, 1, s_in) if spec.mid_channels else 0
         macs += _conv_macs(mid, mid, spec.kernel_size, s_out, groups=mid)
         if spec.se:
+            macs += 2 * mid * se_channels(mid)
+        return macs + _conv_macs(mid, spec.out_channels, 1, s_out)
+
+    @classmethod
+    def params(cls, spec: LayerSpec) -> int:
+        cin, cout, k = spec.in_channels, spec.out_channels, spec.kernel_size
+        mid = spec.mid_channels or cin
+        n = cin * mid + 2 * mid if spec.mid_channels else 0
+        n += mid * k * k + 2 * mid
+        if spec.se:
             r = se_channels(mid)
-            macs += 2 * mid * r
-        macs += _conv_macs(mid, spec.out_channels, 1, s_out)
-        return macs
-    if spec.kind == "bottleneck":
-        mid = spec.mid_channels
+            n += (mid * r + r) + (r * mid + mid)
+        return n + mid * cout + 2 * cout
+
+    @classmethod
+    def inner_activations(cls, spec: LayerSpec) -> int:
+        return 2 * spec.mid_channels * (spec.input_size**2 + spec.output_size**2) if spec.mid_channels else 0
+
+    @classmethod
+    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
+        from nasforge.supernet.static import MBConv as Module
+
+        return Module(spec)
+
+
+@BLOCKS.register("bottleneck", summary="ResNet-D bottleneck: 1x1 -> 3x3 -> 1x1, identity / conv / avgpool+conv shortcut")
+class Bottleneck(BlockKind):
+    @classmethod
+    def macs(cls, spec: LayerSpec) -> int:
+        mid, s_in, s_out = spec.mid_channels, spec.input_size, spec.output_size
         macs = _conv_macs(spec.in_channels, mid, 1, s_in)
         macs += _conv_macs(mid, mid, spec.kernel_size, s_out)
         macs += _conv_macs(mid, spec.out_channels, 1, s_out)
         if spec.shortcut in ("conv", "avgpool_conv"):
             macs += _conv_macs(spec.in_channels, spec.out_channels, 1, s_out)
         return macs
-    if spec.kind == "mbv3_head":
-        macs = _conv_macs(spec.in_channels, spec.mid_channels, 1, s_in)
-        macs += spec.mid_channels * spec.out_channels
-        return macs + spec.out_channels * spec.num_classes
-    if spec.kind == "resnet_head":
-        return spec.in_channels * spec.num_classes
-    raise ValueError(f"unknown layer kind {spec.kind!r}")
 
-
-def layer_params(spec: LayerSpec) -> int:
-    """Trainable parameters (conv/linear weights and biases, BN affine), as `numel` counts them."""
-    cin, cout, k = spec.in_channels, spec.out_channels, spec.kernel_size
-    if spec.kind in ("conv", "residual_conv"):
-        return cin * cout * k * k + 2 * cout
-    if spec.kind == "maxpool":
-        return 0
-    if spec.kind == "mbconv":
-        mid = spec.mid_channels or cin
-        n = 0
-        if spec.mid_channels:
-            n += cin * mid + 2 * mid
-        n += mid * k * k + 2 * mid
-        if spec.se:
-            r = se_channels(mid)
-            n += (mid * r + r) + (r * mid + mid)
-        return n + mid * cout + 2 * cout
-    if spec.kind == "bottleneck":
-        mid = spec.mid_channels
+    @classmethod
+    def params(cls, spec: LayerSpec) -> int:
+        cin, cout, k, mid = spec.in_channels, spec.out_channels, spec.kernel_size, spec.mid_channels
         n = cin * mid + 2 * mid + mid * mid * k * k + 2 * mid + mid * cout + 2 * cout
         if spec.shortcut in ("conv", "avgpool_conv"):
             n += cin * cout + 2 * cout
         return n
-    if spec.kind == "mbv3_head":
-        n = cin * spec.mid_channels + 2 * spec.mid_channels
-        n += spec.mid_channels * cout
-        return n + cout * spec.num_classes + spec.num_classes
-    if spec.kind == "resnet_head":
-        return cin * spec.num_classes + spec.num_classes
-    raise ValueError(f"unknown layer kind {spec.kind!r}")
+
+    @classmethod
+    def inner_activations(cls, spec: LayerSpec) -> int:
+        return 2 * spec.mid_channels * (spec.input_size**2 + spec.output_size**2)
+
+    @classmethod
+    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
+        from nasforge.supernet.static import Bottleneck as Module
+
+        return Module(spec)
+
+
+@BLOCKS.register("mbv3_head", summary="MobileNetV3 head: 1x1 conv-BN-act, pool, 1x1 conv-act, linear")
+class MobileNetV3Head(BlockKind):
+    @classmethod
+    def output_size(cls, spec: LayerSpec) -> int:
+        return 1
+
+    @classmethod
+    def macs(cls, spec: LayerSpec) -> int:
+        macs = _conv_macs(spec.in_channels, spec.mid_channels, 1, spec.input_size)
+        return macs + spec.mid_channels * spec.out_channels + spec.out_channels * spec.num_classes
+
+    @classmethod
+    def params(cls, spec: LayerSpec) -> int:
+        n = spec.in_channels * spec.mid_channels + 2 * spec.mid_channels + spec.mid_channels * spec.out_channels
+        return n + spec.out_channels * spec.num_classes + spec.num_classes
+
+    @classmethod
+    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
+        from nasforge.supernet.static import MobileNetV3Head as Module
+
+        return Module(spec, dropout)
+
+
+@BLOCKS.register("resnet_head", summary="ResNet head: global pool, linear")
+class ResNetHead(BlockKind):
+    @classmethod
+    def output_size(cls, spec: LayerSpec) -> int:
+        return 1
+
+    @classmethod
+    def macs(cls, spec: LayerSpec) -> int:
+        return spec.in_channels * spec.num_classes
+
+    @classmethod
+    def params(cls, spec: LayerSpec) -> int:
+        return spec.in_channels * spec.num_classes + spec.num_classes
+
+    @classmethod
+    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
+        from nasforge.supernet.static import ResNetHead as Module
+
+        return Module(spec, dropout)
+
+
+def layer_macs(spec: LayerSpec) -> int:
+    return spec.block.macs(spec)
+
+
+def layer_params(spec: LayerSpec) -> int:
+    return spec.block.params(spec)
 
 
 def network_macs(layers: list[LayerSpec]) -> int:
@@ -166,16 +303,21 @@ def activation_bytes(spec: LayerSpec, bytes_per_value: int = 4) -> int:
     """Bytes a block reads and writes in activations and weights (for roofline estimates)."""
     s_in, s_out = spec.input_size, spec.output_size
     io = spec.in_channels * s_in * s_in + spec.out_channels * s_out * s_out
-    inner = 0
-    if spec.kind in ("mbconv", "bottleneck") and spec.mid_channels:
-        inner = 2 * spec.mid_channels * (s_in * s_in + s_out * s_out)
-    return bytes_per_value * (io + inner + layer_params(spec))
+    return bytes_per_value * (io + spec.block.inner_activations(spec) + layer_params(spec))
+
+
+def build_layer(spec: LayerSpec, dropout: float = 0.0) -> Any:
+    """A freshly initialised static module for one layer spec."""
+    return spec.block.build(spec, dropout)
 
 
 __all__ = [
-    "KINDS",
+    "ACTIVATIONS",
+    "BLOCKS",
+    "BlockKind",
     "LayerSpec",
     "activation_bytes",
+    "build_layer",
     "conv_out_size",
     "layer_macs",
     "layer_params",

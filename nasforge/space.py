@@ -1,9 +1,10 @@
 """`SearchSpace`: a space built once from YAML; the only object that knows the encoding.
 
-Genes, in order: resolution, one depth per stage, one kernel per kernel slot, one expand
-ratio per expand slot, one width multiplier per width slot. A slot belongs to one block
-position of one stage and is *active* only while that stage's depth reaches it. Inactive
-slots are 0 in an `ArchConfig` and gene 0 in an encoding, so `decode(encode(a)) == a`.
+The family declares the genes (`Family.genes`); the space is generic over them. nasforge's standard
+layout, in order: resolution, one depth per stage, one kernel per kernel slot, one expand ratio per
+expand slot, one width multiplier per width slot. A slot belongs to one block position of one stage
+and is *active* only while that stage's depth reaches it. Inactive slots are 0 in an `ArchConfig`
+and gene 0 in an encoding, so `decode(encode(a)) == a`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from nasforge.arch import ArchConfig
+from nasforge.config import load_dataclass
 from nasforge.errors import ArchError, SpaceError
+from nasforge.families.base import ARCH_FIELDS, FAMILIES, GENE_GROUPS, Family, Gene, PlacedLayer, StageSpec
 from nasforge.io import read_yaml
 from nasforge.layers import LayerSpec, network_macs, network_params
 from nasforge.resources import shipped_dir
@@ -28,37 +31,8 @@ SPACES_DIR = shipped_dir("search_spaces")
 
 
 @dataclass(frozen=True)
-class StageSpec:
-    """One elastic stage: blocks of one kind whose depth, kernel and expansion vary."""
-
-    name: str
-    block: str
-    channels: int
-    stride: int
-    act: str
-    se: bool
-    depths: tuple[int, ...]
-    kernel_sizes: tuple[int, ...]
-    expand_ratios: tuple[float, ...]
-    width_slot: int | None = None
-
-    @property
-    def max_depth(self) -> int:
-        return max(self.depths)
-
-
-@dataclass(frozen=True)
-class SlotSpec:
-    """A per-block choice, active while depths[stage] > position."""
-
-    stage: int
-    position: int
-    choices: tuple[float, ...]
-
-
-@dataclass(frozen=True)
 class GeneLayout:
-    """Where each kind of gene sits in an encoding, and which block position each slot gene belongs to."""
+    """Where each group of genes sits in an encoding, and which block position each slot gene belongs to."""
 
     depth: slice
     kernel: slice
@@ -69,12 +43,11 @@ class GeneLayout:
 
 
 @dataclass(frozen=True)
-class ParsedSpace:
-    """What a family's parser extracts from YAML."""
+class BlockChoice:
+    """The kernel and expansion one active block of an arch uses (fixed stage values filled in)."""
 
-    stages: tuple[StageSpec, ...]
-    width_choices: tuple[tuple[float, ...], ...]
-    build: dict[str, Any]
+    kernel_size: int
+    expand_ratio: float
 
 
 class SearchSpace:
@@ -83,9 +56,9 @@ class SearchSpace:
     def __init__(
         self,
         name: str,
-        family: str,
+        family: Family,
         resolutions: Sequence[int],
-        parsed: ParsedSpace,
+        config: Any,
         *,
         num_classes: int,
         width_mult: float = 1.0,
@@ -93,60 +66,56 @@ class SearchSpace:
         raw: dict[str, Any] | None = None,
         source: str = "<memory>",
     ) -> None:
+        parsed = family.parse(config)
         self.name = name
         self.family = family
         self.description = description
         self.source = source
+        self.config = config
         self.resolutions = tuple(int(r) for r in resolutions)
-        self.stages = parsed.stages
+        self.stages: tuple[StageSpec, ...] = parsed.stages
         self.width_choices = parsed.width_choices
-        self.build = parsed.build
+        self.width_mult_options = parsed.width_mult_options
         self.num_classes = int(num_classes)
         self.width_mult = float(width_mult)
         self._raw = raw or {}
-        self.kernel_slots = tuple(
-            SlotSpec(i, p, tuple(s.kernel_sizes))
-            for i, s in enumerate(self.stages)
-            if len(s.kernel_sizes) > 1
-            for p in range(s.max_depth)
-        )
-        self.expand_slots = tuple(
-            SlotSpec(i, p, tuple(s.expand_ratios))
-            for i, s in enumerate(self.stages)
-            if len(s.expand_ratios) > 1
-            for p in range(s.max_depth)
-        )
-        self._gene_choices: list[tuple[float, ...]] = [tuple(float(r) for r in self.resolutions)]
-        self._gene_names = ["resolution"]
-        for i, s in enumerate(self.stages):
-            self._gene_choices.append(tuple(float(d) for d in s.depths))
-            self._gene_names.append(f"depth[{s.name}]")
-        for j, slot in enumerate(self.kernel_slots):
-            self._gene_choices.append(tuple(float(c) for c in slot.choices))
-            self._gene_names.append(f"kernel_sizes[{j}]")
-        for j, slot in enumerate(self.expand_slots):
-            self._gene_choices.append(tuple(float(c) for c in slot.choices))
-            self._gene_names.append(f"expand_ratios[{j}]")
-        for j, choices in enumerate(self.width_choices):
-            self._gene_choices.append(tuple(float(c) for c in choices))
-            self._gene_names.append(f"width_mults[{j}]")
-        self.gene_sizes = np.array([len(c) for c in self._gene_choices], dtype=np.int64)
-        # Slot genes: which depth gene switches them and at which position.
-        self._n_depth = len(self.stages)
-        self._k0 = 1 + self._n_depth
-        self._e0 = self._k0 + len(self.kernel_slots)
-        self._w0 = self._e0 + len(self.expand_slots)
-        slot_list = list(self.kernel_slots) + list(self.expand_slots)
-        self._slot_stage = np.array([s.stage for s in slot_list], dtype=np.int64)
-        self._slot_pos = np.array([s.position for s in slot_list], dtype=np.int64)
-        max_choices = int(self.gene_sizes.max())
-        self._depth_values = np.zeros((self._n_depth, max_choices), dtype=np.int64)
-        for i, s in enumerate(self.stages):
-            self._depth_values[i, : len(s.depths)] = s.depths
-        self._feature_genes = np.array([g for g in range(len(self.gene_sizes)) if self.gene_sizes[g] > 1])
+        self.genes: tuple[Gene, ...] = family.genes(parsed, self.resolutions)
+        self._index_genes()
+
+    def _index_genes(self) -> None:
+        genes = self.genes
+        groups = [g.group for g in genes]
+        order = [GENE_GROUPS.index(g) for g in groups]
+        if order != sorted(order) or groups[:1] != ["resolution"] or groups.count("resolution") != 1:
+            raise SpaceError(f"{self.source}: family {self.family.name!r} declares genes out of the standard order")
+        self._slices = {}
+        for group in GENE_GROUPS:
+            idx = [i for i, g in enumerate(groups) if g == group]
+            self._slices[group] = slice(idx[0], idx[-1] + 1) if idx else slice(len(genes), len(genes))
+        if len(self.genes_of("depth")) != len(self.stages):
+            raise SpaceError(f"{self.source}: family {self.family.name!r} must declare one depth gene per stage")
+        self.kernel_slots = self.genes_of("kernel")
+        self.expand_slots = self.genes_of("expand")
+        self._slot_of = {(g.group, g.stage, g.position): j
+                         for group in ("kernel", "expand") for j, g in enumerate(self.genes_of(group))}
+        self._choices = [g.choices for g in genes]
+        self.gene_sizes = np.array([len(c) for c in self._choices], dtype=np.int64)
+        width = int(self.gene_sizes.max())
+        self._values = np.zeros((len(genes), width))
+        for g, choices in enumerate(self._choices):
+            self._values[g, : len(choices)] = choices
+        slot_genes = [i for i, g in enumerate(genes) if g.stage is not None]
+        self._slot_genes = np.array(slot_genes, dtype=np.int64)
+        self._slot_stage = np.array([genes[i].stage for i in slot_genes], dtype=np.int64)
+        self._slot_pos = np.array([genes[i].position for i in slot_genes], dtype=np.int64)
+        self._depth0 = self._slices["depth"].start
+        self._feature_genes = np.array([g for g in range(len(genes)) if self.gene_sizes[g] > 1], dtype=np.int64)
         sizes = self.gene_sizes[self._feature_genes]
         self._feature_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.num_features = int(sizes.sum())
+
+    def genes_of(self, group: str) -> tuple[Gene, ...]:
+        return self.genes[self._slices[group]]
 
     # ------------------------------------------------------------------ identity
     @property
@@ -160,30 +129,34 @@ class SearchSpace:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
-        return f"SearchSpace({self.name!r}, family={self.family!r}, genes={self.num_genes})"
+        return f"SearchSpace({self.name!r}, family={self.family.name!r}, genes={self.num_genes})"
 
     @property
     def num_genes(self) -> int:
-        return len(self.gene_sizes)
+        return len(self.genes)
 
     @property
     def gene_names(self) -> list[str]:
-        return list(self._gene_names)
+        return [g.name for g in self.genes]
 
     @property
     def gene_choices(self) -> tuple[tuple[float, ...], ...]:
         """The values each gene indexes (as floats)."""
-        return tuple(self._gene_choices)
+        return tuple(self._choices)
+
+    @property
+    def gene_groups(self) -> dict[str, np.ndarray]:
+        """Gene indices of each group (resolution, depth, kernel, expand, width)."""
+        return {g: np.arange(s.start, s.stop) for g, s in self._slices.items()}
 
     @property
     def gene_layout(self) -> GeneLayout:
+        s = self._slices
+        kernel_expand = [i for i in range(s["kernel"].start, s["expand"].stop)]
         return GeneLayout(
-            depth=slice(1, self._k0),
-            kernel=slice(self._k0, self._e0),
-            expand=slice(self._e0, self._w0),
-            width=slice(self._w0, self.num_genes),
-            slot_stage=self._slot_stage.copy(),
-            slot_position=self._slot_pos.copy(),
+            depth=s["depth"], kernel=s["kernel"], expand=s["expand"], width=s["width"],
+            slot_stage=np.array([self.genes[i].stage for i in kernel_expand], dtype=np.int64),
+            slot_position=np.array([self.genes[i].position for i in kernel_expand], dtype=np.int64),
         )
 
     @property
@@ -198,32 +171,26 @@ class SearchSpace:
 
     def with_options(self, *, num_classes: int | None = None, width_mult: float | None = None) -> SearchSpace:
         """The same space built for another class count or width multiplier."""
-        allowed = tuple(self.build.get("width_mult_options", (1.0,)))
         wm = self.width_mult if width_mult is None else float(width_mult)
-        if wm not in allowed:
-            raise SpaceError(f"{self.name}: width multiplier {wm} not offered; expected one of {list(allowed)}")
-        from nasforge.families import get_family
-
+        if wm not in self.width_mult_options:
+            raise SpaceError(f"{self.name}: width multiplier {wm} not offered; "
+                             f"expected one of {list(self.width_mult_options)}")
         return SearchSpace(
-            self.name,
-            self.family,
-            self.resolutions,
-            get_family(self.family).parse(self._raw, self.source),
-            num_classes=self.num_classes if num_classes is None else num_classes,
-            width_mult=wm,
-            description=self.description,
-            raw=self._raw,
-            source=self.source,
+            self.name, self.family, self.resolutions, self.config,
+            num_classes=self.num_classes if num_classes is None else num_classes, width_mult=wm,
+            description=self.description, raw=self._raw, source=self.source,
         )
 
     # ------------------------------------------------------------------ counting
     def num_subnets(self, include_resolution: bool = False) -> int:
         """Distinct subnets (canonical archs); resolution multiplies in on request."""
         total = 1
-        for stage in self.stages:
-            n_k = len(stage.kernel_sizes) if len(stage.kernel_sizes) > 1 else 1
-            n_e = len(stage.expand_ratios) if len(stage.expand_ratios) > 1 else 1
-            per_block = n_k * n_e
+        for s, stage in enumerate(self.stages):
+            per_block = 1
+            for group in ("kernel", "expand"):
+                slot = self._slot_of.get((group, s, 0))
+                if slot is not None:
+                    per_block *= len(self.genes_of(group)[slot].choices)
             total *= sum(per_block**d for d in stage.depths)
         for choices in self.width_choices:
             total *= len(choices)
@@ -251,7 +218,7 @@ class SearchSpace:
             ("expand_ratios", arch.expand_ratios, self.expand_slots),
         ):
             for j, (v, slot) in enumerate(zip(values, slots)):
-                active = arch.depths[slot.stage] > slot.position
+                active = arch.depths[slot.stage] > slot.position  # type: ignore[index,operator]
                 if v in slot.choices or (not active and v == 0):
                     continue
                 raise ArchError(
@@ -270,12 +237,10 @@ class SearchSpace:
             raise ArchError(f"'{name}' has {len(values)} entries; space '{self.name}' expects {expected}")
 
     def _mask(self, arch: ArchConfig) -> ArchConfig:
-        ks = tuple(
-            k if arch.depths[s.stage] > s.position else 0 for k, s in zip(arch.kernel_sizes, self.kernel_slots)
-        )
-        es = tuple(
-            e if arch.depths[s.stage] > s.position else 0.0 for e, s in zip(arch.expand_ratios, self.expand_slots)
-        )
+        ks = tuple(k if arch.depths[s.stage] > s.position else 0  # type: ignore[index,operator]
+                   for k, s in zip(arch.kernel_sizes, self.kernel_slots))
+        es = tuple(e if arch.depths[s.stage] > s.position else 0.0  # type: ignore[index,operator]
+                   for e, s in zip(arch.expand_ratios, self.expand_slots))
         return ArchConfig(arch.resolution, arch.depths, ks, es, arch.width_mults)
 
     def contains(self, arch: ArchConfig) -> bool:
@@ -285,9 +250,24 @@ class SearchSpace:
             return False
         return True
 
+    def block_choices(self, arch: ArchConfig) -> list[list[BlockChoice]]:
+        """Per stage, the kernel and expansion of each active block (the one place with slot arithmetic)."""
+        out = []
+        for s, (stage, depth) in enumerate(zip(self.stages, arch.depths)):
+            blocks = []
+            for p in range(depth):
+                k = self._slot_of.get(("kernel", s, p))
+                e = self._slot_of.get(("expand", s, p))
+                blocks.append(BlockChoice(
+                    int(arch.kernel_sizes[k]) if k is not None else stage.kernel_sizes[0],
+                    float(arch.expand_ratios[e]) if e is not None else stage.expand_ratios[0],
+                ))
+            out.append(blocks)
+        return out
+
     # ------------------------------------------------------------------ parsing archs
     def parse_arch(self, data: Any) -> ArchConfig:
-        """Accept nasforge's JSON form or Once-for-All's `{ks, e, d, r}` dict; return the canonical arch."""
+        """Accept nasforge's JSON form or a foreign form the family knows (e.g. OFA's `{ks, e, d, r}`)."""
         if isinstance(data, str):
             try:
                 data = json.loads(data)
@@ -295,95 +275,91 @@ class SearchSpace:
                 raise ArchError(f"arch is not valid JSON: {exc.msg} at position {exc.pos}") from None
         if isinstance(data, dict) and "arch" in data and isinstance(data["arch"], dict):
             data = data["arch"]  # an entry of pareto.json or a sample line
-        if isinstance(data, dict) and ({"ks", "d"} & set(data)):
-            return self.from_ofa_dict(data)
+        if isinstance(data, dict):
+            foreign = self.family.parse_foreign(self, data)
+            if foreign is not None:
+                return foreign
         return self.validate(ArchConfig.from_dict(data))
 
-    def from_ofa_dict(self, data: dict[str, Any]) -> ArchConfig:
-        """Read Once-for-All's subnet dict (as OFA and DyNAS-T write it); inactive slots are ignored."""
-        if self.family != "mobilenetv3":
-            raise ArchError(f"Once-for-All's dict form is defined for MobileNetV3 spaces, not '{self.family}'")
-        missing = [k for k in ("ks", "e", "d") if k not in data]
-        if missing:
-            raise ArchError(f"OFA arch dict is missing {missing}; expected keys ks, e, d and r")
-        r = data.get("r", data.get("resolution", max(self.resolutions)))
-        if isinstance(r, (list, tuple)):
-            if len(r) != 1:
-                raise ArchError(f"OFA 'r' must be one resolution, got {r!r}")
-            r = r[0]
-        n_slots = len(self.kernel_slots)
-        if len(data["ks"]) != n_slots or len(data["e"]) != n_slots:
-            raise ArchError(f"OFA 'ks' and 'e' need {n_slots} entries each for space '{self.name}'")
-        arch = ArchConfig.from_dict(
-            {
-                "resolution": r,
-                "depths": data["d"],
-                "kernel_sizes": data["ks"],
-                "expand_ratios": data["e"],
-            }
-        )
-        return self.validate(arch)
+    def foreign_forms(self, arch: ArchConfig) -> dict[str, dict[str, Any]]:
+        """`arch` in every other project's form the family knows (e.g. {"ofa": {...}})."""
+        return self.family.foreign_forms(self, self.validate(arch))
 
     def to_ofa_dict(self, arch: ArchConfig) -> dict[str, Any]:
-        """Write OFA's subnet dict; inactive slots get the smallest choice (OFA needs a value there)."""
-        if self.family != "mobilenetv3":
-            raise ArchError(f"Once-for-All's dict form is defined for MobileNetV3 spaces, not '{self.family}'")
-        arch = self.validate(arch)
-        ks = [k if k else int(min(s.choices)) for k, s in zip(arch.kernel_sizes, self.kernel_slots)]
-        es = [int(e) if e else int(min(s.choices)) for e, s in zip(arch.expand_ratios, self.expand_slots)]
-        return {"ks": ks, "e": es, "d": list(arch.depths), "r": arch.resolution}
+        """Once-for-All's subnet dict of `arch` (families that have one)."""
+        forms = self.foreign_forms(arch)
+        if "ofa" not in forms:
+            raise ArchError(f"Once-for-All's dict form is not defined for {self.family.name} space '{self.name}'")
+        return forms["ofa"]
 
     # ------------------------------------------------------------------ encoding
     def encode(self, arch: ArchConfig) -> np.ndarray:
         """Fixed-length integer vector: the index of each gene's value among its choices (0 when inactive)."""
         arch = self.validate(arch)
-        values = self._values(arch)
         out = np.zeros(self.num_genes, dtype=np.int64)
-        for g, v in enumerate(values):
-            if v == 0 and g >= self._k0 and g < self._w0:
+        for g, v in enumerate(self._arch_values(arch)):
+            if v == 0 and self.genes[g].stage is not None:
                 continue  # inactive slot
-            out[g] = self._gene_choices[g].index(float(v))
+            out[g] = self._choices[g].index(float(v))
         return out
 
     def encode_batch(self, archs: Iterable[ArchConfig]) -> np.ndarray:
         rows = [self.encode(a) for a in archs]
         return np.stack(rows) if rows else np.zeros((0, self.num_genes), dtype=np.int64)
 
+    def _arch_values(self, arch: ArchConfig) -> list[float]:
+        values: list[float] = []
+        for group in GENE_GROUPS:
+            v = getattr(arch, ARCH_FIELDS[group])
+            values.extend(map(float, v) if isinstance(v, tuple) else [float(v)])
+        return values
+
     def decode(self, genes: Sequence[int] | np.ndarray) -> ArchConfig:
         """Inverse of `encode`; inactive slot genes are ignored, so any in-bounds vector decodes."""
         vec = np.asarray(genes)
         if vec.shape != (self.num_genes,):
             raise ArchError(f"an encoding of space '{self.name}' has {self.num_genes} genes, got shape {vec.shape}")
-        if np.any(vec < 0) or np.any(vec >= self.gene_sizes):
-            bad = int(np.nonzero((vec < 0) | (vec >= self.gene_sizes))[0][0])
-            raise ArchError(f"gene {self._gene_names[bad]} = {vec[bad]} is out of range 0..{self.gene_sizes[bad] - 1}")
-        vals = [self._gene_choices[g][int(vec[g])] for g in range(self.num_genes)]
-        depths = tuple(int(v) for v in vals[1 : self._k0])
-        ks = tuple(int(v) for v in vals[self._k0 : self._e0])
-        es = tuple(vals[self._e0 : self._w0])
-        ws = tuple(vals[self._w0 :])
-        return self._mask(ArchConfig(int(vals[0]), depths, ks, es, ws))
+        return self.decode_batch(vec[None, :])[0]
 
     def decode_batch(self, genes: np.ndarray) -> list[ArchConfig]:
-        return [self.decode(row) for row in np.asarray(genes)]
+        """Vectorised decode of a batch of encodings (inactive slots come out as 0)."""
+        genes = np.atleast_2d(np.asarray(genes))
+        if genes.ndim != 2 or genes.shape[1] != self.num_genes:
+            raise ArchError(f"an encoding of space '{self.name}' has {self.num_genes} genes, got shape {genes.shape}")
+        bad = (genes < 0) | (genes >= self.gene_sizes[None, :])
+        if bad.any():
+            row, g = (int(v[0]) for v in np.nonzero(bad))
+            raise ArchError(f"gene {self.genes[g].name} = {genes[row, g]} is out of range 0..{self.gene_sizes[g] - 1}")
+        genes = genes.astype(np.int64)
+        vals = self._values[np.arange(self.num_genes)[None, :], genes]
+        vals = np.where(self.active_mask(genes), vals, 0.0)
+        s = self._slices
+        out = []
+        for row in vals.tolist():
+            out.append(ArchConfig(
+                int(row[0]), tuple(row[s["depth"]]), tuple(row[s["kernel"]]), tuple(row[s["expand"]]),
+                tuple(row[s["width"]]),
+            ))
+        return out
 
-    def _values(self, arch: ArchConfig) -> list[float]:
-        return [
-            float(arch.resolution),
-            *map(float, arch.depths),
-            *map(float, arch.kernel_sizes),
-            *arch.expand_ratios,
-            *arch.width_mults,
-        ]
+    def canonical_genes(self, genes: np.ndarray) -> np.ndarray:
+        """Zero the genes of skipped blocks, so one network has one encoding."""
+        genes = np.atleast_2d(np.asarray(genes, dtype=np.int64))
+        return np.where(self.active_mask(genes), genes, 0)
+
+    def depth_values(self, genes: np.ndarray) -> np.ndarray:
+        """(n, stages) depths of a batch of encodings."""
+        genes = np.atleast_2d(np.asarray(genes, dtype=np.int64))
+        d = self._slices["depth"]
+        return self._values[np.arange(d.start, d.stop)[None, :], genes[:, d]].astype(np.int64)
 
     def active_mask(self, genes: np.ndarray) -> np.ndarray:
         """For a batch of encodings, which genes matter (slot genes of skipped blocks do not)."""
         genes = np.atleast_2d(np.asarray(genes, dtype=np.int64))
         mask = np.ones(genes.shape, dtype=bool)
-        if len(self._slot_stage):
-            depth_idx = genes[:, 1 + self._slot_stage]
-            depth_val = self._depth_values[self._slot_stage[None, :], depth_idx]
-            mask[:, self._k0 : self._w0] = depth_val > self._slot_pos[None, :]
+        if len(self._slot_genes):
+            depth = self.depth_values(genes)
+            mask[:, self._slot_genes] = depth[:, self._slot_stage] > self._slot_pos[None, :]
         return mask
 
     def features(self, archs: Sequence[ArchConfig] | np.ndarray) -> np.ndarray:
@@ -402,8 +378,7 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ sampling
     def largest(self, resolution: int | None = None) -> ArchConfig:
-        genes = self.gene_sizes - 1
-        arch = self.decode(genes)
+        arch = self.decode(self.gene_sizes - 1)
         return arch if resolution is None else self.validate(_with_res(arch, resolution))
 
     def smallest(self, resolution: int | None = None) -> ArchConfig:
@@ -460,13 +435,15 @@ class SearchSpace:
         take_b = rng.random(self.num_genes) < 0.5
         return self.decode(np.where(take_b, gb, ga))
 
-    # ------------------------------------------------------------------ cost
+    # ------------------------------------------------------------------ layers and cost
+    def plan(self, arch: ArchConfig, num_classes: int | None = None) -> list[PlacedLayer]:
+        """The static layers of `arch`, each with the elastic block (stage, position) it realises."""
+        arch = self.validate(arch)
+        return self.family.plan(self, arch, self.num_classes if num_classes is None else num_classes)
+
     def layers(self, arch: ArchConfig, num_classes: int | None = None) -> list[LayerSpec]:
         """The static blocks of `arch` (stem to classifier) with their input shapes."""
-        from nasforge.families import get_family
-
-        arch = self.validate(arch)
-        return get_family(self.family).layers(self, arch, self.num_classes if num_classes is None else num_classes)
+        return [p.spec for p in self.plan(arch, num_classes)]
 
     def macs(self, arch: ArchConfig) -> int:
         return network_macs(self.layers(arch))
@@ -474,11 +451,15 @@ class SearchSpace:
     def params(self, arch: ArchConfig) -> int:
         return network_params(self.layers(arch))
 
+    @property
+    def dropout(self) -> float:
+        return self.family.dropout(self)
+
     def describe(self) -> dict[str, Any]:
         small, large = self.smallest(), self.largest()
         return {
             "name": self.name,
-            "family": self.family,
+            "family": self.family.name,
             "subnets": self.num_subnets(),
             "resolutions": len(self.resolutions),
             "genes": self.num_genes,
@@ -494,41 +475,21 @@ class SearchSpace:
         return cls.from_dict(raw, source=str(path), width_mult=width_mult)
 
     @classmethod
-    def from_dict(
-        cls, raw: Any, *, source: str = "<memory>", width_mult: float | None = None
-    ) -> SearchSpace:
-        from nasforge.families import get_family
-
-        check = FieldChecker(source)
+    def from_dict(cls, raw: Any, *, source: str = "<memory>", width_mult: float | None = None) -> SearchSpace:
         if not isinstance(raw, dict):
             raise SpaceError(f"{source}: a search space must be a YAML mapping")
-        name = check.string(raw, "name")
-        family_name = check.string(raw, "family")
-        try:
-            family = get_family(family_name)
-        except KeyError:
-            from nasforge.families import FAMILIES
-
-            raise SpaceError(
-                f"{source}: field 'family': expected one of {sorted(FAMILIES)}, got {family_name!r}"
-            ) from None
-        resolutions = check.resolutions(raw, "resolutions")
-        num_classes = check.positive_int(raw, "num_classes", default=1000)
-        parsed = family.parse(raw, source)
-        options = tuple(parsed.build.get("width_mult_options", (1.0,)))
+        name = raw.get("family")
+        if not isinstance(name, str) or name not in FAMILIES:
+            raise SpaceError(f"{source}: field 'family': expected one of {list(FAMILIES.names())}, got {name!r}")
+        family = FAMILIES.get(name)()
+        typed = load_dataclass(family.schema, family.prepare_yaml(raw), source=source, error=SpaceError)
+        options = family.parse(typed).width_mult_options
         wm = options[0] if width_mult is None else float(width_mult)
         if wm not in options:
             raise SpaceError(f"{source}: width multiplier {wm} not offered; expected one of {list(options)}")
         return cls(
-            name,
-            family_name,
-            resolutions,
-            parsed,
-            num_classes=num_classes,
-            width_mult=wm,
-            description=str(raw.get("description", "")),
-            raw=raw,
-            source=source,
+            typed.name, family, typed.resolution_list, typed, num_classes=typed.num_classes, width_mult=wm,
+            description=typed.description, raw=raw, source=source,
         )
 
 
@@ -544,82 +505,6 @@ def _short_list(values: Sequence[int]) -> str:
     if len(values) > 6:
         return f"{values[0]}..{values[-1]} ({len(values)} values)"
     return str(list(values))
-
-
-class FieldChecker:
-    """Reads typed fields from a YAML mapping; errors name the file, the field and what was expected."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, field: str, expected: str, got: Any) -> SpaceError:
-        return SpaceError(f"{self.source}: field '{field}': expected {expected}, got {got!r}")
-
-    def mapping(self, raw: dict[str, Any], key: str, prefix: str = "", default: Any = None) -> dict[str, Any]:
-        value = raw.get(key, default)
-        if not isinstance(value, dict):
-            raise self.fail(prefix + key, "a mapping", value)
-        return value
-
-    def string(self, raw: dict[str, Any], key: str, prefix: str = "") -> str:
-        value = raw.get(key)
-        if not isinstance(value, str) or not value:
-            raise self.fail(prefix + key, "a non-empty string", value)
-        return value
-
-    def positive_int(self, raw: dict[str, Any], key: str, prefix: str = "", default: int | None = None) -> int:
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.fail(prefix + key, "a positive integer", value)
-        return value
-
-    def choice(self, raw: dict[str, Any], key: str, options: Sequence[str], prefix: str = "", default: str | None = None) -> str:
-        value = raw.get(key, default)
-        if value not in options:
-            raise self.fail(prefix + key, f"one of {list(options)}", value)
-        return str(value)
-
-    def boolean(self, raw: dict[str, Any], key: str, prefix: str = "", default: bool = False) -> bool:
-        value = raw.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(prefix + key, "true or false", value)
-        return value
-
-    def int_list(self, raw: dict[str, Any], key: str, prefix: str = "", minimum: int = 1) -> tuple[int, ...]:
-        value = raw.get(key)
-        if (
-            not isinstance(value, list)
-            or not value
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in value)
-        ):
-            raise self.fail(prefix + key, f"a non-empty list of integers >= {minimum}", value)
-        if len(set(value)) != len(value):
-            raise self.fail(prefix + key, "distinct values", value)
-        return tuple(sorted(value))
-
-    def number_list(self, raw: dict[str, Any], key: str, prefix: str = "") -> tuple[float, ...]:
-        value = raw.get(key)
-        if (
-            not isinstance(value, list)
-            or not value
-            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in value)
-        ):
-            raise self.fail(prefix + key, "a non-empty list of positive numbers", value)
-        if len(set(value)) != len(value):
-            raise self.fail(prefix + key, "distinct values", value)
-        return tuple(sorted(float(v) for v in value))
-
-    def resolutions(self, raw: dict[str, Any], key: str) -> tuple[int, ...]:
-        value = raw.get(key)
-        if isinstance(value, dict):
-            try:
-                lo, hi, step = int(value["min"]), int(value["max"]), int(value.get("step", 1))
-            except (KeyError, TypeError, ValueError):
-                raise self.fail(key, "a list of sizes or {min, max, step}", value) from None
-            if lo <= 0 or hi < lo or step <= 0:
-                raise self.fail(key, "0 < min <= max and step > 0", value)
-            return tuple(range(lo, hi + 1, step))
-        return self.int_list(raw, key, minimum=8)
 
 
 def list_spaces(directory: Path = SPACES_DIR) -> list[str]:

@@ -1,38 +1,10 @@
-"""Block families: how a YAML space of one family is parsed, laid out and built.
+"""Block families: how a space YAML of one family is read, encoded, laid out as layers and built.
 
-A family turns a space's YAML into stages (`parse`), an arch into its static layers
-(`layers`), and a space into an elastic supernet (`supernet`, imports torch lazily).
+`FAMILIES` is the registry (`FAMILIES.get("mobilenetv3")`); `nasforge.families.base` says what a
+family provides. Adding a family is one module with one `@FAMILIES.register(...)` class, listed in
+the registry's built-in modules or installed as a `nasforge.families` entry point.
 """
 
-from __future__ import annotations
+from nasforge.families.base import FAMILIES, Family, Gene, ParsedSpace, PlacedLayer, StageSpec
 
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from nasforge.arch import ArchConfig
-    from nasforge.layers import LayerSpec
-    from nasforge.space import ParsedSpace, SearchSpace
-
-
-class Family(Protocol):
-    name: str
-
-    def parse(self, raw: dict[str, Any], source: str) -> ParsedSpace: ...
-
-    def layers(self, space: SearchSpace, arch: ArchConfig, num_classes: int) -> list[LayerSpec]: ...
-
-    def supernet(self, space: SearchSpace) -> Any: ...
-
-
-def _families() -> dict[str, Family]:
-    from nasforge.families.mobilenetv3 import MobileNetV3Family
-    from nasforge.families.resnet import ResNetFamily
-
-    return {f.name: f for f in (MobileNetV3Family(), ResNetFamily())}
-
-
-FAMILIES: dict[str, Family] = _families()
-
-
-def get_family(name: str) -> Family:
-    return FAMILIES[name]
+__all__ = ["FAMILIES", "Family", "Gene", "ParsedSpace", "PlacedLayer", "StageSpec"]

@@ -1,89 +1,109 @@
-"""Once-for-All's ResNet50-D family: a three-conv stem with a skippable middle conv, elastic bottleneck stages."""
+"""Once-for-All's ResNet50-D family: a three-conv stem with a skippable middle conv, elastic bottleneck stages.
+
+Width slots: 0 = the stem's input conv (and its skippable middle conv), 1 = the stem's output conv,
+2.. = one per stage. The first elastic "stage" is the stem's middle residual conv: depth 0 skips it,
+as OFA's `d[0]`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from nasforge.arch import ArchConfig
+from nasforge.config import check, field_error
+from nasforge.families.base import FAMILIES, Family, ParsedSpace, PlacedLayer, SpaceFile, StageSpec, distinct_sorted
 from nasforge.layers import LayerSpec, make_divisible
-from nasforge.space import FieldChecker, ParsedSpace, SearchSpace, StageSpec
+
+if TYPE_CHECKING:
+    from nasforge.space import SearchSpace
 
 
-class ResNetFamily:
-    """Width slots: 0 = stem input conv (and the skippable middle conv), 1 = stem output conv, 2.. = stages.
+@dataclass(frozen=True)
+class StemSpec:
+    channels: int = field(metadata=check(gt=0))
+    depths: tuple[int, ...]
+    width_mults: tuple[float, ...]
 
-    Depth 0 of the first elastic stage (`stem`) skips the stem's middle residual conv, as OFA's `d[0]`.
-    """
+    def __post_init__(self) -> None:
+        depths = distinct_sorted(self.depths, "depths", minimum=0)
+        if not set(depths) <= {0, 1}:
+            raise field_error("depths", "a subset of [0, 1]", list(self.depths))
+        object.__setattr__(self, "depths", depths)
+        object.__setattr__(self, "width_mults", distinct_sorted(self.width_mults, "width_mults", positive=True))
 
+
+@dataclass(frozen=True)
+class BottleneckStageSpec:
+    channels: int = field(metadata=check(gt=0))
+    stride: int = field(metadata=check(gt=0))
+    depths: tuple[int, ...]
+    expand_ratios: tuple[float, ...]
+    width_mults: tuple[float, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depths", distinct_sorted(self.depths, "depths", minimum=1))
+        object.__setattr__(self, "expand_ratios", distinct_sorted(self.expand_ratios, "expand_ratios", positive=True))
+        object.__setattr__(self, "width_mults", distinct_sorted(self.width_mults, "width_mults", positive=True))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResNetFile(SpaceFile):
+    stem: StemSpec
+    stages: tuple[BottleneckStageSpec, ...] = field(metadata=check(nonempty=True))
+    defaults: dict[str, Any] = field(default_factory=dict)
+    dropout: float = field(default=0.0, metadata=check(ge=0.0, lt=1.0))
+
+
+@FAMILIES.register("resnet", summary="Once-for-All's ResNet50-D: elastic bottleneck stages and widths")
+class ResNetFamily(Family):
     name = "resnet"
+    schema = ResNetFile
 
-    def parse(self, raw: dict[str, Any], source: str) -> ParsedSpace:
-        check = FieldChecker(source)
-        stem = check.mapping(raw, "stem")
-        defaults = check.mapping(raw, "defaults", default={})
-        stages_raw = raw.get("stages")
-        if not isinstance(stages_raw, list) or not stages_raw:
-            raise check.fail("stages", "a non-empty list of stages", stages_raw)
-        stem_depths = check.int_list(stem, "depths", "stem.", minimum=0)
-        if not set(stem_depths) <= {0, 1}:
-            raise check.fail("stem.depths", "a subset of [0, 1]", stem.get("depths"))
-        stem_widths = check.number_list(stem, "width_mults", "stem.")
-        stages = [
-            StageSpec("stem", "residual_conv", check.positive_int(stem, "channels", "stem."), 1, "relu", False,
-                      stem_depths, (3,), (1.0,), width_slot=0)
-        ]
-        widths: list[tuple[float, ...]] = [stem_widths, stem_widths]
-        for i, st in enumerate(stages_raw):
-            prefix = f"stages[{i}]."
-            if not isinstance(st, dict):
-                raise check.fail(f"stages[{i}]", "a mapping", st)
-            merged = {**defaults, **st}
-            stages.append(
-                StageSpec(
-                    name=str(merged.get("name", f"stage{i + 1}")),
-                    block="bottleneck",
-                    channels=check.positive_int(merged, "channels", prefix),
-                    stride=check.positive_int(merged, "stride", prefix),
-                    act="relu",
-                    se=False,
-                    depths=check.int_list(merged, "depths", prefix),
-                    kernel_sizes=(3,),
-                    expand_ratios=check.number_list(merged, "expand_ratios", prefix),
-                    width_slot=len(widths),
-                )
-            )
-            widths.append(check.number_list(merged, "width_mults", prefix))
-        return ParsedSpace(tuple(stages), tuple(widths), {"width_mult_options": (1.0,)})
+    def parse(self, cfg: ResNetFile) -> ParsedSpace:
+        stages = [StageSpec("stem", "residual_conv", cfg.stem.channels, 1, "relu", False, cfg.stem.depths, (3,), (1.0,),
+                            width_slot=0)]
+        widths: list[tuple[float, ...]] = [cfg.stem.width_mults, cfg.stem.width_mults]
+        for i, s in enumerate(cfg.stages):
+            stages.append(StageSpec(s.name or f"stage{i + 1}", "bottleneck", s.channels, s.stride, "relu", False,
+                                    s.depths, (3,), s.expand_ratios, width_slot=len(widths)))
+            widths.append(s.width_mults)
+        return ParsedSpace(cfg, tuple(stages), tuple(widths), (1.0,))
 
-    def layers(self, space: SearchSpace, arch: ArchConfig, num_classes: int) -> list[LayerSpec]:
+    def plan(self, space: SearchSpace, arch: ArchConfig, num_classes: int) -> list[PlacedLayer]:
         stem = space.stages[0]
         size = arch.resolution
         stem_in = make_divisible(make_divisible(stem.channels * arch.width_mults[0]) // 2)
         stem_out = make_divisible(stem.channels * arch.width_mults[1])
-        specs = [LayerSpec("conv", 3, stem_in, size, 3, 2)]
-        size = specs[-1].output_size
+        first = LayerSpec("conv", 3, stem_in, size, 3, 2)
+        out = [PlacedLayer(first)]
+        size = first.output_size
         if arch.depths[0]:
-            specs.append(LayerSpec("residual_conv", stem_in, stem_in, size, 3, 1, shortcut="identity"))
-        specs.append(LayerSpec("conv", stem_in, stem_out, size, 3, 1))
-        specs.append(LayerSpec("maxpool", stem_out, stem_out, size, 3, 2))
-        size = specs[-1].output_size
-        in_c = stem_out
-        slot = 0
-        for stage, depth in zip(space.stages[1:], arch.depths[1:]):
+            out.append(PlacedLayer(LayerSpec("residual_conv", stem_in, stem_in, size, 3, 1, shortcut="identity"), 0, 0))
+        out.append(PlacedLayer(LayerSpec("conv", stem_in, stem_out, size, 3, 1)))
+        pool = LayerSpec("maxpool", stem_out, stem_out, size, 3, 2)
+        out.append(PlacedLayer(pool))
+        size, in_c = pool.output_size, stem_out
+        blocks = space.block_choices(arch)
+        for s in range(1, len(space.stages)):
+            stage = space.stages[s]
             width = arch.width_mults[stage.width_slot] if stage.width_slot is not None else 1.0
             out_c = make_divisible(stage.channels * width)
-            for pos in range(depth):
-                stride = stage.stride if pos == 0 else 1
-                mid = make_divisible(round(out_c * arch.expand_ratios[slot + pos]))
-                shortcut = "identity" if pos > 0 else ("conv" if stride == 1 else "avgpool_conv")
-                specs.append(LayerSpec("bottleneck", in_c, out_c, size, 3, stride, mid, "relu", False, shortcut))
-                size = specs[-1].output_size
-                in_c = out_c
-            slot += stage.max_depth
-        specs.append(LayerSpec("resnet_head", in_c, num_classes, size, num_classes=num_classes))
-        return specs
+            for p, block in enumerate(blocks[s]):
+                stride = stage.stride if p == 0 else 1
+                mid = make_divisible(round(out_c * block.expand_ratio))
+                shortcut = "identity" if p > 0 else ("conv" if stride == 1 else "avgpool_conv")
+                spec = LayerSpec("bottleneck", in_c, out_c, size, 3, stride, mid, "relu", False, shortcut)
+                out.append(PlacedLayer(spec, s, p))
+                size, in_c = spec.output_size, out_c
+        out.append(PlacedLayer(LayerSpec("resnet_head", in_c, num_classes, size, num_classes=num_classes)))
+        return out
 
     def supernet(self, space: SearchSpace) -> Any:
         from nasforge.supernet.resnet import ElasticResNet
 
         return ElasticResNet(space)
+
+    def dropout(self, space: SearchSpace) -> float:
+        return float(space.config.dropout)

@@ -4,10 +4,8 @@ Block costs come from a measured lookup table (`source = "measured"`) or, for a 
 no table for this space, from a roofline on the target's published specs
 (`source = "estimated"`; a warning names the command that measures the real table).
 
-Speed: for MobileNetV3-family spaces every block cost is looked up once per
-(resolution, stage, first-or-later block, kernel, expansion) when the model is built, so
-`predict` is a short Python loop over the arch's depths (~10k archs in well under a
-second). Other families sum `space.layers(arch)` per arch, memoised.
+Speed: block costs are gathered from per-block tables (`nasforge.blocksum.BlockSum`), so
+`predict` on ~10k archs takes milliseconds.
 """
 
 from __future__ import annotations
@@ -20,10 +18,10 @@ from typing import Protocol
 import numpy as np
 
 from nasforge.arch import ArchConfig
+from nasforge.blocksum import BlockSum
 from nasforge.errors import LatencyError
 from nasforge.layers import LayerSpec, activation_bytes, layer_macs
 from nasforge.latency import calibration as cal
-from nasforge.latency.enumerate import probe_archs
 from nasforge.latency.lut import LatencyTable, find_table
 from nasforge.latency.targets import Target, load_target
 from nasforge.space import SearchSpace
@@ -43,88 +41,6 @@ def roofline_ms(spec: LayerSpec, target: Target) -> float:
     compute = flops / (target.peak_flops * target.efficiency)
     memory = nbytes / (target.bandwidth * target.efficiency)
     return max(compute, memory) * 1e3 + target.per_layer_overhead_ms
-
-
-class BlockSum:
-    """Sum of per-block costs over an arch's layers, with a fast path for MobileNetV3 spaces."""
-
-    def __init__(self, space: SearchSpace, cost: Callable[[LayerSpec], float]) -> None:
-        self.space = space
-        self.cost = cost
-        self._memo: dict[ArchConfig, tuple[float, int]] = {}
-        self._fast = self._build_fast() if space.family == "mobilenetv3" and not space.width_choices else None
-
-    def _build_fast(self) -> dict[tuple[int, int, int, int, float], float]:
-        space = self.space
-        starts, offset = [], 2  # stem and first block come first
-        for stage in space.stages:
-            starts.append(offset)
-            offset += stage.max_depth
-        table: dict[tuple[int, int, int, int, float], float] = {}
-        self._fixed: dict[int, float] = {}
-        for arch in probe_archs(space):
-            specs = space.layers(arch)
-            if len(specs) != offset + 1:  # layout not as expected: use the generic path
-                return {}
-            r = arch.resolution
-            self._fixed[r] = self.cost(specs[0]) + self.cost(specs[1]) + self.cost(specs[-1])
-            for s, stage in enumerate(space.stages):
-                for later in range(min(2, stage.max_depth)):
-                    spec = specs[starts[s] + later]
-                    table[(r, s, later, spec.kernel_size, self._expand_of(arch, s))] = self.cost(spec)
-        k_base, e_base, kb, eb = [], [], 0, 0
-        for stage in space.stages:
-            k_el, e_el = len(stage.kernel_sizes) > 1, len(stage.expand_ratios) > 1
-            k_base.append(kb if k_el else -1)
-            e_base.append(eb if e_el else -1)
-            kb += stage.max_depth if k_el else 0
-            eb += stage.max_depth if e_el else 0
-        self._k_base, self._e_base = k_base, e_base
-        return table
-
-    def _expand_of(self, arch: ArchConfig, s: int) -> float:
-        stage = self.space.stages[s]
-        if len(stage.expand_ratios) == 1:
-            return stage.expand_ratios[0]
-        first = next(j for j, slot in enumerate(self.space.expand_slots) if slot.stage == s)
-        return arch.expand_ratios[first]
-
-    def _fast_one(self, a: ArchConfig) -> tuple[float, int]:
-        table, stages = self._fast, self.space.stages
-        total = self._fixed[a.resolution]
-        n = 3
-        for s, d in enumerate(a.depths):
-            kb, eb, stage = self._k_base[s], self._e_base[s], stages[s]
-            for p in range(d):
-                k = a.kernel_sizes[kb + p] if kb >= 0 else stage.kernel_sizes[0]
-                e = a.expand_ratios[eb + p] if eb >= 0 else stage.expand_ratios[0]
-                total += table[(a.resolution, s, 1 if p else 0, k, e)]
-            n += d
-        return total, n
-
-    def one(self, arch: ArchConfig) -> tuple[float, int]:
-        if self._fast:
-            try:
-                return self._fast_one(arch)
-            except (KeyError, IndexError):
-                pass  # not a canonical arch of this space: the generic path validates and says why
-        hit = self._memo.get(arch)
-        if hit is None:
-            specs = self.space.layers(arch)
-            hit = (float(sum(self.cost(s) for s in specs)), len(specs))
-            if len(self._memo) < 200_000:
-                self._memo[arch] = hit
-        return hit
-
-    def __call__(self, archs: Sequence[ArchConfig] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(sum of block costs in ms, number of blocks) per arch; archs may also be a batch of encodings."""
-        if isinstance(archs, np.ndarray):
-            archs = self.space.decode_batch(archs)
-        pairs = [self.one(a) for a in archs]
-        if not pairs:
-            return np.zeros(0), np.zeros(0)
-        sums, blocks = zip(*pairs)
-        return np.array(sums, dtype=np.float64), np.array(blocks, dtype=np.float64)
 
 
 class TableLatencyModel:

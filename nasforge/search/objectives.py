@@ -16,7 +16,8 @@ import numpy as np
 
 from nasforge.arch import ArchConfig
 from nasforge.errors import ConfigError, NasforgeError
-from nasforge.layers import network_macs, network_params
+from nasforge.blocksum import BlockSum
+from nasforge.layers import layer_macs, layer_params
 from nasforge.space import SearchSpace
 
 
@@ -113,112 +114,21 @@ class LatencyModel(Protocol):
 
 
 class CostModel:
-    """Exact MACs and parameter counts for whole batches of encodings.
+    """Exact MACs and parameter counts for whole batches of encodings (per-block tables, `BlockSum`)."""
 
-    Per-arch `space.macs` costs ~70 us (too slow for 10k evaluations/s). When a space's cost is
-    a per-resolution base plus one term per active (stage, position) block that depends only on
-    that block's own genes (true for MobileNetV3 spaces), we solve for those terms once and
-    check them against `space.macs`/`space.params` on held-out archs; otherwise (e.g. ResNet
-    width genes couple neighbouring stages) we fall back to per-arch counting with a cache.
-    """
-
-    def __init__(self, space: SearchSpace, rng_seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace) -> None:
         self.space = space
-        self.exact_tables = False
-        self._cache: dict[bytes, tuple[int, int]] = {}
-        self._build(np.random.default_rng(rng_seed))
+        self._sum = BlockSum(space, lambda spec: (layer_macs(spec), layer_params(spec)))
 
-    # Each block group = the slot genes (kernel and/or expand) at one (stage, position).
-    def _groups(self) -> list[list[int]]:
-        layout = self.space.gene_layout
-        first = layout.kernel.start
-        by_pos: dict[tuple[int, int], list[int]] = {}
-        for g in range(first, layout.expand.stop):
-            j = g - first
-            key = (int(layout.slot_stage[j]), int(layout.slot_position[j]))
-            by_pos.setdefault(key, []).append(g)
-        return list(by_pos.values())
-
-    def _joint(self, genes: np.ndarray, group: list[int]) -> np.ndarray:
-        joint = np.zeros(genes.shape[0], dtype=np.int64)
-        for g in group:
-            joint = joint * int(self.space.gene_sizes[g]) + genes[:, g]
-        return joint
-
-    def _design(self, genes: np.ndarray) -> np.ndarray:
-        """Rows of one resolution: [1, one-hot joint choice of each active block group]."""
-        n = genes.shape[0]
-        mask = self.space.active_mask(genes)
-        cols = [np.ones((n, 1))]
-        for group in self._groups:
-            block = np.zeros((n, self._n_joint))
-            block[np.arange(n), self._joint(genes, group)] = mask[:, group[0]]
-            cols.append(block)
-        return np.concatenate(cols, axis=1)
-
-    def _build(self, rng: np.random.Generator) -> None:
-        s = self.space
-        self._groups = self._groups()
-        if len(s.width_choices) or not self._groups:
-            return
-        self._n_joint = max(int(np.prod(s.gene_sizes[g])) for g in self._groups)
-        n_res, n_groups = int(s.gene_sizes[0]), len(self._groups)
-        base = np.zeros((n_res, 2))
-        table = np.zeros((n_res, n_groups, self._n_joint, 2))
-        for r in range(n_res):
-            # Probes: every (group, joint choice) with all blocks on, then random archs; check on held-out.
-            probes = []
-            for group in self._groups:
-                sizes = s.gene_sizes[group]
-                for joint in range(int(np.prod(sizes))):
-                    g = s.sample_genes(rng, 1)[0]
-                    depth = s.gene_layout.depth
-                    g[depth] = s.gene_sizes[depth] - 1
-                    rem = joint
-                    for gi, size in zip(reversed(group), reversed(sizes)):
-                        g[gi] = rem % int(size)
-                        rem //= int(size)
-                    probes.append(g)
-            fit = np.concatenate([np.stack(probes), s.sample_genes(rng, len(probes) // 4 + 20)])
-            check = np.concatenate(
-                [s.sample_genes(rng, 12), np.zeros((1, s.num_genes), np.int64), (s.gene_sizes - 1)[None]]
-            )
-            fit[:, 0] = r
-            check[:, 0] = r
-            coef, *_ = np.linalg.lstsq(self._design(fit), self._exact(fit).astype(np.float64), rcond=None)
-            if not np.array_equal(np.rint(self._design(check) @ coef).astype(np.int64), self._exact(check)):
-                return
-            base[r] = coef[0]
-            table[r] = coef[1:].reshape(n_groups, self._n_joint, 2)
-        self._base, self._table = base, table
-        self.exact_tables = True
-
-    def _tabled(self, genes: np.ndarray) -> np.ndarray:
-        r = genes[:, 0]
-        y = self._base[r].copy()
-        mask = self.space.active_mask(genes)
-        for gi, group in enumerate(self._groups):
-            y += self._table[r, gi, self._joint(genes, group)] * mask[:, group[0], None]
-        return np.rint(y).astype(np.int64)
-
-    def _exact(self, genes: np.ndarray) -> np.ndarray:
-        out = np.zeros((genes.shape[0], 2), dtype=np.int64)
-        for i, row in enumerate(genes):
-            key = row.tobytes()
-            hit = self._cache.get(key)
-            if hit is None:
-                layers = self.space.layers(self.space.decode(row))
-                hit = (network_macs(layers), network_params(layers))
-                self._cache[key] = hit
-            out[i] = hit
-        return out
+    @property
+    def exact_tables(self) -> bool:
+        """Whether the vectorised per-block tables are in use (else per-arch sums, memoised)."""
+        return self._sum.decomposable
 
     def __call__(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(macs, params) as int64 arrays for canonical encodings."""
-        if self.exact_tables:
-            y = self._tabled(genes)
-        else:
-            y = self._exact(genes)
+        sums, _ = self._sum(genes)
+        y = np.rint(sums).astype(np.int64)
         return y[:, 0], y[:, 1]
 
 
@@ -230,19 +140,17 @@ class Evaluator:
         space: SearchSpace,
         accuracy: AccuracyModel | None = None,
         latency: LatencyModel | None = None,
+        *,
+        cost: CostModel | None = None,
     ) -> None:
+        """`cost`: share another evaluator's MACs/params tables (they depend on the space only)."""
         self.space = space
         self.accuracy = accuracy
         self.latency = latency
-        self._cost: CostModel | None = None
+        self._cost = cost
         self.calls = 0
         self.evaluations = 0
         self._cache: dict[bytes, np.ndarray] = {}
-        # Per-gene choice values for a vectorised decode.
-        width = int(space.gene_sizes.max())
-        self._values = np.zeros((space.num_genes, width))
-        for g, choices in enumerate(space.gene_choices):
-            self._values[g, : len(choices)] = choices
 
     @property
     def cost(self) -> CostModel:
@@ -260,22 +168,18 @@ class Evaluator:
         genes = np.atleast_2d(np.asarray(genes, dtype=np.int64))
         if np.any(genes < 0) or np.any(genes >= self.space.gene_sizes[None, :]):
             raise SearchError("an engine produced out-of-range genes")
-        return np.where(self.space.active_mask(genes), genes, 0)
+        return self.space.canonical_genes(genes)
 
     def archs(self, genes: np.ndarray) -> list[ArchConfig]:
-        """Vectorised `decode_batch` for canonical encodings."""
-        s = self.space
+        """The archs of a batch of encodings (vectorised decode)."""
+        return self.space.decode_batch(self.canonical(genes))
+
+    def prime(self, genes: np.ndarray, metrics: dict[str, np.ndarray]) -> None:
+        """Remember metrics computed elsewhere (a resumed search's history) as if evaluated here."""
         genes = self.canonical(genes)
-        vals = self._values[np.arange(s.num_genes)[None, :], genes]
-        vals = np.where(s.active_mask(genes), vals, 0.0)
-        layout = s.gene_layout
-        k0, e0, w0 = layout.kernel.start, layout.expand.start, layout.width.start
-        out = []
-        for row in vals.tolist():
-            out.append(
-                ArchConfig(int(row[0]), tuple(row[1:k0]), tuple(row[k0:e0]), tuple(row[e0:w0]), tuple(row[w0:]))
-            )
-        return out
+        table = np.stack([np.asarray(metrics[c], dtype=np.float64) for c in COLUMNS], axis=1)
+        for row, values in zip(genes, table):
+            self._cache.setdefault(row.tobytes(), values)
 
     def __call__(self, genes: np.ndarray) -> dict[str, np.ndarray]:
         genes = self.canonical(genes)
@@ -288,13 +192,14 @@ class Evaluator:
             uniq.setdefault(keys[i], i)
         if uniq:
             idx = np.fromiter(uniq.values(), dtype=np.int64)
-            rows = self._compute(genes[idx])
+            rows = self.compute(genes[idx])
             for k, row in zip(uniq, rows):
                 self._cache[k] = row
         table = np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 4))
         return {c: table[:, j] for j, c in enumerate(COLUMNS)}
 
-    def _compute(self, genes: np.ndarray, columns: Sequence[str] = COLUMNS) -> np.ndarray:
+    def compute(self, genes: np.ndarray, columns: Sequence[str] = COLUMNS) -> np.ndarray:
+        """Metrics of canonical encodings without the cache (NaN in columns not asked for or not modelled)."""
         out = np.full((len(genes), 4), np.nan)
         if self.accuracy is not None and "accuracy" in columns:
             out[:, 0] = np.asarray(self.accuracy.predict(self.space.features(genes)), dtype=np.float64).reshape(-1)
@@ -390,8 +295,8 @@ def metric_range(problem: SearchProblem, metric: str) -> tuple[float, float]:
         probe = s.sample_genes(np.random.default_rng(0), 256)
         column = METRICS[metric][0]
         j = COLUMNS.index(column)
-        lo = ev._compute(ev.canonical(np.concatenate([lo_genes, probe])), [column])[:, j]
-        hi = ev._compute(ev.canonical(np.concatenate([hi_genes, probe])), [column])[:, j]
+        lo = ev.compute(ev.canonical(np.concatenate([lo_genes, probe])), [column])[:, j]
+        hi = ev.compute(ev.canonical(np.concatenate([hi_genes, probe])), [column])[:, j]
     return float(np.min(lo)), float(np.max(hi))
 
 

@@ -23,7 +23,8 @@ from nasforge.supernet.ops import (
     permute_,
     permute_bn_,
 )
-from nasforge.supernet.static import MBConv, MobileNetV3Head, StaticSubnet, build_layer
+from nasforge.layers import build_layer
+from nasforge.supernet.static import MBConv, MobileNetV3Head, StaticSubnet
 
 
 class ElasticMBConv(nn.Module):
@@ -113,37 +114,20 @@ class ElasticMobileNetV3(ElasticSupernet):
                 )
                 in_c = out_c
             self.stages.append(blocks)
-        self.head = MobileNetV3Head(specs[-1], dropout=float(space.build.get("dropout", 0.0)))
+        self.head = MobileNetV3Head(specs[-1], dropout=space.dropout)
         init_weights(self)
         self._blocks_plan: list[tuple[ElasticMBConv, int, float]] = []
         self._plan(self._active)
 
     @property
     def dropout_rate(self) -> float:
-        return float(self.space.build.get("dropout", 0.0))
-
-    def _per_block_choices(self, arch: ArchConfig) -> list[list[tuple[int, float]]]:
-        """(kernel, expand) of each active block, stage by stage."""
-        out: list[list[tuple[int, float]]] = []
-        k_slot = e_slot = 0
-        for stage, depth in zip(self.space.stages, arch.depths):
-            k_el, e_el = len(stage.kernel_sizes) > 1, len(stage.expand_ratios) > 1
-            out.append([
-                (
-                    arch.kernel_sizes[k_slot + p] if k_el else stage.kernel_sizes[0],
-                    arch.expand_ratios[e_slot + p] if e_el else stage.expand_ratios[0],
-                )
-                for p in range(depth)
-            ])
-            k_slot += stage.max_depth if k_el else 0
-            e_slot += stage.max_depth if e_el else 0
-        return out
+        return self.space.dropout
 
     def _plan(self, arch: ArchConfig) -> None:
         self._blocks_plan = [
-            (blocks[p], k, e)  # type: ignore[misc]
-            for blocks, choices in zip(self.stages, self._per_block_choices(arch))
-            for p, (k, e) in enumerate(choices)
+            (blocks[p], block.kernel_size, block.expand_ratio)  # type: ignore[misc]
+            for blocks, choices in zip(self.stages, self.space.block_choices(arch))
+            for p, block in enumerate(choices)
         ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Plain PyTorch modules for one `LayerSpec` each: what an extracted subnet is made of.
 
 Nothing here is elastic: Conv2d, BatchNorm2d, Linear and standard activations only, so
-an extracted subnet exports to ONNX and runs anywhere. `build_layer(spec)` is also how
-latency profiling builds a single block.
+an extracted subnet exports to ONNX and runs anywhere. Which module a `LayerSpec` becomes is its
+block kind's business (`nasforge.layers.BLOCKS`); latency profiling builds single blocks the same way.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import torch
 from torch import nn
 
 from nasforge.arch import ArchConfig
-from nasforge.layers import LayerSpec, se_channels
+from nasforge.layers import LayerSpec, build_layer, se_channels
 
 
 def activation(name: str) -> nn.Module:
     if name == "relu":
         return nn.ReLU(inplace=True)
+    if name == "relu6":
+        return nn.ReLU6(inplace=True)
     if name == "hswish":
         return nn.Hardswish(inplace=True)
     if name == "none":
@@ -134,25 +136,6 @@ class ResNetHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(x.mean((2, 3))))
-
-
-def build_layer(spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
-    """A freshly initialised static module for one layer spec."""
-    if spec.kind == "conv":
-        return ConvBNAct(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, act=spec.act)
-    if spec.kind == "residual_conv":
-        return ResidualConv(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, act=spec.act)
-    if spec.kind == "maxpool":
-        return nn.MaxPool2d(spec.kernel_size, spec.stride, spec.kernel_size // 2)
-    if spec.kind == "mbconv":
-        return MBConv(spec)
-    if spec.kind == "bottleneck":
-        return Bottleneck(spec)
-    if spec.kind == "mbv3_head":
-        return MobileNetV3Head(spec, dropout)
-    if spec.kind == "resnet_head":
-        return ResNetHead(spec, dropout)
-    raise ValueError(f"unknown layer kind {spec.kind!r}")
 
 
 class StaticSubnet(nn.Module):

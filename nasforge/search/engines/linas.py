@@ -114,8 +114,7 @@ class LinasEngine:
         self, problem: SearchProblem, surrogate: RidgeSurrogate, seed: int, measured: set[bytes]
     ) -> np.ndarray:
         ev0 = problem.evaluator
-        inner_ev = Evaluator(problem.space, surrogate, ev0.latency)
-        inner_ev._cost = ev0.cost
+        inner_ev = Evaluator(problem.space, surrogate, ev0.latency, cost=ev0.cost)
         inner = SearchProblem(problem.space, inner_ev, problem.objectives, problem.constraints)
         rec = Recorder(inner, self.inner_budget, Hypervolume(np.zeros(inner.n_obj), np.ones(inner.n_obj)))
         PymooEngine("nsga2", pop_size=self.inner_pop).run(rec, EngineContext(seed=seed))
