@@ -12,6 +12,7 @@ imports it when called.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -121,10 +122,16 @@ class BlockKind:
         """Values written and read inside the block besides its input and output (roofline estimates)."""
         return 0
 
+    module: ClassVar[str] = ""  # "package.module:Class" of its static nn.Module, imported when first built
+
     @classmethod
     def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
-        """A freshly initialised static module (plain Conv/BN/Linear: exports to ONNX as is)."""
-        raise NotImplementedError
+        """A freshly initialised static module (plain Conv/BN/Linear: exports to ONNX as is).
+
+        The module class is named by string (so this file needs no torch) and has `from_spec(spec, dropout)`.
+        """
+        module_name, _, attr = cls.module.partition(":")
+        return getattr(importlib.import_module(module_name), attr).from_spec(spec, dropout)  # type: ignore[no-any-return]
 
 
 def _conv_macs(cin: int, cout: int, k: int, out_size: int, groups: int = 1) -> int:
@@ -141,20 +148,12 @@ class Conv(BlockKind):
     def params(cls, spec: LayerSpec) -> int:
         return spec.in_channels * spec.out_channels * spec.kernel_size**2 + 2 * spec.out_channels
 
-    @classmethod
-    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
-        from nasforge.supernet.static import ConvBNAct
-
-        return ConvBNAct(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, act=spec.act)
+    module = "nasforge.supernet.static:ConvBNAct"
 
 
 @BLOCKS.register("residual_conv", summary="conv-BN-act plus an identity shortcut (ResNet's skippable stem conv)")
 class ResidualConv(Conv):
-    @classmethod
-    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
-        from nasforge.supernet.static import ResidualConv as Module
-
-        return Module(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, act=spec.act)
+    module = "nasforge.supernet.static:ResidualConv"
 
 
 @BLOCKS.register("maxpool", summary="max-pool, 'same' padding")
@@ -167,11 +166,7 @@ class MaxPool(BlockKind):
     def params(cls, spec: LayerSpec) -> int:
         return 0
 
-    @classmethod
-    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
-        from torch import nn
-
-        return nn.MaxPool2d(spec.kernel_size, spec.stride, spec.kernel_size // 2)
+    module = "nasforge.supernet.static:MaxPool"
 
 
 @BLOCKS.register("mbconv", summary="inverted residual: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project")
@@ -201,11 +196,7 @@ class MBConv(BlockKind):
     def inner_activations(cls, spec: LayerSpec) -> int:
         return 2 * spec.mid_channels * (spec.input_size**2 + spec.output_size**2) if spec.mid_channels else 0
 
-    @classmethod
-    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
-        from nasforge.supernet.static import MBConv as Module
-
-        return Module(spec)
+    module = "nasforge.supernet.static:MBConv"
 
 
 @BLOCKS.register("bottleneck", summary="ResNet-D bottleneck: 1x1 -> 3x3 -> 1x1, identity / conv / avgpool+conv shortcut")
@@ -232,11 +223,7 @@ class Bottleneck(BlockKind):
     def inner_activations(cls, spec: LayerSpec) -> int:
         return 2 * spec.mid_channels * (spec.input_size**2 + spec.output_size**2)
 
-    @classmethod
-    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
-        from nasforge.supernet.static import Bottleneck as Module
-
-        return Module(spec)
+    module = "nasforge.supernet.static:Bottleneck"
 
 
 @BLOCKS.register("mbv3_head", summary="MobileNetV3 head: 1x1 conv-BN-act, pool, 1x1 conv-act, linear")
@@ -255,11 +242,7 @@ class MobileNetV3Head(BlockKind):
         n = spec.in_channels * spec.mid_channels + 2 * spec.mid_channels + spec.mid_channels * spec.out_channels
         return n + spec.out_channels * spec.num_classes + spec.num_classes
 
-    @classmethod
-    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
-        from nasforge.supernet.static import MobileNetV3Head as Module
-
-        return Module(spec, dropout)
+    module = "nasforge.supernet.static:MobileNetV3Head"
 
 
 @BLOCKS.register("resnet_head", summary="ResNet head: global pool, linear")
@@ -276,11 +259,7 @@ class ResNetHead(BlockKind):
     def params(cls, spec: LayerSpec) -> int:
         return spec.in_channels * spec.num_classes + spec.num_classes
 
-    @classmethod
-    def build(cls, spec: LayerSpec, dropout: float = 0.0) -> nn.Module:
-        from nasforge.supernet.static import ResNetHead as Module
-
-        return Module(spec, dropout)
+    module = "nasforge.supernet.static:ResNetHead"
 
 
 def layer_macs(spec: LayerSpec) -> int:

@@ -17,16 +17,13 @@ A family owns everything that differs between, say, MobileNetV3 and ResNet space
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+from nasforge.arch import ArchConfig
 from nasforge.config import check, field_error
 from nasforge.errors import SpaceError
 from nasforge.layers import LayerSpec
 from nasforge.registry import Registry
-
-if TYPE_CHECKING:
-    from nasforge.arch import ArchConfig
-    from nasforge.space import SearchSpace
 
 FAMILIES: Registry[Family] = Registry(
     "family", modules=("nasforge.families.mobilenetv3", "nasforge.families.resnet"), error=SpaceError,
@@ -90,6 +87,22 @@ class ParsedSpace:
     stages: tuple[StageSpec, ...]
     width_choices: tuple[tuple[float, ...], ...] = ()
     width_mult_options: tuple[float, ...] = (1.0,)
+
+
+class SpaceView(Protocol):
+    """What a family reads of the `SpaceView` it serves (the space is generic over the family)."""
+
+    name: str
+    config: Any
+    stages: tuple[StageSpec, ...]
+    resolutions: tuple[int, ...]
+    width_mult: float
+    kernel_slots: tuple[Gene, ...]
+    expand_slots: tuple[Gene, ...]
+
+    def validate(self, arch: ArchConfig) -> ArchConfig: ...
+
+    def block_choices(self, arch: ArchConfig) -> list[list[Any]]: ...
 
 
 # ---------------------------------------------------------------------------- YAML schema pieces
@@ -183,23 +196,23 @@ class Family:
                 for j, choices in enumerate(parsed.width_choices)]
         return tuple(out)
 
-    def plan(self, space: SearchSpace, arch: ArchConfig, num_classes: int) -> list[PlacedLayer]:  # pragma: no cover
+    def plan(self, space: SpaceView, arch: ArchConfig, num_classes: int) -> list[PlacedLayer]:  # pragma: no cover
         """The static layers of a canonical `arch`, stem to classifier."""
         raise NotImplementedError
 
-    def supernet(self, space: SearchSpace) -> Any:  # pragma: no cover - abstract
+    def supernet(self, space: SpaceView) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def dropout(self, space: SearchSpace) -> float:
+    def dropout(self, space: SpaceView) -> float:
         """Dropout before the classifier of this space's networks."""
         return 0.0
 
     # foreign arch forms (other projects' ways of writing a subnet)
-    def parse_foreign(self, space: SearchSpace, data: dict[str, Any]) -> ArchConfig | None:
+    def parse_foreign(self, space: SpaceView, data: dict[str, Any]) -> ArchConfig | None:
         """An arch written in another project's form, or None when `data` is not such a form."""
         return None
 
-    def foreign_forms(self, space: SearchSpace, arch: ArchConfig) -> dict[str, dict[str, Any]]:
+    def foreign_forms(self, space: SpaceView, arch: ArchConfig) -> dict[str, dict[str, Any]]:
         """`arch` in every foreign form this family knows, e.g. {"ofa": {"ks": ..., ...}}."""
         return {}
 

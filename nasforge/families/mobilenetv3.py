@@ -9,16 +9,22 @@ what a stage leaves out), the head and the width multipliers on offer. Once-for-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from nasforge.arch import ArchConfig
 from nasforge.config import check, field_error
 from nasforge.errors import ArchError
-from nasforge.families.base import FAMILIES, Family, ParsedSpace, PlacedLayer, SpaceFile, StageSpec, distinct_sorted
+from nasforge.families.base import (
+    FAMILIES,
+    Family,
+    ParsedSpace,
+    PlacedLayer,
+    SpaceFile,
+    SpaceView,
+    StageSpec,
+    distinct_sorted,
+)
 from nasforge.layers import LayerSpec, make_divisible
-
-if TYPE_CHECKING:
-    from nasforge.space import SearchSpace
 
 Act = Literal["relu", "hswish"]
 
@@ -93,7 +99,7 @@ class MobileNetV3Family(Family):
         )
         return ParsedSpace(cfg, stages, (), tuple(cfg.width_mult))
 
-    def plan(self, space: SearchSpace, arch: ArchConfig, num_classes: int) -> list[PlacedLayer]:
+    def plan(self, space: SpaceView, arch: ArchConfig, num_classes: int) -> list[PlacedLayer]:
         cfg: MobileNetV3File = space.config
         wm = space.width_mult
         size = arch.resolution
@@ -122,16 +128,16 @@ class MobileNetV3Family(Family):
         out.append(PlacedLayer(head))
         return out
 
-    def supernet(self, space: SearchSpace) -> Any:
+    def supernet(self, space: SpaceView) -> Any:
         from nasforge.supernet.mobilenetv3 import ElasticMobileNetV3
 
         return ElasticMobileNetV3(space)
 
-    def dropout(self, space: SearchSpace) -> float:
+    def dropout(self, space: SpaceView) -> float:
         return float(space.config.head.dropout)
 
     # ------------------------------------------------------------------ Once-for-All's subnet dict
-    def parse_foreign(self, space: SearchSpace, data: dict[str, Any]) -> ArchConfig | None:
+    def parse_foreign(self, space: SpaceView, data: dict[str, Any]) -> ArchConfig | None:
         """OFA's `{ks, e, d, r}` (as OFA and DyNAS-T write it); scalars mean "every block"; inactive slots ignored."""
         if not ({"ks", "d"} & set(data)):
             return None
@@ -148,7 +154,7 @@ class MobileNetV3Family(Family):
         arch = ArchConfig.from_dict({"resolution": r, "depths": ds, "kernel_sizes": ks, "expand_ratios": es})
         return space.validate(arch)
 
-    def foreign_forms(self, space: SearchSpace, arch: ArchConfig) -> dict[str, dict[str, Any]]:
+    def foreign_forms(self, space: SpaceView, arch: ArchConfig) -> dict[str, dict[str, Any]]:
         """OFA's dict; inactive slots get the smallest choice (OFA needs a value there)."""
         if len(space.kernel_slots) != len(space.expand_slots):
             return {}  # OFA's dict needs kernel and expand per block

@@ -8,15 +8,21 @@ as OFA's `d[0]`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nasforge.arch import ArchConfig
 from nasforge.config import check, field_error
-from nasforge.families.base import FAMILIES, Family, ParsedSpace, PlacedLayer, SpaceFile, StageSpec, distinct_sorted
+from nasforge.families.base import (
+    FAMILIES,
+    Family,
+    ParsedSpace,
+    PlacedLayer,
+    SpaceFile,
+    SpaceView,
+    StageSpec,
+    distinct_sorted,
+)
 from nasforge.layers import LayerSpec, make_divisible
-
-if TYPE_CHECKING:
-    from nasforge.space import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ class ResNetFamily(Family):
             widths.append(s.width_mults)
         return ParsedSpace(cfg, tuple(stages), tuple(widths), (1.0,))
 
-    def plan(self, space: SearchSpace, arch: ArchConfig, num_classes: int) -> list[PlacedLayer]:
+    def plan(self, space: SpaceView, arch: ArchConfig, num_classes: int) -> list[PlacedLayer]:
         stem = space.stages[0]
         size = arch.resolution
         stem_in = make_divisible(make_divisible(stem.channels * arch.width_mults[0]) // 2)
@@ -100,10 +106,10 @@ class ResNetFamily(Family):
         out.append(PlacedLayer(LayerSpec("resnet_head", in_c, num_classes, size, num_classes=num_classes)))
         return out
 
-    def supernet(self, space: SearchSpace) -> Any:
+    def supernet(self, space: SpaceView) -> Any:
         from nasforge.supernet.resnet import ElasticResNet
 
         return ElasticResNet(space)
 
-    def dropout(self, space: SearchSpace) -> float:
+    def dropout(self, space: SpaceView) -> float:
         return float(space.config.dropout)

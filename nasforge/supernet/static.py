@@ -35,6 +35,10 @@ class ConvBNAct(nn.Sequential):
         self.bn = nn.BatchNorm2d(cout)
         self.act = activation(act)
 
+    @classmethod
+    def from_spec(cls, spec: LayerSpec, dropout: float = 0.0) -> ConvBNAct:
+        return cls(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, act=spec.act)
+
 
 class SqueezeExcite(nn.Module):
     """MobileNetV3 SE: mean pool, 1x1 reduce + ReLU, 1x1 expand + hard sigmoid, rescale."""
@@ -62,6 +66,10 @@ class MBConv(nn.Module):
         self.se = SqueezeExcite(mid) if spec.se else None
         self.project = ConvBNAct(mid, spec.out_channels, 1, 1, act="none")
         self.residual = spec.shortcut == "identity"
+
+    @classmethod
+    def from_spec(cls, spec: LayerSpec, dropout: float = 0.0) -> MBConv:
+        return cls(spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.expand(x) if self.expand is not None else x
@@ -94,6 +102,10 @@ class Bottleneck(nn.Module):
         )
         # OFA's "conv" downsample of stride-1 blocks keeps stride 1; strided blocks pool first.
 
+    @classmethod
+    def from_spec(cls, spec: LayerSpec, dropout: float = 0.0) -> Bottleneck:
+        return cls(spec)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv3(self.conv2(self.conv1(x)))
         shortcut = x
@@ -122,6 +134,10 @@ class MobileNetV3Head(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(spec.out_channels, spec.num_classes)
 
+    @classmethod
+    def from_spec(cls, spec: LayerSpec, dropout: float = 0.0) -> MobileNetV3Head:
+        return cls(spec, dropout)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.final_expand(x).mean((2, 3), keepdim=True)
         x = self.act(self.feature_mix(x)).flatten(1)
@@ -134,8 +150,20 @@ class ResNetHead(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(spec.in_channels, spec.num_classes)
 
+    @classmethod
+    def from_spec(cls, spec: LayerSpec, dropout: float = 0.0) -> ResNetHead:
+        return cls(spec, dropout)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(x.mean((2, 3))))
+
+
+class MaxPool(nn.MaxPool2d):
+    """Max-pool with 'same' padding (ResNet's stem)."""
+
+    @classmethod
+    def from_spec(cls, spec: LayerSpec, dropout: float = 0.0) -> MaxPool:
+        return cls(spec.kernel_size, spec.stride, spec.kernel_size // 2)
 
 
 class StaticSubnet(nn.Module):

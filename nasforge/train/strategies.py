@@ -27,6 +27,7 @@ import numpy as np
 
 from nasforge.arch import ArchConfig
 from nasforge.errors import ConfigError
+from nasforge.registry import Registry
 from nasforge.space import SearchSpace
 from nasforge.train.config import PhaseConfig, TrainConfig
 
@@ -52,6 +53,7 @@ class Phase:
     reset_optimizer: bool = False  # progressive: each phase starts a fresh optimizer (as OFA)
     reorder_channels: bool = False  # delayed: sort channels by importance once, when shrinking starts
     freeze_teacher: bool = False  # progressive: snapshot the full network as the KD teacher
+    save_output: bool = False  # progressive: write checkpoints/phase-NAME.pt when the phase ends
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,14 @@ class StepPlan:
 
 
 class ShrinkStrategy(Protocol):
+    """Built as `Schedule(cfg, space, steps_per_epoch)`; says which subnets each iteration trains."""
+
     phases: tuple[Phase, ...]
 
     def plan(self, iteration: int, rng: np.random.Generator) -> StepPlan: ...
+
+
+SCHEDULES: Registry[type[ShrinkStrategy]] = Registry("schedule")
 
 
 def cosine_lr(it: int, base: float, start: int, end: int, warmup: int = 0) -> float:
@@ -89,7 +96,7 @@ class GeneBounds:
     def __init__(self, space: SearchSpace, elastic: dict[str, int | str]) -> None:
         self.space = space
         sizes = space.gene_sizes
-        groups = gene_groups(space)
+        groups = space.gene_groups
         self.low = sizes - 1  # closed genes sit at their largest choice
         for group, width in elastic.items():
             idx = groups[group]
@@ -109,25 +116,11 @@ class GeneBounds:
         return self.space.decode(self.low)
 
 
-def gene_groups(space: SearchSpace) -> dict[str, np.ndarray]:
-    """Gene indices of each group, following the encoding order documented in nasforge.space."""
-    n_d, n_k, n_e, n_w = len(space.stages), len(space.kernel_slots), len(space.expand_slots), len(space.width_choices)
-    k0 = 1 + n_d
-    e0 = k0 + n_k
-    w0 = e0 + n_e
-    return {
-        "resolution": np.array([0]),
-        "depth": np.arange(1, k0),
-        "kernel": np.arange(k0, e0),
-        "expand": np.arange(e0, w0),
-        "width": np.arange(w0, w0 + n_w),
-    }
-
-
 def _kd_tasks(archs: Sequence[ArchConfig], weight: float) -> list[SubnetTask]:
     return [SubnetTask(a, weight, label_w=0.0, kd_w=1.0, kd_source="largest") for a in archs]
 
 
+@SCHEDULES.register("sandwich", summary="BigNAS: largest + smallest + random subnets, in-place distillation")
 class SandwichStrategy:
     """BigNAS: largest (labels) + smallest + N random (in-place KD), one cosine LR over the run."""
 
@@ -146,6 +139,7 @@ class SandwichStrategy:
         return StepPlan(self.phases[0], lr, tasks)
 
 
+@SCHEDULES.register("delayed", summary="DεpS: the full model alone to a fraction of the budget, then ε-ramped sandwich")
 class DelayedStrategy:
     """DεpS (Annavajjala, Khare et al., ECCV 2024): delayed shrinking with ε-scaled subnet losses.
 
@@ -208,6 +202,7 @@ class DelayedStrategy:
         return StepPlan(phase, self.lr(iteration), (largest, *_kd_tasks(archs, self.epsilon(iteration))))
 
 
+@SCHEDULES.register("progressive", summary="Once-for-All's progressive shrinking: full, then kernel, depth, expand phases")
 class ProgressiveStrategy:
     """Once-for-All progressive shrinking: phases of a constrained sampler, per-phase cosine LR.
 
@@ -232,7 +227,8 @@ class ProgressiveStrategy:
             end = start + n * steps_per_epoch
             freeze = pc.kd and not seen_kd and start > 0
             seen_kd = seen_kd or freeze
-            phases.append(Phase(pc.name, start, end, reset_optimizer=start > 0, freeze_teacher=freeze))
+            phases.append(Phase(pc.name, start, end, reset_optimizer=start > 0, freeze_teacher=freeze,
+                                save_output=len(s.phases) > 1))
             start = end
         self.phases = tuple(phases)
         self.bounds = [GeneBounds(space, dict(pc.elastic)) for pc in s.phases]
@@ -248,6 +244,7 @@ class ProgressiveStrategy:
         return StepPlan(phase, lr, tasks)
 
 
+@SCHEDULES.register("standalone", summary="one fixed arch trained alone (the trained-alone baseline)")
 class StandaloneStrategy:
     """One fixed arch trained alone on labels (the baseline that OFA compares subnets against)."""
 
@@ -280,17 +277,6 @@ def split_epochs(weights: Sequence[float], total: int) -> list[int]:
     return [int(b) + 1 for b in base]
 
 
-STRATEGIES = {
-    "progressive": ProgressiveStrategy,
-    "sandwich": SandwichStrategy,
-    "delayed": DelayedStrategy,
-    "standalone": StandaloneStrategy,
-}
-
-
 def make_strategy(cfg: TrainConfig, space: SearchSpace, steps_per_epoch: int) -> ShrinkStrategy:
-    try:
-        cls = STRATEGIES[cfg.schedule.name]
-    except KeyError:
-        raise ConfigError(f"unknown schedule {cfg.schedule.name!r}; expected one of {sorted(STRATEGIES)}") from None
-    return cls(cfg, space, steps_per_epoch)  # type: ignore[no-any-return]
+    """The schedule `cfg.schedule.name` names, for a run of `cfg.epochs` epochs of `steps_per_epoch` steps."""
+    return SCHEDULES.get(cfg.schedule.name)(cfg, space, steps_per_epoch)  # type: ignore[call-arg,no-any-return]
