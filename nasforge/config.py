@@ -95,11 +95,11 @@ def to_plain(obj: Any) -> Any:
 # ---------------------------------------------------------------------------- internals
 def _build(cls: type[T], raw: Any, where: str) -> T:
     if isinstance(raw, cls):
-        return raw
+        return raw  # type: ignore[return-value]
     if raw is None and not where:
         raw = {}  # an empty YAML file: every default
     if not isinstance(raw, Mapping):
-        raise FieldError(where, f"expected a mapping, got {raw!r}") if where else ConfigError(
+        raise field_error(where, "a mapping", raw) if where else ConfigError(
             f"expected a YAML mapping, got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(str(k) for k in raw if k not in fields)
@@ -217,23 +217,76 @@ def _scalar(hint: Any, value: Any, path: str, rules: dict[str, Any]) -> Any:
     elif hint is str:
         if not isinstance(value, str):
             raise field_error(path, "a string", value)
-    choices = rules.get("choices")
-    if choices is not None:
-        allowed = choices.names() if hasattr(choices, "names") else tuple(choices)
-        if value not in allowed:
-            kind = getattr(choices, "kind", None)
-            if kind:
-                raise FieldError(path, f"unknown {kind} {value!r}; expected one of {', '.join(map(str, allowed))}")
-            raise field_error(path, f"one of {list(allowed)}", value)
+    _choices(value, path, rules)
     return value
 
 
 def _bounds(value: float, path: str, rules: dict[str, Any]) -> None:
-    for key, ok, word in (("gt", lambda v, b: v > b, ">"), ("ge", lambda v, b: v >= b, ">="),
-                          ("lt", lambda v, b: v < b, "<"), ("le", lambda v, b: v <= b, "<=")):
-        bound = rules.get(key)
-        if bound is not None and not ok(value, bound):
-            raise field_error(path, f"a value {word} {bound}", value)
+    gt, ge, lt, le = rules.get("gt"), rules.get("ge"), rules.get("lt"), rules.get("le")
+    ok = (gt is None or value > gt) and (ge is None or value >= ge) and (lt is None or value < lt) and (
+        le is None or value <= le)
+    if ok:
+        return
+    noun = "integer" if isinstance(value, int) else "number"
+    if gt == 0 and ge is None and lt is None and le is None:
+        raise field_error(path, f"a positive {noun}", value)
+    if ge == 0 and gt is None and lt is None and le is None:
+        raise field_error(path, f"a non-negative {noun}", value)
+    low = f"[{ge}" if ge is not None else (f"({gt}" if gt is not None else "(-inf")
+    high = f"{le}]" if le is not None else (f"{lt})" if lt is not None else "inf)")
+    raise field_error(path, f"a {noun} in {low}, {high}", value)
+
+
+def validate_fields(obj: Any) -> None:
+    """Check a dataclass's current values against its fields' `check(...)` rules (any construction path).
+
+    Call it from `__post_init__`: configs built in Python, or changed with `dataclasses.replace`,
+    get the same one-line errors as configs read from YAML.
+    """
+    for f in dataclasses.fields(obj):
+        rules = f.metadata.get("nasforge_check")
+        if rules:
+            _check_value(getattr(obj, f.name), f.name, rules)
+
+
+def _check_value(value: Any, path: str, rules: dict[str, Any]) -> None:
+    if isinstance(value, (list, tuple)):
+        if rules.get("nonempty") and not value:
+            raise field_error(path, "a non-empty list", list(value))
+        try:
+            for i, v in enumerate(value):
+                _check_value(v, f"{path}[{i}]", rules)
+        except FieldError as exc:
+            if exc.expected:
+                raise field_error(path, f"a list of items each {exc.expected}", list(value)) from None
+            raise
+        return
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, float) and rules.get("finite", True) and not math.isfinite(value):
+        raise field_error(path, "a finite number", value)
+    if isinstance(value, (int, float)):
+        _bounds(value, path, rules)
+    _choices(value, path, rules)
+
+
+def _choices(value: Any, path: str, rules: dict[str, Any]) -> None:
+    choices = rules.get("choices")
+    if choices is None:
+        return
+    allowed = choices.names() if hasattr(choices, "names") else tuple(choices)
+    if value not in allowed:
+        kind = getattr(choices, "kind", None)
+        if kind:
+            raise FieldError(path, f"unknown {kind} {value!r}; expected one of {', '.join(map(str, allowed))}")
+        raise field_error(path, f"one of {list(allowed)}", value)
+
+
+class Validated:
+    """Mixin for config dataclasses: field rules are checked however the instance was made."""
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 def _replace(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
@@ -248,4 +301,13 @@ def _replace(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
     return dataclasses.replace(obj, **{parts[0]: _replace(inner, parts[1:], value, dotted)})
 
 
-__all__ = ["FieldError", "check", "field_error", "load_dataclass", "replace_path", "to_plain"]
+__all__ = [
+    "FieldError",
+    "Validated",
+    "check",
+    "field_error",
+    "load_dataclass",
+    "replace_path",
+    "to_plain",
+    "validate_fields",
+]

@@ -24,7 +24,7 @@ from nasforge.testing import tiny_space
 from nasforge.train.config import TrainConfig, apply_overrides, validate
 from nasforge.train.distributed import DistContext
 from nasforge.train.loop import _step, resolve_device
-from nasforge.train.strategies import make_strategy
+from nasforge.train.schedules import make_strategy
 
 
 def measure(space_name: str, batch: int, steps: int, warmup: int, device: torch.device, amp: bool,

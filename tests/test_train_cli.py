@@ -30,12 +30,12 @@ def _fails_with_one_line(args, needle):
     ("args", "needle"),
     [
         (["--schedule", "cosmic"], "unknown schedule 'cosmic'"),
-        (["--epochs", "-3"], "epochs must be a positive integer"),
+        (["--epochs", "-3"], "field 'epochs': expected a positive integer"),
         (["--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["--dataset", "cifar10", "--data-dir", "/no/such/dir"], "cifar-10-batches-py"),
         (["--dataset", "cifar10"], "needs --data-dir"),
         (["--dataset", "imagefolder", "--data-dir", "/no/such/dir"], "no train/ folder"),
-        (["--device", "tpu"], "device must be one of"),
+        (["--device", "tpu"], "field 'device': expected one of"),
         (["--space", "no-such-space"], "unknown search space"),
         (["--resume"], "--resume needs --out"),
     ],
@@ -49,11 +49,11 @@ def test_bad_config_files_exit_2(tmp_path):
     bad.write_text("schedule: {name: sandwich, bogus_key: 1}\n")
     _fails_with_one_line(["train-supernet", "--config", str(bad)], "unknown key(s) ['bogus_key']")
     bad.write_text("epochs: -1\n")
-    _fails_with_one_line(["train-supernet", "--config", str(bad)], "epochs must be a positive integer")
+    _fails_with_one_line(["train-supernet", "--config", str(bad)], "field 'epochs': expected a positive integer")
     bad.write_text("epochs: [1\n")
     _fails_with_one_line(["train-supernet", "--config", str(bad)], "not valid YAML")
     bad.write_text("optim: {lr: fast}\n")
-    _fails_with_one_line(["train-supernet", "--config", str(bad)], "optim.lr: expected a number")
+    _fails_with_one_line(["train-supernet", "--config", str(bad)], "field 'optim.lr': expected a number")
     _fails_with_one_line(["train-supernet", "--config", str(tmp_path / "missing.yaml")], "cannot read config")
 
 

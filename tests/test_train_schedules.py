@@ -14,7 +14,7 @@ from nasforge.testing.train import tiny_train_config
 from nasforge.train.config import PhaseConfig
 from nasforge.train.loop import train_supernet
 from nasforge.train.runs import evaluate_subnets, load_run
-from nasforge.train.strategies import DelayedStrategy, GeneBounds, ProgressiveStrategy, SandwichStrategy, split_epochs
+from nasforge.train.schedules import DelayedStrategy, GeneBounds, ProgressiveStrategy, SandwichStrategy, split_epochs
 
 torch.set_num_threads(1)
 

@@ -1,55 +1,61 @@
 """Typed, frozen training configs: YAML -> dataclasses at the edge, `dataclasses.replace` for overrides.
 
-Every field has a default, so a config file names only what it changes. Unknown keys, wrong
-types and impossible values raise `ConfigError` with one line naming the field.
+Every field has a default, so a config file names only what it changes. Unknown keys, wrong types,
+non-finite numbers and impossible values raise `ConfigError` with one line naming the file and the
+field (`nasforge.config`); the same checks run however a config is built (YAML, flags, Python).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from nasforge.config import Validated, check, field_error, load_dataclass, replace_path, to_plain
 from nasforge.errors import ConfigError
+from nasforge.families.base import GENE_GROUPS
 from nasforge.io import atomic_write_text, read_yaml
 from nasforge.resources import shipped_dir
+from nasforge.train.schedules.base import SCHEDULES
 
-SCHEDULES = ("progressive", "sandwich", "delayed", "standalone")
 DATASETS = ("digits", "cifar10", "imagefolder")
-DEVICES = ("auto", "cpu", "cuda")
-GENE_GROUPS = ("resolution", "depth", "kernel", "expand", "width")
 CONFIGS_DIR = shipped_dir("configs", "train")
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    dataset: str = "digits"
+class DataConfig(Validated):
+    dataset: str = field(default="digits", metadata=check(choices=DATASETS))
     data_dir: str | None = None
-    val_fraction: float = 0.1  # held out of train for predictor building; the test split stays separate
-    split_seed: int = 0  # fixed, so every run of a dataset shares one val split
-    batch_size: int = 64
-    train_limit: int | None = None  # cap on training images (quick runs)
-    pad: int = 4  # random crop = pad by `pad` pixels then crop back
+    # held out of train for predictor building; the test split stays separate
+    val_fraction: float = field(default=0.1, metadata=check(ge=0.0, lt=1.0))
+    split_seed: int = field(default=0, metadata=check(ge=0))  # fixed, so every run of a dataset shares one val split
+    batch_size: int = field(default=64, metadata=check(gt=0))
+    train_limit: int | None = field(default=None, metadata=check(gt=0))  # cap on training images (quick runs)
+    pad: int = field(default=4, metadata=check(ge=0))  # random crop = pad by `pad` pixels then crop back
     flip: bool = True
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dataset != "digits" and not self.data_dir:
+            raise ConfigError(f"dataset {self.dataset!r} needs --data-dir (nasforge never downloads data)")
+
 
 @dataclass(frozen=True)
-class OptimConfig:
-    lr: float = 0.05
-    momentum: float = 0.9
+class OptimConfig(Validated):
+    lr: float = field(default=0.05, metadata=check(gt=0))
+    momentum: float = field(default=0.9, metadata=check(ge=0, lt=1))
     nesterov: bool = True
-    weight_decay: float = 3e-5
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.1
-    kd_temperature: float = 1.0
+    weight_decay: float = field(default=3e-5, metadata=check(ge=0))
+    warmup_epochs: float = field(default=0.0, metadata=check(ge=0))
+    label_smoothing: float = field(default=0.1, metadata=check(ge=0, lt=1))
+    kd_temperature: float = field(default=1.0, metadata=check(gt=0))
 
 
 @dataclass(frozen=True)
-class PhaseConfig:
+class PhaseConfig(Validated):
     """One progressive-shrinking phase: which gene groups are open and how wide.
 
     `elastic` maps a gene group to the number of its largest choices open ("all" = every
@@ -58,11 +64,19 @@ class PhaseConfig:
     """
 
     name: str
-    epochs: float
-    lr_scale: float = 1.0
-    subnets: int = 1
+    epochs: float = field(metadata=check(gt=0))
+    lr_scale: float = field(default=1.0, metadata=check(gt=0))
+    subnets: int = field(default=1, metadata=check(gt=0))
     kd: bool = True
     elastic: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for group, width in self.elastic.items():
+            if group not in GENE_GROUPS:
+                raise field_error(f"elastic.{group}", f"a gene group, one of {list(GENE_GROUPS)}", group)
+            if width != "all" and (isinstance(width, bool) or not isinstance(width, int) or width <= 0):
+                raise field_error(f"elastic.{group}", "'all' or a positive integer", width)
 
 
 def _ofa_phases() -> tuple[PhaseConfig, ...]:
@@ -81,204 +95,86 @@ def _ofa_phases() -> tuple[PhaseConfig, ...]:
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
-    name: str = "sandwich"
-    random_subnets: int = 2  # sandwich/delayed: random subnets per step besides largest and smallest
-    kd_ratio: float = 1.0  # progressive: weight of the KD term next to the label loss
-    shrink_fraction: float = 0.5  # delayed: the full model trains alone for this fraction of the budget
-    eps_window_epochs: float = 5.0  # delayed: then epsilon ramps 0 -> 1 over this many epochs (DεpS: 5)
-    eps_rule: str = "linear"  # delayed: "linear" (ε linear per iteration) or "lr" (effective LR linear, DεpS code)
+class ScheduleConfig(Validated):
+    name: str = field(default="sandwich", metadata=check(choices=SCHEDULES))
+    # sandwich/delayed: random subnets per step besides largest and smallest
+    random_subnets: int = field(default=2, metadata=check(ge=0))
+    kd_ratio: float = field(default=1.0, metadata=check(ge=0))  # progressive: weight of the KD term
+    # delayed: the full model trains alone for this fraction of the budget
+    shrink_fraction: float = field(default=0.5, metadata=check(ge=0, lt=1))
+    # delayed: then epsilon ramps 0 -> 1 over this many epochs (DεpS: 5)
+    eps_window_epochs: float = field(default=5.0, metadata=check(ge=0))
+    # delayed: "linear" (ε linear per iteration) or "lr" (effective LR linear, DεpS code)
+    eps_rule: Literal["linear", "lr"] = "linear"
     phases: tuple[PhaseConfig, ...] = field(default_factory=_ofa_phases)
     arch: dict[str, Any] | None = None  # standalone: the one arch trained alone
 
-
-@dataclass(frozen=True)
-class EvalConfig:
-    calib_images: int = 2000  # BN recalibration images (OFA: 2,000)
-    calib_batch_size: int = 200
-    random_subnets: int = 3  # fixed random subnets evaluated every epoch
-    max_images: int | None = None  # cap on evaluated images (quick runs)
-    split: str = "val"
-    batch_size: int = 256
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.name == "progressive" and not self.phases:
+            raise field_error("phases", "at least one phase for schedule 'progressive'", [])
+        if self.name == "standalone" and self.arch is None:
+            raise ConfigError("schedule 'standalone' needs schedule.arch (use `nasforge train-subnet --arch`)")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class EvalConfig(Validated):
+    calib_images: int = field(default=2000, metadata=check(gt=0))  # BN recalibration images (OFA: 2,000)
+    calib_batch_size: int = field(default=200, metadata=check(gt=0))
+    random_subnets: int = field(default=3, metadata=check(ge=0))  # fixed random subnets evaluated every epoch
+    max_images: int | None = field(default=None, metadata=check(gt=0))  # cap on evaluated images (quick runs)
+    split: Literal["val", "test"] = "val"
+    batch_size: int = field(default=256, metadata=check(gt=0))
+
+
+@dataclass(frozen=True)
+class TrainConfig(Validated):
     space: str = "mobilenetv3-ofa-cifar"  # shipped space name or a space YAML path
-    width_mult: float | None = None  # one of the space's width multipliers (default: its first)
-    epochs: int = 4
-    seed: int = 0
-    device: str = "auto"
+    width_mult: float | None = field(default=None, metadata=check(gt=0))  # one of the space's (default: its first)
+    epochs: int = field(default=4, metadata=check(gt=0))
+    seed: int = field(default=0, metadata=check(ge=0))
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # NHWC memory: tensor cores on CUDA; 10x faster depthwise backward on CPU
-    checkpoint_every_steps: int = 0  # 0: only at epoch ends
+    checkpoint_every_steps: int = field(default=0, metadata=check(ge=0))  # 0: only at epoch ends
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        phases = self.schedule.phases
+        if self.schedule.name == "progressive" and self.epochs < len(phases):
+            raise field_error("epochs", f"at least one epoch per progressive phase ({len(phases)})", self.epochs)
+
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return to_plain(self)  # type: ignore[no-any-return]
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-# ---------------------------------------------------------------------------- parsing
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in raw.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where or 'config'}: {exc}") from None
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return value if isinstance(value, hint) else _build(hint, value, where)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Reject impossible values with one line; returns the config unchanged."""
-    if cfg.epochs <= 0:
-        raise ConfigError(f"epochs must be a positive integer, got {cfg.epochs}")
-    s = cfg.schedule
-    if s.name not in SCHEDULES:
-        raise ConfigError(f"unknown schedule {s.name!r}; expected one of {list(SCHEDULES)}")
-    d = cfg.data
-    if d.dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {d.dataset!r}; expected one of {list(DATASETS)}")
-    if d.dataset != "digits" and not d.data_dir:
-        raise ConfigError(f"dataset {d.dataset!r} needs --data-dir (nasforge never downloads data)")
-    if cfg.device not in DEVICES:
-        raise ConfigError(f"device must be one of {list(DEVICES)}, got {cfg.device!r}")
-    if not 0.0 <= d.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
-    if d.batch_size <= 0 or cfg.eval.batch_size <= 0 or cfg.eval.calib_batch_size <= 0:
-        raise ConfigError("batch sizes must be positive")
-    if d.train_limit is not None and d.train_limit <= 0:
-        raise ConfigError(f"data.train_limit must be positive, got {d.train_limit}")
-    if d.pad < 0:
-        raise ConfigError(f"data.pad must be >= 0, got {d.pad}")
-    o = cfg.optim
-    if o.lr <= 0 or o.momentum < 0 or o.weight_decay < 0 or o.warmup_epochs < 0 or o.kd_temperature <= 0:
-        raise ConfigError("optim: lr and kd_temperature must be positive; momentum, weight_decay, warmup >= 0")
-    if not 0.0 <= o.label_smoothing < 1.0:
-        raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
-    if s.random_subnets < 0:
-        raise ConfigError(f"schedule.random_subnets must be >= 0, got {s.random_subnets}")
-    if not 0.0 <= s.shrink_fraction < 1.0:
-        raise ConfigError(f"schedule.shrink_fraction must be in [0, 1), got {s.shrink_fraction}")
-    if s.eps_rule not in ("linear", "lr"):
-        raise ConfigError(f"schedule.eps_rule must be 'linear' or 'lr', got {s.eps_rule!r}")
-    if s.eps_window_epochs < 0:
-        raise ConfigError(f"schedule.eps_window_epochs must be >= 0, got {s.eps_window_epochs}")
-    if s.name == "progressive":
-        if not s.phases:
-            raise ConfigError("schedule.phases: progressive needs at least one phase")
-        if cfg.epochs < len(s.phases):
-            raise ConfigError(f"progressive has {len(s.phases)} phases: epochs must be >= {len(s.phases)}, "
-                              f"got {cfg.epochs}")
-        for p in s.phases:
-            if p.epochs <= 0 or p.lr_scale <= 0 or p.subnets <= 0:
-                raise ConfigError(f"schedule.phases[{p.name}]: epochs, lr_scale and subnets must be positive")
-            for group, width in p.elastic.items():
-                if group not in GENE_GROUPS:
-                    raise ConfigError(f"schedule.phases[{p.name}].elastic: unknown group {group!r}; "
-                                      f"expected some of {list(GENE_GROUPS)}")
-                if width != "all" and (isinstance(width, bool) or not isinstance(width, int) or width <= 0):
-                    raise ConfigError(f"schedule.phases[{p.name}].elastic.{group}: expected 'all' or a positive "
-                                      f"integer, got {width!r}")
-    if s.name == "standalone" and s.arch is None:
-        raise ConfigError("schedule 'standalone' needs schedule.arch (use `nasforge train-subnet --arch`)")
-    if cfg.eval.split not in ("val", "test"):
-        raise ConfigError(f"eval.split must be 'val' or 'test', got {cfg.eval.split!r}")
-    if cfg.eval.calib_images <= 0 or cfg.eval.random_subnets < 0:
-        raise ConfigError("eval.calib_images must be positive and eval.random_subnets >= 0")
-    if cfg.checkpoint_every_steps < 0:
-        raise ConfigError(f"checkpoint_every_steps must be >= 0, got {cfg.checkpoint_every_steps}")
-    return cfg
-
-
-def config_from_dict(raw: dict[str, Any] | None) -> TrainConfig:
-    return validate(_build(TrainConfig, raw or {}, "config"))
+def config_from_dict(raw: dict[str, Any] | None, source: str = "<config>") -> TrainConfig:
+    return load_dataclass(TrainConfig, raw or {}, source=source)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config (default: configs/train/default.yaml), apply dotted overrides, validate."""
+    """Read a YAML config (default: configs/train/default.yaml), apply dotted overrides; checked throughout."""
     path = Path(path) if path is not None else CONFIGS_DIR / "default.yaml"
     raw = read_yaml(path, ConfigError, "config")
-    if raw is not None and not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping")
-    try:
-        cfg = _build(TrainConfig, raw or {}, "")
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return validate(apply_overrides(cfg, overrides or {}))
+    cfg = load_dataclass(TrainConfig, raw, source=str(path))
+    return apply_overrides(cfg, overrides or {})
 
 
-def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """`{"schedule.name": "delayed", "epochs": 3}` -> a new config (None values are skipped)."""
     for key, value in overrides.items():
-        if value is None:
-            continue
-        cfg = _replace_path(cfg, key.split("."), value, key)
+        if value is not None:
+            cfg = replace_path(cfg, key, value)
     return cfg
 
 
-def _replace_path(obj: Any, parts: list[str], value: Any, key: str) -> Any:
-    names = {f.name for f in dataclasses.fields(obj)}
-    if parts[0] not in names:
-        raise ConfigError(f"unknown config key {key!r}")
-    if len(parts) == 1:
-        hint = typing.get_type_hints(type(obj))[parts[0]]
-        return dataclasses.replace(obj, **{parts[0]: _convert(hint, value, key)})
-    inner = getattr(obj, parts[0])
-    return dataclasses.replace(obj, **{parts[0]: _replace_path(inner, parts[1:], value, key)})
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Re-check a config (every construction path already checks; kept for callers that build by hand)."""
+    return dataclasses.replace(cfg)
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
@@ -290,8 +186,4 @@ def read_run_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no config.yaml (is this a nasforge run folder?)")
-    raw = read_yaml(path, ConfigError, "run config")
-    try:
-        return validate(_build(TrainConfig, raw or {}, ""))
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return load_dataclass(TrainConfig, read_yaml(path, ConfigError, "run config"), source=str(path))

@@ -39,7 +39,7 @@ from nasforge.train.distributed import (
     init_distributed,
 )
 from nasforge.train.evaluate import autocast_for, evaluate_archs
-from nasforge.train.strategies import ShrinkStrategy, StepPlan, make_strategy
+from nasforge.train.schedules import ShrinkStrategy, StepPlan, make_strategy
 
 
 @dataclass
