@@ -5,7 +5,8 @@ tensors; each batch is gathered, randomly cropped (pad-and-crop) and flipped whe
 live, so an epoch costs no decoding. All randomness comes from a `torch.Generator` seeded from
 (seed, epoch, batch), so any batch can be recomputed exactly (that is what makes resume exact).
 The val split is a seeded hold-out of the training set (for predictor building); the test set
-stays separate.
+stays separate. `MemorySource` serves this behind the `DataSource` interface, batch for batch
+identical to the functions below.
 """
 
 from __future__ import annotations
@@ -13,31 +14,27 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nasforge.data.datasets import ImageSet
+from nasforge.data.source import (
+    DATA_SOURCES,
+    DATASETS,
+    IMAGENET,
+    Batch,
+    Batches,
+    DataSettings,
+    Normalization,
+    SourceBase,
+    batch_generator,
+    check_split,
+    epoch_order,
+    holdout,
+)
 from nasforge.errors import DataError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    images: torch.Tensor  # uint8 (N, 3, H, W)
-    labels: torch.Tensor  # int64 (N,)
-    index: torch.Tensor | None = None  # positions in the source split (train or test) the images came from
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def subset(self, index: torch.Tensor) -> ImageSet:
-        source = self.index[index] if self.index is not None else index
-        return ImageSet(self.images[index], self.labels[index], source)
-
-    def to(self, device: torch.device) -> ImageSet:
-        return ImageSet(self.images.to(device), self.labels.to(device), self.index)
 
 
 @dataclass(frozen=True)
@@ -50,10 +47,10 @@ class DataSplits:
     class_names: tuple[str, ...]
     mean: tuple[float, ...]  # per channel, on the 0..1 scale
     std: tuple[float, ...]
+    skipped: tuple[str, ...] = ()  # unreadable files left out (skip_bad)
 
     def split(self, name: str) -> ImageSet:
-        if name not in ("train", "val", "test"):
-            raise DataError(f"unknown split {name!r}; expected train, val or test")
+        check_split(name)
         out: ImageSet = getattr(self, name)
         if len(out) == 0:
             raise DataError(f"dataset {self.name}: the {name} split is empty")
@@ -83,135 +80,25 @@ def load_dataset(
     val_fraction: float = 0.1,
     split_seed: int = 0,
     train_limit: int | None = None,
+    skip_bad: bool = False,
+    max_pixels: int = 89_478_485,
 ) -> DataSplits:
     """Load a dataset into memory at `resolution` pixels (the space's largest), with a seeded val hold-out."""
-    if dataset == "digits":
-        train, test, names = _digits(resolution)
-    elif dataset == "cifar10":
-        train, test, names = _cifar10(data_dir, resolution)
-    elif dataset == "imagefolder":
-        train, test, names = _imagefolder(data_dir, resolution)
-    else:
-        raise DataError(f"unknown dataset {dataset!r}; expected digits, cifar10 or imagefolder")
-    gen = torch.Generator().manual_seed(10_007 + split_seed)
-    order = torch.randperm(len(train), generator=gen)
-    n_val = int(round(len(train) * val_fraction))
-    val = train.subset(order[:n_val].sort().values)
-    rest = order[n_val:]
-    if train_limit is not None:
-        rest = rest[:train_limit]
-    train = train.subset(rest.sort().values)
+    reader = DATASETS.get(dataset)(data_dir, max_pixels=max_pixels)
+    train, test, skipped = reader.in_memory(resolution, skip_bad=skip_bad)
+    rest, val_idx = holdout(len(train), val_fraction, split_seed, train_limit)
+    val = train.subset(val_idx)
+    train = train.subset(rest)
     if len(train) == 0:
         raise DataError(f"dataset {dataset}: no training images left after the val hold-out")
     pixels = train.images.float().div_(255.0)
     mean = tuple(float(v) for v in pixels.mean((0, 2, 3)))
     std = tuple(max(float(v), 1e-3) for v in pixels.std((0, 2, 3)))
-    return DataSplits(dataset, train, val, test, len(names), tuple(names), mean, std)
-
-
-def _resize_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    if images.shape[-1] == resolution and images.shape[-2] == resolution:
-        return images.contiguous()
-    out = []
-    for chunk in images.split(2048):
-        x = F.interpolate(chunk.float(), size=(resolution, resolution), mode="bilinear", align_corners=False,
-                          antialias=chunk.shape[-1] > resolution)
-        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
-    return torch.cat(out)
-
-
-def _digits(resolution: int) -> tuple[ImageSet, ImageSet, list[str]]:
-    """scikit-learn's bundled 8x8 digits (1,797 images): grey 0..16 -> uint8 RGB, upsampled; fixed 20% test."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8))  # (N, 8, 8)
-    images = _resize_uint8(images[:, None].expand(-1, 3, -1, -1), resolution)
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(2024))
-    n_test = len(labels) // 5
-    full = ImageSet(images, labels)
-    return (full.subset(order[n_test:].sort().values), full.subset(order[:n_test].sort().values),
-            [str(i) for i in range(10)])
-
-
-def _cifar10(data_dir: str | Path | None, resolution: int) -> tuple[ImageSet, ImageSet, list[str]]:
-    """torchvision's CIFAR-10 folder format (DIR/cifar-10-batches-py); never downloads."""
-    if not data_dir:
-        raise DataError("dataset cifar10 needs --data-dir DIR holding cifar-10-batches-py/")
-    root = Path(data_dir)
-    if not (root / "cifar-10-batches-py").is_dir():
-        raise DataError(f"{root}: no CIFAR-10 here (expected {root / 'cifar-10-batches-py'}; nasforge never downloads)")
-    from torchvision.datasets import CIFAR10
-
-    try:
-        sets = [CIFAR10(str(root), train=t, download=False) for t in (True, False)]
-    except RuntimeError as exc:
-        raise DataError(f"{root}: unreadable CIFAR-10 ({exc})") from None
-
-    def convert(ds: CIFAR10) -> ImageSet:
-        imgs = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2)
-        return ImageSet(_resize_uint8(imgs, resolution), torch.tensor(ds.targets, dtype=torch.int64))
-
-    return convert(sets[0]), convert(sets[1]), list(sets[0].classes)
-
-
-def _imagefolder(data_dir: str | Path | None, resolution: int) -> tuple[ImageSet, ImageSet, list[str]]:
-    """DIR/train/<class>/* and DIR/val/<class>/* (or test/), decoded once and resized to `resolution`."""
-    if not data_dir:
-        raise DataError("dataset imagefolder needs --data-dir DIR holding train/ and val/ or test/")
-    root = Path(data_dir)
-    if not (root / "train").is_dir():
-        raise DataError(f"{root}: no train/ folder (expected DIR/train/<class>/*.jpg)")
-    held = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
-    if held is None:
-        raise DataError(f"{root}: no val/ or test/ folder next to train/")
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"{root / 'train'}: no class folders")
-    return _read_folder(root / "train", classes, resolution), _read_folder(held, classes, resolution), classes
-
-
-def _read_folder(folder: Path, classes: list[str], resolution: int) -> ImageSet:
-    from PIL import Image
-
-    files: list[tuple[Path, int]] = []
-    for idx, name in enumerate(classes):
-        sub = folder / name
-        if sub.is_dir():
-            files += [(p, idx) for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise DataError(f"{folder}: no images")
-    images = torch.empty((len(files), 3, resolution, resolution), dtype=torch.uint8)
-    for i, (path, _) in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if im.size != (resolution, resolution):
-                    im = im.resize((resolution, resolution), Image.BILINEAR)
-                images[i] = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
-        except OSError as exc:
-            raise DataError(f"{path}: unreadable image ({exc})") from None
-    return ImageSet(images, torch.tensor([c for _, c in files], dtype=torch.int64))
+    names = tuple(reader.class_names)
+    return DataSplits(dataset, train, val, test, len(names), names, mean, std, tuple(skipped))
 
 
 # ---------------------------------------------------------------------------- batches
-def batch_generator(seed: int, *keys: int) -> torch.Generator:
-    """A CPU generator whose stream depends only on (seed, *keys)."""
-    mixed = np.random.SeedSequence([seed & 0xFFFFFFFF, *keys]).generate_state(2, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(mixed[0] >> np.uint64(1)))
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The training order of epoch `epoch` (CPU int64)."""
-    return torch.randperm(n, generator=batch_generator(seed, 1, epoch))
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Full batches only (drop_last), so every step sees the same batch size; at least one step."""
-    return max(1, n // batch_size)
-
-
 def train_batch(
     data: DataSplits, order: torch.Tensor, step: int, batch_size: int, *, seed: int, epoch: int,
     pad: int = 4, flip: bool = True,
@@ -257,3 +144,111 @@ def calibration_batches(data: DataSplits, images: int, batch_size: int, seed: in
     idx = torch.randperm(len(data.train), generator=batch_generator(seed, 3))[:n].to(data.train.images.device)
     imgs = data.train.images[idx]
     return [data.normalize(chunk) for chunk in imgs.split(batch_size)]
+
+
+def resize_batch(images: torch.Tensor, resolution: int | None) -> torch.Tensor:
+    """Bilinear resize of a float batch, as the supernet's elastic resolution does (`supernet.resize_to`)."""
+    if resolution is None or (images.shape[-1] == resolution and images.shape[-2] == resolution):
+        return images
+    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+# ---------------------------------------------------------------------------- the source
+@DATA_SOURCES.register("memory", summary="decoded once into uint8 tensors on the device; pad-crop-flip there")
+class MemorySource(SourceBase):
+    """The in-memory dataset behind the `DataSource` interface: GPU-resident batches for CIFAR-size data.
+
+    Its batches are exactly `train_batch` / `eval_batches` / `calibration_batches` of `data`, sharded
+    as `DistContext.shard` does; a `resolution` other than the loaded one resizes on the device.
+    """
+
+    kind = "memory"
+
+    def __init__(self, data: DataSplits, *, normalization: Normalization, pad: int = 4, flip: bool = True,
+                 selection: str = "memory") -> None:
+        self.data = replace(data, mean=tuple(normalization.mean), std=tuple(normalization.std))
+        self.normalization = normalization
+        self.pad, self.flip = pad, flip
+        self.selection = selection
+
+    @classmethod
+    def open(cls, reader: Any, settings: DataSettings, *, resolution: int, device: torch.device,
+             normalization: Normalization | None = None, selection: str = "memory") -> MemorySource:
+        """Decode `settings`' dataset at `resolution` and move it to `device`."""
+        data = load_dataset(settings.dataset, resolution, data_dir=settings.data_dir,
+                            val_fraction=settings.val_fraction, split_seed=settings.split_seed,
+                            train_limit=settings.train_limit, skip_bad=settings.skip_bad,
+                            max_pixels=settings.max_pixels)
+        if normalization is None:
+            normalization = (Normalization(data.mean, data.std, "dataset", len(data.train))
+                             if settings.normalization == "dataset" else IMAGENET)
+        return cls(data.to(device), normalization=normalization, pad=settings.pad, flip=settings.flip,
+                   selection=selection)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def name(self) -> str:
+        return self.data.name
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.data.class_names
+
+    @property
+    def resolution(self) -> int:
+        return self.data.resolution
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.train.images.device
+
+    def _split_len(self, split: str) -> int:
+        return len(getattr(self.data, split))
+
+    def labels(self, split: str, limit: int | None = None) -> torch.Tensor:
+        labels = self.data.split(split).labels
+        return labels if limit is None else labels[:limit]
+
+    def to(self, device: torch.device | str) -> MemorySource:
+        return MemorySource(self.data.to(device), normalization=self.normalization, pad=self.pad, flip=self.flip,
+                            selection=self.selection)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "augment": {"pad": self.pad, "flip": self.flip},
+                "skipped_files": list(self.data.skipped)}
+
+    # ------------------------------------------------------------------ batches
+    def train_batches(self, epoch: int, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                      start_step: int = 0, resolution: int | None = None) -> Batches[Batch]:
+        spe = self._check_pass(batch_size, rank, world_size, start_step)
+
+        def items() -> Iterator[tuple[Batch, tuple[str, ...]]]:
+            order = epoch_order(len(self.data.train), seed, epoch)
+            for step in range(start_step, spe):
+                x, y = train_batch(self.data, order, step, batch_size, seed=seed, epoch=epoch, pad=self.pad,
+                                   flip=self.flip)
+                if world_size > 1:
+                    x, y = x[rank::world_size], y[rank::world_size]
+                yield (resize_batch(x, resolution), y), ()
+
+        return Batches(items(), spe - start_step)
+
+    def eval_batches(self, split: str, *, batch_size: int, resolution: int | None = None,
+                     limit: int | None = None) -> Batches[Batch]:
+        n = len(self.data.split(split))
+        n = n if limit is None else min(limit, n)
+        items = (((resize_batch(x, resolution), y), ()) for x, y in eval_batches(self.data, split, batch_size, limit))
+        return Batches(items, -(-n // batch_size))
+
+    def calibration_batches(self, images: int, *, batch_size: int, resolution: int | None = None,
+                            seed: int = 0) -> Batches[torch.Tensor]:
+        chunks = calibration_batches(self.data, images, batch_size, seed)
+        return Batches(((resize_batch(x, resolution), ()) for x in chunks), len(chunks))
+
+
+__all__ = ["DataSplits", "ImageSet", "MemorySource", "calibration_batches", "eval_batches", "load_dataset",
+           "resize_batch", "train_batch"]
