@@ -95,17 +95,17 @@ def random_resized_crop_box(height: int, width: int, scale: tuple[float, float],
     for _ in range(10):
         target = area * _uniform(gen, scale[0], scale[1])
         aspect = math.exp(_uniform(gen, log_lo, log_hi))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
             top = int(torch.randint(0, height - h + 1, (1,), generator=gen))
             left = int(torch.randint(0, width - w + 1, (1,), generator=gen))
             return top, left, h, w
     in_ratio = width / height  # fallback: the central crop with the ratio clamped
     if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
+        w, h = width, round(width / min(ratio))
     elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
+        h, w = height, round(height * max(ratio))
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w

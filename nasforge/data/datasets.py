@@ -17,8 +17,9 @@ import io
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -146,17 +147,28 @@ def decode_image_file(path: Path, *, max_pixels: int) -> torch.Tensor:
         raise DataError(f"{path}: empty file (0 bytes)")
     fmt, mode = _probe(data, path, max_pixels)
     modes = _TORCHVISION_MODES.get(fmt or "", ())
-    if modes is None or mode in modes:
-        from torchvision.io import ImageReadMode, decode_image
-
+    decode = _torchvision_decoder()
+    if decode is not None and (modes is None or mode in modes):
         try:
-            image = decode_image(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
+            with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders (for TorchCodec) on every call
+                warnings.simplefilter("ignore", DeprecationWarning)
+                image = decode(torch.frombuffer(data, dtype=torch.uint8))
         except RuntimeError as exc:
             raise DataError(f"{path}: unreadable {fmt} image ({_torchvision_reason(exc)})") from None
         if image.dtype != torch.uint8:  # 16-bit PNG
             image = (image.to(torch.int32) >> 8).to(torch.uint8)
         return image
     return torch.from_numpy(np.array(open_rgb(path, max_pixels=max_pixels, data=data))).permute(2, 0, 1).contiguous()
+
+
+@lru_cache(maxsize=1)
+def _torchvision_decoder() -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """torchvision's RGB decoder, or None where a future torchvision has dropped it (PIL decodes then)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image
+    except ImportError:
+        return None
+    return lambda data: decode_image(data, mode=ImageReadMode.RGB)
 
 
 def open_rgb(path: Path, *, max_pixels: int, data: bytes | bytearray | None = None) -> Any:
@@ -176,7 +188,7 @@ def open_rgb(path: Path, *, max_pixels: int, data: bytes | bytearray | None = No
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 return im.convert("RGB")
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error... for broken files
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, struct.error...
         raise DataError(f"{path}: unreadable image ({_one_line(exc)})") from None
 
 
@@ -195,7 +207,7 @@ def _probe(data: bytes | bytearray, path: Path, max_pixels: int) -> tuple[str | 
         raise DataError(f"{path}: {size}, over the {max_pixels:,}-pixel limit (decompression-bomb guard)") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image file nasforge can read (corrupt or unknown format)") from None
-    except Exception as exc:  # malformed headers surface as many exception types
+    except Exception as exc:  # noqa: BLE001 - malformed headers surface as many exception types
         raise DataError(f"{path}: unreadable image header ({_one_line(exc)})") from None
     if w * h > max_pixels:
         raise DataError(f"{path}: {w}x{h} = {w * h:,} pixels, over the {max_pixels:,}-pixel limit "

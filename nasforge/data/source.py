@@ -273,7 +273,7 @@ def holdout(n_train: int, val_fraction: float, split_seed: int, train_limit: int
     """(train, val) positions within the training split: a seeded hold-out every run of a dataset shares."""
     gen = torch.Generator().manual_seed(10_007 + split_seed)
     order = torch.randperm(n_train, generator=gen)
-    n_val = int(round(n_train * val_fraction))
+    n_val = round(n_train * val_fraction)
     rest = order[n_val:]
     if train_limit is not None:
         rest = rest[:train_limit]
