@@ -308,6 +308,13 @@ def test_image_modes_become_rgb(tmp_path, mode, fmt):
     assert torch.equal(out, expected)
 
 
+def test_pixel_limit_refuses_large_images_from_the_header(tmp_path):
+    Image.new("RGB", (40, 30)).save(tmp_path / "big.png")
+    with pytest.raises(DataError, match=r"big.png: 40x30 = 1,200 pixels, over the 1,000-pixel limit"):
+        decode_image_file(tmp_path / "big.png", max_pixels=1000)
+    assert decode_image_file(tmp_path / "big.png", max_pixels=1200).shape == (3, 30, 40)
+
+
 def test_sixteen_bit_png_becomes_eight_bit_rgb(tmp_path):
     arr = (np.arange(20 * 30, dtype=np.uint16).reshape(20, 30) * 100).astype(np.uint16)
     Image.fromarray(arr).save(tmp_path / "deep.png")

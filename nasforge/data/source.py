@@ -90,7 +90,7 @@ class DataSettings:
     pad: int = 4  # memory: pad-and-crop augmentation
     flip: bool = True  # both sources: random horizontal flip
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # stream: the papers' augmentation
-    workers: int | None = None  # stream: DataLoader worker processes (None: min(8, CPUs))
+    workers: int | None = None  # stream: DataLoader worker processes (None: this rank's share of the CPUs, <= 8)
     prefetch: int = 2  # stream: batches each worker prepares ahead
 
     def validate(self) -> DataSettings:

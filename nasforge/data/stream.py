@@ -155,6 +155,15 @@ class _ViewTask(torch.utils.data.Dataset):
         return torch.stack(images), torch.tensor(labels, dtype=torch.int64), tuple(bad)
 
 
+def default_workers() -> int:
+    """This process's share of the CPUs it may use (torchrun starts LOCAL_WORLD_SIZE ranks per machine), 1..8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
+
+
 # ---------------------------------------------------------------------------- the source
 @DATA_SOURCES.register("stream", summary="decoded and augmented per batch in DataLoader workers; nothing cached")
 class StreamSource(SourceBase):
@@ -174,7 +183,7 @@ class StreamSource(SourceBase):
         self.settings = settings
         self.device = torch.device(device)
         self.selection = selection
-        self.workers = min(8, os.cpu_count() or 1) if settings.workers is None else settings.workers
+        self.workers = default_workers() if settings.workers is None else settings.workers
 
     @classmethod
     def open(cls, reader: Any, settings: DataSettings, *, resolution: int, device: torch.device,
@@ -296,4 +305,4 @@ class StreamSource(SourceBase):
             yield (x, y.to(self.device, non_blocking=True)), bad
 
 
-__all__ = ["MAX_CONSECUTIVE_BAD", "StreamSource"]
+__all__ = ["MAX_CONSECUTIVE_BAD", "StreamSource", "default_workers"]
