@@ -303,7 +303,7 @@ class Cifar10:
         return self._sets
 
     @property
-    def class_names(self) -> tuple[str, ...]:  # type: ignore[override]
+    def class_names(self) -> tuple[str, ...]:
         return tuple(self._load()[0].classes)
 
     def count(self) -> int:

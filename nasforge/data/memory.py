@@ -85,6 +85,13 @@ def load_dataset(
 ) -> DataSplits:
     """Load a dataset into memory at `resolution` pixels (the space's largest), with a seeded val hold-out."""
     reader = DATASETS.get(dataset)(data_dir, max_pixels=max_pixels)
+    return splits_in_memory(reader, dataset, resolution, val_fraction=val_fraction, split_seed=split_seed,
+                            train_limit=train_limit, skip_bad=skip_bad)
+
+
+def splits_in_memory(reader: Any, dataset: str, resolution: int, *, val_fraction: float, split_seed: int,
+                     train_limit: int | None, skip_bad: bool) -> DataSplits:
+    """`reader`'s images decoded at `resolution`, the val hold-out taken, the training mean/std computed."""
     train, test, skipped = reader.in_memory(resolution, skip_bad=skip_bad)
     rest, val_idx = holdout(len(train), val_fraction, split_seed, train_limit)
     val = train.subset(val_idx)
@@ -175,10 +182,9 @@ class MemorySource(SourceBase):
     def open(cls, reader: Any, settings: DataSettings, *, resolution: int, device: torch.device,
              normalization: Normalization | None = None, selection: str = "memory") -> MemorySource:
         """Decode `settings`' dataset at `resolution` and move it to `device`."""
-        data = load_dataset(settings.dataset, resolution, data_dir=settings.data_dir,
-                            val_fraction=settings.val_fraction, split_seed=settings.split_seed,
-                            train_limit=settings.train_limit, skip_bad=settings.skip_bad,
-                            max_pixels=settings.max_pixels)
+        data = splits_in_memory(reader, settings.dataset, resolution, val_fraction=settings.val_fraction,
+                                split_seed=settings.split_seed, train_limit=settings.train_limit,
+                                skip_bad=settings.skip_bad)
         if normalization is None:
             normalization = (Normalization(data.mean, data.std, "dataset", len(data.train))
                              if settings.normalization == "dataset" else IMAGENET)
@@ -251,4 +257,4 @@ class MemorySource(SourceBase):
 
 
 __all__ = ["DataSplits", "ImageSet", "MemorySource", "calibration_batches", "eval_batches", "load_dataset",
-           "resize_batch", "train_batch"]
+           "resize_batch", "splits_in_memory", "train_batch"]
