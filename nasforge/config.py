@@ -60,17 +60,14 @@ def load_dataclass(
     cls: type[T],
     raw: Any,
     *,
-    source: str = "<memory>",
+    source: str | None = "<memory>",
     error: type[NasforgeError] = ConfigError,
-    prefix: str = "",
 ) -> T:
-    """Build `cls` from a YAML mapping; every problem is one `error` naming `source` and the field."""
+    """Build `cls` from a YAML mapping; every problem is one `error` naming `source` (if any) and the field."""
     try:
-        return _build(cls, raw, prefix)
-    except FieldError as exc:
-        raise error(f"{source}: {exc}") from None
+        return _build(cls, raw, "")
     except ConfigError as exc:
-        raise error(f"{source}: {exc}") from None
+        raise error(f"{source}: {exc}" if source else str(exc)) from None
 
 
 def replace_path(obj: T, dotted: str, value: Any) -> T:

@@ -9,17 +9,18 @@ with a decorator where it is defined::
     @ENGINES.register("nsga2", summary="pymoo's NSGA-II")
     class PymooEngine: ...
 
-The built-in modules named in `modules` are imported on the first lookup (so they must be cheap
-to import: heavy libraries load inside their functions), then any installed plugin that declares
-an entry point in the group ``nasforge.<kind>s`` (e.g. ``nasforge.engines``). Nothing outside a
-registry branches on an entry's name: the CLI lists `names()` in its help and errors, and the
-conformance suites in `nasforge.testing.conformance` run over every entry.
+The built-in modules named in `modules` are imported on the first lookup, then any installed plugin
+that declares an entry point in the group ``nasforge.<kind>s`` (e.g. ``nasforge.engines``). Where
+importing a module is expensive (torch), `modules` maps each module to the names it registers, so
+`names()` (the CLI's help) costs nothing and `get(name)` imports only the module that defines it.
+Nothing outside a registry branches on an entry's name: the CLI lists `names()` in its help and
+errors, and the conformance suites in `nasforge.testing.conformance` run over every entry.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -43,15 +44,21 @@ class Registry(Generic[T]):
         self,
         kind: str,
         *,
-        modules: Sequence[str] = (),
+        modules: Sequence[str] | Mapping[str, Sequence[str]] = (),
         error: type[NasforgeError] = ConfigError,
         plural: str | None = None,
     ) -> None:
         self.kind = kind
         self.plural = plural or f"{kind}s"
         self.error = error
-        self._modules = tuple(modules)
+        self._declared: dict[str, str] = {}  # name -> the module that registers it (lazy built-ins)
+        if isinstance(modules, Mapping):
+            self._declared = {name: module for module, names in modules.items() for name in names}
+            self._modules: tuple[str, ...] = ()
+        else:
+            self._modules = tuple(modules)
         self._entries: dict[str, Entry[T]] = {}
+        self._plugins: dict[str, object] = {}  # name -> entry point, loaded on first `get`
         self._loaded = False
         self._loading = False
 
@@ -92,31 +99,45 @@ class Registry(Generic[T]):
         from importlib.metadata import entry_points
 
         for ep in entry_points(group=f"nasforge.{self.plural}"):
-            try:
-                obj = ep.load()
-            except Exception as exc:  # a broken plugin must not break the built-in entries
-                import warnings
+            if ep.name not in self._entries and ep.name not in self._declared:
+                self._plugins[ep.name] = ep
 
-                warnings.warn(f"nasforge {self.kind} plugin {ep.name!r} failed to load: {exc}", stacklevel=2)
-                continue
-            if ep.name not in self._entries:
-                self.add(ep.name, obj)
+    def _resolve(self, name: str) -> Entry[T] | None:
+        """The entry `name`, importing the module (or loading the plugin) that defines it if needed."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            return entry
+        if name in self._declared:
+            importlib.import_module(self._declared[name])
+            entry = self._entries.get(name)
+            if entry is None:
+                raise RuntimeError(f"{self._declared[name]} does not register the {self.kind} {name!r} it declares")
+            return entry
+        ep = self._plugins.get(name)
+        if ep is not None:
+            try:
+                self.add(name, ep.load())  # type: ignore[attr-defined]
+            except Exception as exc:  # a broken plugin is named, not a traceback
+                raise self.error(f"the {self.kind} plugin {name!r} failed to load: {exc}") from None
+            return self._entries[name]
+        return None
 
     def get(self, name: str) -> T:
         self._load()
-        entry = self._entries.get(name)
+        entry = self._resolve(name)
         if entry is None:
             raise self.error(f"unknown {self.kind} {name!r}; expected one of {', '.join(self.names())}")
         return entry.obj
 
     def names(self) -> tuple[str, ...]:
-        """Registered names in registration order (built-ins first, as their modules list them)."""
+        """Every name: built-ins first (in their declared/registration order), then plugins."""
         self._load()
-        return tuple(self._entries)
+        return tuple(dict.fromkeys([*self._declared, *self._entries, *self._plugins]))
 
     def entries(self) -> tuple[Entry[T], ...]:
+        """Every entry, imported (lists that need the objects themselves: conformance suites)."""
         self._load()
-        return tuple(self._entries.values())
+        return tuple(e for e in (self._resolve(n) for n in self.names()) if e is not None)
 
     def summary(self, name: str) -> str:
         self.get(name)
@@ -127,8 +148,7 @@ class Registry(Generic[T]):
         return " | ".join(self.names())
 
     def __contains__(self, name: object) -> bool:
-        self._load()
-        return name in self._entries
+        return name in self.names()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -19,9 +19,9 @@ def rng() -> np.random.Generator:
 def tiny_run(tmp_path_factory):
     """A briefly trained tiny-mbv3 supernet on a slice of digits (a real run folder, seconds on CPU)."""
     from nasforge.testing.train import tiny_train_config
-    from nasforge.train.loop import train_supernet
+    from nasforge.train import train_supernet
 
     cfg = tiny_train_config(schedule__name="sandwich", epochs=2)
     run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
-    train_supernet(cfg, run_dir, progress=False)
+    train_supernet(cfg, run_dir)
     return run_dir

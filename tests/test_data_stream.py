@@ -82,7 +82,7 @@ def test_registries_list_datasets_sources_and_policies():
     assert DATA_SOURCES.get("memory") is MemorySource and DATA_SOURCES.get("stream") is StreamSource
     assert AUTO_AUGMENTS.names() == ("none", "randaugment", "autoaugment")
     assert all(DATA_SOURCES.summary(n) for n in DATA_SOURCES.names())
-    with pytest.raises(DataError, match="unknown dataset 'mnist'; expected one of digits, cifar10, imagefolder"):
+    with pytest.raises(ConfigError, match="unknown dataset 'mnist'; expected one of digits, cifar10, imagefolder"):
         open_source(DataSettings(dataset="mnist"), resolution=32)
     with pytest.raises(ConfigError, match="expected one of auto, memory, stream"):
         open_source(DataSettings(loader="disk"), resolution=32)

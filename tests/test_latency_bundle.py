@@ -42,7 +42,7 @@ def test_bundle_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     topk = space.sample_many(rng, 2)
     bundle = tmp_path / "bundle.zip"
-    manifest = write_bundle(bundle, space, target, validate=6, topk=topk, warmup=1, repeats=3, progress=False)
+    manifest = write_bundle(bundle, space, target, validate=6, topk=topk, warmup=1, repeats=3)
     with zipfile.ZipFile(bundle) as zf:
         names = set(zf.namelist())
     assert "manifest.json" in names and "profile_bundle.py" in names

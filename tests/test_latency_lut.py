@@ -22,7 +22,7 @@ def built(tmp_path_factory):
     space = tiny_space("tiny-mbv3")
     timer = Timer(load_target("cpu"), threads=1, warmup=1, repeats=5, pin=False)
     out = tmp_path_factory.mktemp("lut") / "tiny.json"
-    table = build_table(space, timer, out, progress=False)
+    table = build_table(space, timer, out)
     return space, timer, out, table
 
 
@@ -50,17 +50,17 @@ def test_rerun_resumes_and_skips_measured_entries(built, monkeypatch):
     calls = []
     real = timer.block
     monkeypatch.setattr(timer, "block", lambda spec: calls.append(spec.key) or real(spec))
-    build_table(space, timer, out, progress=False)
+    build_table(space, timer, out)
     assert sorted(calls) == dropped
     calls.clear()
-    build_table(space, timer, out, progress=False)
+    build_table(space, timer, out)
     assert calls == []
 
 
 def test_resume_refuses_another_space(built, tmp_path):
     _, timer, out, _ = built
     with pytest.raises(LatencyError, match="space_fingerprint"):
-        build_table(tiny_space("tiny-resnet"), timer, out, progress=False)
+        build_table(tiny_space("tiny-resnet"), timer, out)
 
 
 def test_lookup_sum_and_missing_key_error(built):
@@ -98,7 +98,7 @@ def test_real_validation_runs_end_to_end(built, tmp_path):
     space, timer, out, _ = built
     table = LatencyTable.load(out)
     table.path = ""
-    result = validate_table(space, table, timer, 6, progress=False)
+    result = validate_table(space, table, timer, 6)
     assert result["n"] == 6 and 0 <= result["raw"]["within_10pct"] <= 1
 
 

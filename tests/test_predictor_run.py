@@ -19,11 +19,11 @@ def tiny_run(tmp_path_factory):
     import torch
 
     from nasforge.testing.train import tiny_train_config
-    from nasforge.train.loop import train_supernet
+    from nasforge.train import train_supernet
 
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("run") / "tiny"
-    train_supernet(tiny_train_config(epochs=1), run, progress=False)
+    train_supernet(tiny_train_config(epochs=1), run)
     return run
 
 

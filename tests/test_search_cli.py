@@ -19,10 +19,10 @@ runner = CliRunner()
 
 @pytest.fixture
 def fakes(monkeypatch):
-    import nasforge.cli.search as cli_search
+    import nasforge.pipelines.search as pipeline
 
-    monkeypatch.setattr(cli_search, "_load_predictor", lambda path, run_dir, space: SyntheticAccuracy(space))
-    monkeypatch.setattr(cli_search, "_load_latency", lambda target, space, lut: TableLatency(space, target=target))
+    monkeypatch.setattr(pipeline, "load_accuracy", lambda path, run_dir, space: SyntheticAccuracy(space))
+    monkeypatch.setattr(pipeline, "load_latency", lambda target, space, lut: TableLatency(space, target=target))
 
 
 @pytest.mark.parametrize("bad", ["latency<15", "foo<=3", "macs<=12Q", "latency<="])

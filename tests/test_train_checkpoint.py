@@ -11,7 +11,7 @@ import torch
 from nasforge.errors import CheckpointError
 from nasforge.testing.train import tiny_train_config
 from nasforge.train import checkpoint as ckpt
-from nasforge.train.loop import train_supernet
+from nasforge.train import train_supernet
 
 torch.set_num_threads(1)
 
@@ -27,15 +27,15 @@ def reference(tmp_path_factory):
     cfg = tiny_train_config(schedule__name="delayed", epochs=3, schedule__shrink_fraction=0.4,
                             schedule__eps_window_epochs=0.5, checkpoint_every_steps=3)
     run = tmp_path_factory.mktemp("ref") / "run"
-    return cfg, train_supernet(cfg, run, progress=False)
+    return cfg, train_supernet(cfg, run)
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(reference, tmp_path):
     cfg, full = reference
     run = tmp_path / "run"
-    first = train_supernet(cfg, run, until_epoch=1, progress=False)
+    first = train_supernet(cfg, run, until_epoch=1)
     assert not first.finished and len(first.metrics) == 1
-    resumed = train_supernet(cfg, run, resume=True, progress=False)
+    resumed = train_supernet(cfg, run, resume=True)
     assert resumed.finished
     assert _max_diff(full.supernet, resumed.supernet) <= 1e-6
     logged = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line]
@@ -46,7 +46,7 @@ def test_corrupt_last_falls_back_to_prev_mid_epoch(reference, tmp_path):
     """last.pt garbage -> prev.pt (a mid-epoch checkpoint) is used, and the result is still exact."""
     cfg, full = reference
     run = tmp_path / "run"
-    train_supernet(cfg, run, until_epoch=1, progress=False)  # 8 steps/epoch: ckpts at 3, 6, then 8 (last)
+    train_supernet(cfg, run, until_epoch=1)  # 8 steps/epoch: ckpts at 3, 6, then 8 (last)
     prev = torch.load(run / "checkpoints" / "prev.pt", weights_only=True)
     assert prev["iteration"] == 6
     (run / "checkpoints" / "last.pt").write_bytes(b"\x00garbage" * 100)
@@ -54,14 +54,14 @@ def test_corrupt_last_falls_back_to_prev_mid_epoch(reference, tmp_path):
         state, path = ckpt.load_latest(run / "checkpoints")
     assert path.name == "prev.pt" and state["iteration"] == 6
     with pytest.warns(UserWarning):
-        resumed = train_supernet(cfg, run, resume=True, progress=False)
+        resumed = train_supernet(cfg, run, resume=True)
     assert _max_diff(full.supernet, resumed.supernet) <= 1e-6
 
 
 def test_truncated_checkpoint_is_rejected(reference, tmp_path):
     cfg, _ = reference
     src = tmp_path / "ck"
-    train_supernet(cfg, tmp_path / "run", until_epoch=1, progress=False)
+    train_supernet(cfg, tmp_path / "run", until_epoch=1)
     shutil.copytree(tmp_path / "run" / "checkpoints", src)
     data = (src / "last.pt").read_bytes()
     (src / "last.pt").write_bytes(data[: len(data) // 2])
@@ -100,7 +100,7 @@ def test_write_killed_midway_never_replaces_the_good_checkpoint(tmp_path, monkey
 
 def test_resume_rejects_other_space(reference, tmp_path):
     cfg, _ = reference
-    train_supernet(cfg, tmp_path / "run", until_epoch=1, progress=False)
+    train_supernet(cfg, tmp_path / "run", until_epoch=1)
     with pytest.raises(CheckpointError, match="is for space"):
         ckpt.load_latest(tmp_path / "run" / "checkpoints", fingerprint="0000")
 
@@ -109,9 +109,9 @@ def test_fresh_run_refuses_existing_run_dir(reference, tmp_path):
     from nasforge.errors import ConfigError
 
     cfg, _ = reference
-    train_supernet(cfg, tmp_path / "run", until_epoch=1, progress=False)
+    train_supernet(cfg, tmp_path / "run", until_epoch=1)
     with pytest.raises(ConfigError, match="--resume"):
-        train_supernet(cfg, tmp_path / "run", progress=False)
+        train_supernet(cfg, tmp_path / "run")
 
 
 def test_progressive_resume_across_teacher_freeze_is_exact(tmp_path):
@@ -124,9 +124,9 @@ def test_progressive_resume_across_teacher_freeze_is_exact(tmp_path):
     )
     cfg = tiny_train_config(schedule__name="progressive", epochs=3, schedule__phases=phases,
                             data__train_limit=64)
-    full = train_supernet(cfg, tmp_path / "a", progress=False)
-    train_supernet(cfg, tmp_path / "b", until_epoch=2, progress=False)
+    full = train_supernet(cfg, tmp_path / "a")
+    train_supernet(cfg, tmp_path / "b", until_epoch=2)
     state = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
     assert state["phase"] == "kernel" and state["teacher"] is not None
-    resumed = train_supernet(cfg, tmp_path / "b", resume=True, progress=False)
+    resumed = train_supernet(cfg, tmp_path / "b", resume=True)
     assert _max_diff(full.supernet, resumed.supernet) <= 1e-6

@@ -10,7 +10,7 @@ import torch
 from nasforge.testing import TINY_SPACES_DIR
 from nasforge.testing.train import tiny_train_config
 from nasforge.train.config import PhaseConfig
-from nasforge.train.loop import train_supernet
+from nasforge.train import train_supernet
 
 torch.set_num_threads(1)
 
@@ -27,7 +27,7 @@ def test_schedule_runs_on_family(family, schedule, tmp_path):
     cfg = tiny_train_config(space=str(TINY_SPACES_DIR / f"{family}.yaml"), schedule__name=schedule, epochs=2,
                             data__train_limit=32, schedule__phases=PHASES, schedule__eps_window_epochs=0.5,
                             eval__max_images=32, eval__calib_images=32)
-    result = train_supernet(cfg, tmp_path / "run", progress=False)
+    result = train_supernet(cfg, tmp_path / "run")
     assert result.finished and (tmp_path / "run" / "supernet.pt").exists()
     for record in result.metrics:
         assert math.isfinite(record["train_loss"])

@@ -12,7 +12,7 @@ from nasforge.errors import CheckpointError
 from nasforge.testing import tiny_space
 from nasforge.testing.train import tiny_train_config
 from nasforge.train.config import PhaseConfig
-from nasforge.train.loop import train_supernet
+from nasforge.train import train_supernet
 from nasforge.train.runs import evaluate_subnets, load_run
 from nasforge.train.schedules import DelayedStrategy, GeneBounds, ProgressiveStrategy, SandwichStrategy, split_epochs
 
@@ -31,7 +31,7 @@ def _losses(metrics):
 
 def test_sandwich_trains_and_writes_run(tmp_path):
     cfg = tiny_train_config(schedule__name="sandwich", epochs=3)
-    result = train_supernet(cfg, tmp_path / "run", progress=False)
+    result = train_supernet(cfg, tmp_path / "run")
     losses = _losses(result.metrics)
     assert result.finished and losses[-1] < losses[0]
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -53,7 +53,7 @@ def test_sandwich_trains_and_writes_run(tmp_path):
 
 def test_delayed_trains_full_model_first_then_shrinks(tmp_path):
     cfg = tiny_train_config(schedule__name="delayed", epochs=4, schedule__shrink_fraction=0.5)
-    result = train_supernet(cfg, tmp_path / "run", progress=False)
+    result = train_supernet(cfg, tmp_path / "run")
     assert [m["phase"] for m in result.metrics] == ["full", "full", "eps-warmup", "shrink"]
     losses = _losses(result.metrics)
     assert losses[-1] < losses[0]
@@ -61,7 +61,7 @@ def test_delayed_trains_full_model_first_then_shrinks(tmp_path):
 
 def test_progressive_runs_all_phases_with_phase_outputs(tmp_path):
     cfg = tiny_train_config(schedule__name="progressive", epochs=4, schedule__phases=SHORT_PHASES)
-    result = train_supernet(cfg, tmp_path / "run", progress=False)
+    result = train_supernet(cfg, tmp_path / "run")
     assert [m["phase"] for m in result.metrics] == ["full", "full", "kernel", "depth"]
     losses = _losses(result.metrics)
     assert losses[-1] < losses[0]

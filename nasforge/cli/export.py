@@ -11,6 +11,7 @@ from rich.table import Table
 
 from nasforge.cli import app
 from nasforge.cli._common import console
+from nasforge.cli.progress import progress_bar
 from nasforge.errors import ConfigError
 
 RunOpt = Annotated[Path, typer.Option("--run", help="Run folder of `nasforge train-supernet`.")]
@@ -49,7 +50,7 @@ def export_command(
 ) -> None:
     """Extract a subnet (BN recalibrated), export it, verify it in ONNX Runtime and write a sidecar JSON."""
     from nasforge.export.pipeline import PreparedSubnet, export_prepared, prepare_from_run
-    from nasforge.export.standalone import load_standalone
+    from nasforge.supernet.standalone import load_standalone
 
     if (arch is None) == (checkpoint is None):
         raise ConfigError("give exactly one of --arch (with --run) or --checkpoint")
@@ -113,8 +114,10 @@ def finetune_command(
     loaded = _load(run, device)
     a = _arch(loaded, arch)
     path = out or run / "finetuned" / f"{a.key}.pt"
-    result = finetune_subnet(loaded, a, path, epochs=epochs, lr=lr, kd=kd, batch_size=batch_size, seed=seed,
-                             console=console)
+    steps = epochs * loaded.data().steps_per_epoch(batch_size or loaded.config.data.batch_size)
+    with progress_bar(console, "finetune", steps, extra="loss {task.fields[loss]:.3f}", loss=float("nan")) as update:
+        result = finetune_subnet(loaded, a, path, epochs=epochs, lr=lr, kd=kd, batch_size=batch_size, seed=seed,
+                                 on_step=lambda done, total, loss: update(completed=done, loss=loss))
     table = Table(title=f"fine-tuned {result.path}")
     for col in ("split", "before (supernet weights)", "after"):
         table.add_column(col)

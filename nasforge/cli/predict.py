@@ -33,7 +33,7 @@ def _dataset_name(run: Any) -> str:
 
 def _evaluate_checkpoint(checkpoint: Path, run: Path | None, splits: list[str], device: str, as_json: bool) -> None:
     """A standalone subnet's accuracy with its own BN statistics, on the splits of the run it came from."""
-    from nasforge.export.standalone import load_standalone
+    from nasforge.supernet.standalone import load_standalone
     from nasforge.train import runs
     from nasforge.train.evaluate import accuracy
 

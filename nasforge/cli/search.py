@@ -9,38 +9,7 @@ import typer
 
 from nasforge.cli import app
 from nasforge.cli._common import console
-from nasforge.errors import ConfigError
-
-
-def _load_run(run_dir: Path) -> Any:
-    """The trained run (space with its real class count, supernet, checkpoint hash)."""
-    from nasforge.train.runs import load_run
-
-    return load_run(run_dir, device="auto")
-
-
-def _load_predictor(path: Path | None, run: Any, space: Any) -> Any:
-    """The run's predictor (refused if built for another space or supernet), or the one at `path`."""
-    from nasforge.predictors import load_predictor, load_run_predictor
-
-    if run is not None:
-        return load_run_predictor(run, path)
-    if path is None:
-        raise ConfigError("accuracy needs a predictor: give --predictor PATH or --run RUN_DIR")
-    return load_predictor(path, space)
-
-
-def _load_latency(target: str, space: Any, lut: Path | None) -> Any:
-    from nasforge.latency import load_latency_model
-
-    return load_latency_model(target, space, lut_path=lut)
-
-
-def _measure(run: Any) -> Any:
-    """linas's real measurement: top-1 on the run's validation split, BN recalibrated."""
-    from nasforge.train.runs import evaluate_subnets
-
-    return lambda archs: evaluate_subnets(run, list(archs), split="val")
+from nasforge.cli.progress import progress_bar
 
 
 @app.command("search")
@@ -76,82 +45,27 @@ def search_command(
             "pop_size": pop_size, "mutation_rate": mutation_rate, "resume": resume,
         },
     )
-    run_search_from_config(cfg)
+    from nasforge.pipelines.search import default_out, search_from_config
+
+    with progress_bar(console, f"[bold]{cfg.engine}[/]", cfg.budget, extra="HV {task.fields[hv]:.4f}",
+                      transient=True, hv=0.0) as update:
+        outcome = search_from_config(cfg, on_step=lambda step, n, hv: update(completed=n, hv=hv))
+    _print_front(outcome.result)
+    console.print(f"front: {len(outcome.result.front)} archs -> {outcome.paths['pareto']}  "
+                  f"(history, hypervolume.csv, pareto.png in {default_out(cfg)})")
 
 
-def run_search_from_config(cfg: Any) -> Any:
-    """Load the space, predictor and latency model a config names, search, write and print the front."""
-    import numpy as np
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from nasforge.search import Evaluator, SearchProblem, make_engine, run_search, write_outputs
-    from nasforge.space import load_space
-
-    run_dir = Path(cfg.run) if cfg.run else None
-    if run_dir is not None and not run_dir.is_dir():
-        raise ConfigError(f"--run {run_dir}: no such directory")
-    loaded = _load_run(run_dir) if run_dir is not None else None
-    if cfg.space is None and loaded is None:
-        raise ConfigError("give --run RUN_DIR (or --space S with --predictor PATH)")
-    space = load_space(cfg.space) if cfg.space else loaded.space
-    constraints = cfg.parsed_constraints()
-    used = set(cfg.objectives) | {c.metric for c in constraints}
-    accuracy = _load_predictor(Path(cfg.predictor) if cfg.predictor else None, loaded, space) if "accuracy" in used else None
-    if "latency" in used and not cfg.target:
-        raise ConfigError("latency is an objective or constraint: give --target NAME")
-    latency = _load_latency(cfg.target, space, Path(cfg.lut) if cfg.lut else None) if cfg.target else None
-    measure = None
-    if cfg.engine == "linas":
-        if run_dir is None:
-            raise ConfigError("engine linas measures real accuracy: give --run RUN_DIR")
-        measure = _measure(loaded)
-    problem = SearchProblem(space, Evaluator(space, accuracy, latency), tuple(cfg.objectives), constraints)
-    eng = make_engine(cfg.engine, pop_size=cfg.pop_size, mutation_rate=cfg.mutation_rate, measure=measure)
-    if cfg.out:
-        out_dir = Path(cfg.out)
-    elif run_dir is not None:
-        out_dir = run_dir / f"search-{cfg.target or 'cost'}"
-    else:
-        out_dir = Path("search-out")
-    with Progress(
-        TextColumn(f"[bold]{cfg.engine}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("HV {task.fields[hv]:.4f}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
-    ) as progress:
-        task = progress.add_task("search", total=cfg.budget, hv=0.0)
-        result = run_search(
-            problem, eng, budget=cfg.budget, seed=cfg.seed, out_dir=out_dir, storage=cfg.storage,
-            worker=cfg.worker, resume=cfg.resume,
-            on_step=lambda step, n, hv: progress.update(task, completed=n, hv=hv),
-        )
-    paths = write_outputs(result, out_dir)
-    from nasforge.io import atomic_write_text
-
-    import yaml
-
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    if not len(result.front):
-        from nasforge.search import SearchError
-
-        raise SearchError(
-            f"no evaluated arch met {', '.join(c.text for c in constraints)} in {len(result.history)} evaluations; "
-            f"history is in {paths['history']}"
-        )
-    _print_front(result, np)
-    console.print(f"front: {len(result.front)} archs -> {paths['pareto']}  (history, hypervolume.csv, pareto.png in {out_dir})")
-    return result
-
-
-def _print_front(result: Any, np: Any) -> None:
+def _print_front(result: Any) -> None:
     from rich.table import Table
+
+    from nasforge.arch import ArchConfig
 
     rows = result.front_rows()
     src = result.problem.evaluator.latency_source
     table = Table(title=f"Pareto front ({result.engine}, {len(result.history)} evaluations, HV {result.hv[-1][2]:.4f})")
     for col in ("#", "accuracy %", f"latency ms ({src})" if src else "latency ms", "MACs", "params", "arch"):
-        table.add_column(col, justify="left" if col == "arch" else "right")
+        table.add_column(col, justify="left" if col == "arch" else "right", overflow="fold")
     for i, r in enumerate(rows):
-        from nasforge.arch import ArchConfig
-
         table.add_row(
             str(i),
             "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}",

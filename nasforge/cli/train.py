@@ -16,7 +16,8 @@ from nasforge.errors import ConfigError
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Training YAML (default configs/train/default.yaml).")]
 ScheduleOpt = Annotated[Optional[str], typer.Option("--schedule", help="progressive | sandwich | delayed.")]
 SpaceOverride = Annotated[Optional[str], typer.Option("--space", help="Shipped space name or a space YAML path.")]
-DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="digits | cifar10 | imagefolder.")]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="digits | cifar10 | imagefolder (a registered dataset).")]
+LoaderOpt = Annotated[Optional[str], typer.Option("--loader", help="auto | memory | stream: how images are read (auto: by decoded size).")]
 DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Dataset folder (never downloaded).")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="The whole run's epoch budget.")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: a fresh one under runs/).")]
@@ -38,13 +39,13 @@ def _fresh_out(prefix: str) -> Path:
 
 
 def _resolve(config: Path | None, out: Path | None, resume: bool, overrides: dict[str, Any]):  # type: ignore[no-untyped-def]
-    from nasforge.train.config import apply_overrides, load_config, read_run_config, validate
+    from nasforge.train.config import apply_overrides, load_config, read_run_config
 
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
         base = read_run_config(out / "config.yaml") if config is None else load_config(config)
-        return validate(apply_overrides(base, overrides)), out
+        return apply_overrides(base, overrides), out
     return load_config(config, overrides), out
 
 
@@ -85,9 +86,15 @@ def train_subnet_command(
 
 
 def _run(cfg, out: Path, resume: bool, until_epoch: int | None, quiet: bool) -> None:  # type: ignore[no-untyped-def]
-    from nasforge.train.loop import train_supernet
+    from nasforge.cli.train_progress import TrainProgress
+    from nasforge.train import train_supernet
 
-    result = train_supernet(cfg, out, resume=resume, until_epoch=until_epoch, progress=not quiet, console=console)
+    progress = [] if quiet else [TrainProgress(console)]
+    try:
+        result = train_supernet(cfg, out, resume=resume, until_epoch=until_epoch, callbacks=progress)
+    finally:
+        for p in progress:
+            p.close()
     if result.metrics and not quiet:
         console.print(json.dumps({"run_dir": str(out), "finished": result.finished, **result.metrics[-1]}))
     elif not quiet:

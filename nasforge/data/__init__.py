@@ -6,41 +6,31 @@
 
 `source.py` the interface, settings and selection; `memory.py` the decoded-in-memory source (and the
 original `load_dataset` / `train_batch` / `eval_batches` / `calibration_batches` functions, unchanged);
-`stream.py` the DataLoader-backed source; `datasets.py` the readers; `augment.py` the transforms.
+`stream.py` the DataLoader-backed source; `datasets.py` the readers; `augment.py` the transforms;
+`registry.py` the (torch-free) registries. Names are imported on first use, so listing the registries
+(the CLI's help) does not import torch.
 """
 
 from __future__ import annotations
 
-from nasforge.data.augment import AUTO_AUGMENTS, AugmentConfig
-from nasforge.data.datasets import IMAGE_SUFFIXES, DatasetReader, ImageSet, decode_image_file
-from nasforge.data.memory import (
-    DataSplits,
-    MemorySource,
-    calibration_batches,
-    eval_batches,
-    load_dataset,
-    train_batch,
-)
-from nasforge.data.source import (
-    DATA_SOURCES,
-    DATASETS,
-    IMAGENET,
-    Batch,
-    Batches,
-    DataSettings,
-    DataSource,
-    Normalization,
-    batch_generator,
-    decoded_bytes,
-    epoch_order,
-    open_source,
-    steps_per_epoch,
-)
-from nasforge.data.stream import StreamSource
+import importlib
+from typing import Any
 
-__all__ = [
-    "AUTO_AUGMENTS", "DATASETS", "DATA_SOURCES", "IMAGENET", "IMAGE_SUFFIXES", "AugmentConfig", "Batch", "Batches",
-    "DataSettings", "DataSource", "DataSplits", "DatasetReader", "ImageSet", "MemorySource", "Normalization",
-    "StreamSource", "batch_generator", "calibration_batches", "decode_image_file", "decoded_bytes", "epoch_order",
-    "eval_batches", "load_dataset", "open_source", "steps_per_epoch", "train_batch",
-]
+_EXPORTS = {
+    "nasforge.data.registry": ("DATASETS", "DATA_SOURCES", "LOADER_CHOICES"),
+    "nasforge.data.augment": ("AUTO_AUGMENTS", "AugmentConfig"),
+    "nasforge.data.datasets": ("IMAGE_SUFFIXES", "DatasetReader", "ImageSet", "decode_image_file"),
+    "nasforge.data.memory": ("DataSplits", "MemorySource", "as_source", "calibration_batches", "eval_batches",
+                             "load_dataset", "train_batch"),
+    "nasforge.data.source": ("IMAGENET", "Batch", "Batches", "DataSettings", "DataSource", "Normalization",
+                             "batch_generator", "decoded_bytes", "epoch_order", "open_source", "steps_per_epoch"),
+    "nasforge.data.stream": ("StreamSource",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'nasforge.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

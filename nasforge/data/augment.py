@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
 
 from nasforge.errors import ConfigError
+from nasforge.config import Validated, check, field_error
 from nasforge.registry import Registry
 
 Policy = Callable[[torch.Tensor, torch.Generator, "AugmentConfig"], torch.Tensor]
@@ -29,32 +30,29 @@ AUTO_AUGMENTS: Registry[Policy] = Registry("auto-augment policy", plural="auto_a
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Validated):
     """Training augmentation of the streaming source and its evaluation crop."""
 
     scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area fraction
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RandomResizedCrop aspect ratio
-    color_jitter: float = 0.0  # brightness/contrast/saturation in [1 - j, 1 + j]; 0 = off (OFA used ~0.12)
-    auto_augment: str = "none"  # none | randaugment | autoaugment
-    randaugment_ops: int = 2
-    randaugment_magnitude: int = 9  # of 31 bins (torchvision's RandAugment; AttentiveNAS: rand-m9)
-    eval_crop: float = 0.875  # evaluation: shorter side to round(r / eval_crop), then centre crop r
+    # brightness/contrast/saturation in [1 - j, 1 + j]; 0 = off (OFA used ~0.12)
+    color_jitter: float = field(default=0.0, metadata=check(ge=0, lt=1))
+    auto_augment: str = field(default="none", metadata=check(choices=AUTO_AUGMENTS))  # none | randaugment | ...
+    randaugment_ops: int = field(default=2, metadata=check(ge=0))
+    # of 31 bins (torchvision's RandAugment; AttentiveNAS: rand-m9)
+    randaugment_magnitude: int = field(default=9, metadata=check(ge=0, le=30))
+    # evaluation: shorter side to round(r / eval_crop), then centre crop r
+    eval_crop: float = field(default=0.875, metadata=check(gt=0, le=1))
 
-    def validate(self) -> AugmentConfig:
+    def __post_init__(self) -> None:
+        super().__post_init__()
         lo, hi = self.scale
         if not 0 < lo <= hi <= 1:
-            raise ConfigError(f"augment.scale must satisfy 0 < min <= max <= 1, got {self.scale}")
+            raise field_error("scale", "0 < min <= max <= 1", self.scale)
         if not 0 < self.ratio[0] <= self.ratio[1]:
-            raise ConfigError(f"augment.ratio must satisfy 0 < min <= max, got {self.ratio}")
-        if not 0 <= self.color_jitter < 1:
-            raise ConfigError(f"augment.color_jitter must be in [0, 1), got {self.color_jitter}")
-        if self.auto_augment not in AUTO_AUGMENTS:
-            raise ConfigError(f"augment.auto_augment {self.auto_augment!r}: expected one of "
-                              f"{', '.join(AUTO_AUGMENTS.names())}")
-        if self.randaugment_ops < 0 or not 0 <= self.randaugment_magnitude <= 30:
-            raise ConfigError("augment: randaugment_ops must be >= 0 and randaugment_magnitude in 0..30")
-        if not 0 < self.eval_crop <= 1:
-            raise ConfigError(f"augment.eval_crop must be in (0, 1], got {self.eval_crop}")
+            raise field_error("ratio", "0 < min <= max", self.ratio)
+
+    def validate(self) -> AugmentConfig:
         return self
 
 

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nasforge.data.source import DATASETS, data_dir_path
+from nasforge.data.registry import DATASETS
+from nasforge.data.source import data_dir_path
 from nasforge.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")

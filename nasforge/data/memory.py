@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from nasforge.data.datasets import ImageSet
+from nasforge.data.registry import DATASETS, DATA_SOURCES
 from nasforge.data.source import (
-    DATA_SOURCES,
-    DATASETS,
     IMAGENET,
     Batch,
     Batches,
@@ -224,8 +223,10 @@ class MemorySource(SourceBase):
                             selection=self.selection)
 
     def describe(self) -> dict[str, Any]:
+        r = self.resolution
         return {**super().describe(), "augment": {"pad": self.pad, "flip": self.flip},
-                "skipped_files": list(self.data.skipped)}
+                "skipped_files": list(self.data.skipped),
+                "eval_preprocess": f"resize the whole image to {r} x {r} (bilinear), then bilinear to r x r"}
 
     # ------------------------------------------------------------------ batches
     def train_batches(self, epoch: int, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
@@ -256,5 +257,12 @@ class MemorySource(SourceBase):
         return Batches(((resize_batch(x, resolution), ()) for x in chunks), len(chunks))
 
 
-__all__ = ["DataSplits", "ImageSet", "MemorySource", "calibration_batches", "eval_batches", "load_dataset",
+def as_source(data: Any) -> Any:
+    """A `DataSource` as is; an in-memory `DataSplits` wrapped as its `MemorySource` (its own mean/std)."""
+    if isinstance(data, DataSplits):
+        return MemorySource(data, normalization=Normalization(data.mean, data.std, "dataset", len(data.train)))
+    return data
+
+
+__all__ = ["DataSplits", "ImageSet", "MemorySource", "as_source", "calibration_batches", "eval_batches", "load_dataset",
            "resize_batch", "splits_in_memory", "train_batch"]

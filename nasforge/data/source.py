@@ -13,26 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
 
+from nasforge.config import Validated, check
 from nasforge.data.augment import AugmentConfig
 from nasforge.errors import ConfigError, DataError
-from nasforge.registry import Registry
+from nasforge.data.registry import DATA_SOURCES, DATASETS, LOADER_CHOICES, LOADERS_AUTO
 
 T = TypeVar("T")
 Batch = tuple[torch.Tensor, torch.Tensor]
 SPLITS = ("train", "val", "test")
 NORMALIZATION_KINDS = ("dataset", "imagenet")
-LOADERS_AUTO = "auto"
-
-# Readers of the datasets nasforge knows (`nasforge.data.datasets.DatasetReader`), and the two ways to serve them.
-DATASETS: Registry[Any] = Registry("dataset", modules=("nasforge.data.datasets",), error=DataError)
-DATA_SOURCES: Registry[Any] = Registry("data source", modules=("nasforge.data.memory", "nasforge.data.stream"),
-                                       plural="data_sources")
-
 
 # ---------------------------------------------------------------------------- normalisation
 @dataclass(frozen=True)
@@ -72,49 +66,41 @@ IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "imagenet
 
 
 # ---------------------------------------------------------------------------- settings
+
+
 @dataclass(frozen=True)
-class DataSettings:
+class DataSettings(Validated):
     """What to read and how: the data half of a run config (the resolution comes from the space)."""
 
-    dataset: str = "digits"
+    dataset: str = field(default="digits", metadata=check(choices=DATASETS))
     data_dir: str | None = None
-    loader: str = LOADERS_AUTO  # auto | memory | stream
-    memory_budget_gib: float = 2.0  # auto streams when N x 3 x R x R decoded bytes exceed this
-    val_fraction: float = 0.1  # seeded hold-out of train (for predictor building); the test split stays apart
-    split_seed: int = 0
-    train_limit: int | None = None
-    normalization: str = "dataset"  # dataset | imagenet
-    norm_images: int = 1000  # stream: training images the dataset mean/std is estimated from
+    loader: str = field(default=LOADERS_AUTO, metadata=check(choices=LOADER_CHOICES))  # auto | memory | stream
+    # auto streams when N x 3 x R x R decoded bytes exceed this
+    memory_budget_gib: float = field(default=2.0, metadata=check(ge=0))
+    # seeded hold-out of train (for predictor building); the test split stays apart
+    val_fraction: float = field(default=0.1, metadata=check(ge=0, lt=1))
+    split_seed: int = field(default=0, metadata=check(ge=0))
+    train_limit: int | None = field(default=None, metadata=check(gt=0))
+    normalization: Literal["dataset", "imagenet"] = "dataset"
+    norm_images: int = field(default=1000, metadata=check(gt=0))  # stream: images the dataset mean/std comes from
     skip_bad: bool = False  # unreadable images are skipped and counted instead of stopping the run
-    max_pixels: int = 89_478_485  # larger images are refused (decompression-bomb guard; PIL's default)
-    pad: int = 4  # memory: pad-and-crop augmentation
+    # larger images are refused (decompression-bomb guard; PIL's default)
+    max_pixels: int = field(default=89_478_485, metadata=check(gt=0))
+    pad: int = field(default=4, metadata=check(ge=0))  # memory: pad-and-crop augmentation
     flip: bool = True  # both sources: random horizontal flip
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # stream: the papers' augmentation
-    workers: int | None = None  # stream: DataLoader worker processes (None: this rank's share of the CPUs, <= 8)
-    prefetch: int = 2  # stream: batches each worker prepares ahead
+    # stream: DataLoader worker processes (None: this rank's share of the CPUs, <= 8)
+    workers: int | None = field(default=None, metadata=check(ge=0))
+    prefetch: int = field(default=2, metadata=check(gt=0))  # stream: batches each worker prepares ahead
 
     def validate(self) -> DataSettings:
-        """Reject impossible values with one line naming the field; returns self."""
-        loaders = (LOADERS_AUTO, *DATA_SOURCES.names())
-        if self.loader not in loaders:
-            raise ConfigError(f"data.loader {self.loader!r}: expected one of {', '.join(loaders)}")
-        if self.dataset not in DATASETS:
-            raise DataError(f"unknown dataset {self.dataset!r}; expected one of {', '.join(DATASETS.names())}")
-        if self.normalization not in NORMALIZATION_KINDS:
-            raise ConfigError(f"data.normalization {self.normalization!r}: expected dataset or imagenet")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.train_limit is not None and self.train_limit <= 0:
-            raise ConfigError(f"data.train_limit must be positive, got {self.train_limit}")
-        if self.memory_budget_gib < 0 or self.norm_images <= 0 or self.max_pixels <= 0 or self.pad < 0:
-            raise ConfigError("data: memory_budget_gib and pad must be >= 0; norm_images and max_pixels positive")
-        if (self.workers is not None and self.workers < 0) or self.prefetch < 1:
-            raise ConfigError(f"data: workers must be >= 0 and prefetch >= 1, got {self.workers} and {self.prefetch}")
-        self.augment.validate()
+        """Settings are checked when built (`nasforge.config`); kept for callers that expect the call."""
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
 
 
 # ---------------------------------------------------------------------------- the interface
@@ -325,7 +311,7 @@ def data_dir_path(data_dir: str | Path | None, dataset: str, needs: str) -> Path
 
 
 __all__ = [
-    "DATASETS", "DATA_SOURCES", "IMAGENET", "Batch", "Batches", "DataSettings", "DataSource", "Normalization",
+    "IMAGENET", "Batch", "Batches", "DataSettings", "DataSource", "Normalization",
     "SourceBase", "batch_generator", "check_share", "check_split", "decoded_bytes", "epoch_order", "holdout",
     "open_source", "share_positions", "steps_per_epoch",
 ]

@@ -26,8 +26,8 @@ import torch
 
 from nasforge.data.augment import AugmentConfig, eval_view, train_view
 from nasforge.data.datasets import Samples
+from nasforge.data.registry import DATA_SOURCES
 from nasforge.data.source import (
-    DATA_SOURCES,
     IMAGENET,
     Batch,
     Batches,
@@ -247,7 +247,8 @@ class StreamSource(SourceBase):
     def describe(self) -> dict[str, Any]:
         s = self.settings
         return {**super().describe(), "workers": self.workers, "prefetch": s.prefetch, "skip_bad": s.skip_bad,
-                "augment": {"flip": s.flip, **asdict(s.augment)}}
+                "augment": {"flip": s.flip, **asdict(s.augment)},
+                "eval_preprocess": f"resize the shorter side to round(r / {s.augment.eval_crop}), centre crop r x r"}
 
     # ------------------------------------------------------------------ batches
     def train_batches(self, epoch: int, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,

@@ -15,13 +15,12 @@ import numpy as np
 import torch
 
 from nasforge.arch import ArchConfig
-from nasforge.data import DataSplits, calibration_batches, eval_batches
+from nasforge.data import DataSource
 from nasforge.errors import ConfigError
 from nasforge.export.onnx import OnnxExportReport, export_onnx
-from nasforge.export.standalone import save_standalone
+from nasforge.supernet.standalone import save_standalone
 from nasforge.io import atomic_write_json
 from nasforge.space import SearchSpace
-from nasforge.supernet import resize_to
 from nasforge.supernet.static import StaticSubnet
 
 
@@ -32,34 +31,28 @@ class PreparedSubnet:
     subnet: StaticSubnet
     space: SearchSpace
     arch: ArchConfig
-    data: DataSplits
+    data: DataSource
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare_from_run(run: Any, arch: ArchConfig, *, calib_images: int = 2000) -> PreparedSubnet:
     """Extract `arch` from a loaded run with BN statistics recalibrated for it (supernet left unchanged)."""
-    from nasforge.train.bn import preserved_bn, recalibrate_bn
+    from nasforge.train.runs import extract_recalibrated
 
-    net, data = run.supernet, run.data()
-    device = next(net.parameters()).device
     arch = run.space.validate(arch)
-    calib = calibration_batches(data, calib_images, 200)
-    with preserved_bn(net), net.active(arch):
-        recalibrate_bn(net, [x.to(device) for x in calib], forward=lambda x: net(resize_to(x, arch.resolution)))
-        subnet = net.extract(arch)
+    subnet = extract_recalibrated(run, arch, calib_images=calib_images)
     provenance = {"run": str(run.path), "supernet_sha256": run.checkpoint_sha256, "bn_calibration_images": calib_images}
-    return PreparedSubnet(subnet.cpu().eval(), run.space, arch, data.to("cpu"), provenance)
+    return PreparedSubnet(subnet.cpu().eval(), run.space, arch, run.data().to("cpu"), provenance)
 
 
-def normalized_images(data: DataSplits, split: str, resolution: int, limit: int | None = None) -> np.ndarray:
+def normalized_images(data: DataSource, split: str, resolution: int, limit: int | None = None) -> np.ndarray:
     """Un-augmented, normalised float images of a split at `resolution`, as the exported model expects them."""
-    chunks = [resize_to(x.float(), resolution) for x, _ in eval_batches(data, split, 512, limit)]
-    return torch.cat(chunks).cpu().numpy()
+    chunks = [x.float().cpu() for x, _ in data.eval_batches(split, batch_size=512, resolution=resolution, limit=limit)]
+    return torch.cat(chunks).numpy()
 
 
-def split_labels(data: DataSplits, split: str, limit: int | None = None) -> np.ndarray:
-    labels = data.split(split).labels.cpu().numpy()
-    return labels if limit is None else labels[:limit]
+def split_labels(data: DataSource, split: str, limit: int | None = None) -> np.ndarray:
+    return data.labels(split, limit).cpu().numpy()
 
 
 @torch.no_grad()
@@ -126,8 +119,10 @@ def export_prepared(
             "layout": "NCHW",
             "dtype": "float32",
             "scale": "x / 255, then (x - mean) / std per channel",
-            "mean": list(data.mean),
-            "std": list(data.std),
+            "mean": list(data.normalization.mean),
+            "std": list(data.normalization.std),
+            "normalization": data.normalization.kind,
+            "preprocess": data.describe().get("eval_preprocess", "resize to the input resolution"),
         },
         "class_names": list(data.class_names),
         "macs": space.macs(arch),
@@ -136,8 +131,8 @@ def export_prepared(
         "latency": latency_entry(space, arch, target),
         "provenance": prepared.provenance,
     }
-    if space.family == "mobilenetv3":
-        sidecar["ofa_arch"] = space.to_ofa_dict(arch)
+    for form, value in space.foreign_forms(arch).items():
+        sidecar[f"{form}_arch"] = value  # e.g. ofa_arch: Once-for-All's {ks, e, d, r}
     report = None
     if fmt == "torch":
         save_standalone(out, subnet, space, {"sidecar": sidecar})
@@ -152,8 +147,8 @@ def export_prepared(
             from nasforge.export.quantize import onnx_accuracy, quantize_int8
 
             int8_path = out.with_name(out.stem + ".int8.onnx")
-            calib = calibration_batches(data, calib_images, 256)
-            calib_x = torch.cat([resize_to(x.float(), arch.resolution) for x in calib]).numpy()
+            calib = data.calibration_batches(calib_images, batch_size=256, resolution=arch.resolution)
+            calib_x = torch.cat([x.float().cpu() for x in calib]).numpy()
             quantize_int8(out, int8_path, calib_x)
             sidecar["int8"] = {
                 "path": str(int8_path),

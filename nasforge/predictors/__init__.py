@@ -11,6 +11,7 @@ Shipped predictors go under the top-level `predictors/` folder (`--out predictor
 
 from nasforge.predictors.base import (
     MODELS,
+    PREDICTORS,
     AccuracyPredictor,
     find_run_predictor,
     load_predictor,
@@ -24,6 +25,7 @@ from nasforge.predictors.store import MeasurementStore
 
 __all__ = [
     "MODELS",
+    "PREDICTORS",
     "AccuracyPredictor",
     "BuildReport",
     "MeasurementStore",

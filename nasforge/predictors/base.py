@@ -11,7 +11,6 @@ hash, so a folder caught half-rewritten is refused instead of silently mixing tw
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import json
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ import numpy as np
 from nasforge.arch import ArchConfig
 from nasforge.errors import PredictorError, PredictorMismatchError
 from nasforge.io import atomic_write_bytes, atomic_write_json
+from nasforge.registry import Registry
 from nasforge.space import SearchSpace
 
 FORMAT = "nasforge-predictor"
@@ -31,14 +31,6 @@ META_FILE = "predictor.json"
 WEIGHTS_FILE = "weights.npz"
 RUN_PREDICTOR_DIR = "predictor"
 
-# Model kind -> "module:Class"; imported on demand so torch/sklearn load only when used.
-MODELS: dict[str, str] = {
-    "mlp": "nasforge.predictors.mlp:MLPPredictor",
-    "ensemble": "nasforge.predictors.ensemble:EnsemblePredictor",
-    "ridge": "nasforge.predictors.sklearn_models:RidgePredictor",
-    "gp": "nasforge.predictors.sklearn_models:GPPredictor",
-    "gbm": "nasforge.predictors.sklearn_models:GBMPredictor",
-}
 
 
 @runtime_checkable
@@ -59,6 +51,21 @@ class AccuracyPredictor(Protocol):
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> AccuracyPredictor: ...
+
+
+# Model kinds, each a class registered with `@PREDICTORS.register(kind)`; a module is imported only when one of
+# its kinds is used, so torch / scikit-learn load only when needed.
+PREDICTORS: Registry[type[AccuracyPredictor]] = Registry(
+    "predictor model",
+    plural="predictors",
+    modules={
+        "nasforge.predictors.mlp": ("mlp",),
+        "nasforge.predictors.ensemble": ("ensemble",),
+        "nasforge.predictors.sklearn_models": ("ridge", "gp", "gbm"),
+    },
+    error=PredictorError,
+)
+MODELS = PREDICTORS  # the name earlier releases used
 
 
 class PredictorBase:
@@ -109,10 +116,7 @@ class PredictorBase:
 
 
 def model_class(kind: str) -> type:
-    if kind not in MODELS:
-        raise PredictorError(f"unknown predictor model {kind!r}; expected one of {', '.join(MODELS)}")
-    module_name, _, cls_name = MODELS[kind].partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)  # type: ignore[no-any-return]
+    return PREDICTORS.get(kind)
 
 
 def make_predictor(kind: str, num_features: int, *, seed: int = 0, **options: Any) -> AccuracyPredictor:

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from nasforge.predictors.base import PredictorBase
+from nasforge.predictors.base import PREDICTORS, PredictorBase
 from nasforge.predictors.mlp import MLPPredictor
 
 
+@PREDICTORS.register("ensemble", summary="five MLPs from different seeds, averaged")
 class EnsemblePredictor(PredictorBase):
     kind = "ensemble"
 

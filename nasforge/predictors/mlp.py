@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nasforge.predictors.base import PredictorBase
+from nasforge.predictors.base import PREDICTORS, PredictorBase
 
 
 def build_mlp(num_features: int, hidden: int, layers: int) -> nn.Sequential:
@@ -50,6 +50,7 @@ def _flush_tiny(net: nn.Module) -> None:
 _TINY = 1e-30
 
 
+@PREDICTORS.register("mlp", summary="Once-for-All's MLP: one-hot features -> 3 x 400 ReLU -> accuracy")
 class MLPPredictor(PredictorBase):
     """The default predictor (OFA's architecture)."""
 

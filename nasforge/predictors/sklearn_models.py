@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from nasforge.predictors.base import PredictorBase
+from nasforge.predictors.base import PREDICTORS, PredictorBase
 
 
+@PREDICTORS.register("ridge", summary="ridge regression on one-hot features")
 class RidgePredictor(PredictorBase):
     """Linear model on the one-hot features; alpha chosen by efficient leave-one-out CV."""
 
@@ -82,6 +83,7 @@ def _lbfgs(obj_func: Any, initial_theta: np.ndarray, bounds: np.ndarray, *, max_
     return res.x, float(res.fun)
 
 
+@PREDICTORS.register("gp", summary="Gaussian process (RBF + linear kernel)")
 class GPPredictor(PredictorBase):
     """Gaussian-process regression; gives a mean and a standard deviation."""
 
@@ -165,6 +167,7 @@ class GPPredictor(PredictorBase):
         return model
 
 
+@PREDICTORS.register("gbm", summary="gradient-boosted trees")
 class GBMPredictor(PredictorBase):
     """Gradient-boosted regression trees (squared error), evaluated from exported tree arrays."""
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from nasforge.errors import ConfigError
 from nasforge.io import atomic_write_json
-from nasforge.search.engines import ENGINES, OPTUNA_ENGINES, Engine, EngineContext, History, Recorder, make_engine
+from nasforge.search.engines import ENGINES, Engine, EngineContext, History, Recorder, make_engine
 from nasforge.search.objectives import (
     Constraint,
     Evaluator,
@@ -116,8 +116,8 @@ def run_search(
 ) -> SearchResult:
     """Check feasibility, run `engine` for `budget` evaluations, return the feasible front.
 
-    With `out_dir`, pymoo/evolution/random/linas checkpoint there each step and resume from it;
-    optuna engines keep their study in `storage` (default: SQLite in `out_dir`).
+    With `out_dir`, engines checkpoint there each step and resume from it; engines that keep a study
+    keep it in `storage` (their default: SQLite in `out_dir`).
     """
     if budget <= 0:
         raise ConfigError(f"--budget must be positive, got {budget}")
@@ -130,11 +130,6 @@ def run_search(
         ckpt = out_dir / f"checkpoint-{engine.name}.npz"
         if not resume and ckpt.exists():
             ckpt.unlink()
-    if engine.name in OPTUNA_ENGINES and storage is None:
-        if out_dir is None:
-            storage = "memory"
-        else:
-            storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
     ctx = EngineContext(
         seed=seed,
         checkpoint=ckpt,
@@ -142,13 +137,14 @@ def run_search(
         storage=storage,
         study_name=study_name(engine.name, problem, seed),
         worker=worker,
+        out_dir=out_dir,
     )
     t0 = time.perf_counter()
-    engine.run(recorder, ctx)
+    meta = engine.run(recorder, ctx) or {}
     seconds = time.perf_counter() - t0
     history = recorder.history()
     result = SearchResult(problem, engine.name, seed, history, history.front(), hv, seconds)
-    result.meta = {"storage": storage, "study_name": ctx.study_name if engine.name in OPTUNA_ENGINES else None}
+    result.meta = dict(meta)
     return result
 
 

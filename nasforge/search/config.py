@@ -82,7 +82,7 @@ def resolve_config(file_values: dict[str, Any], flags: dict[str, Any]) -> Search
     except TypeError as exc:
         raise ConfigError(f"invalid search config: {exc}") from None
     if cfg.engine not in ENGINES:
-        raise ConfigError(f"unknown engine {cfg.engine!r}; expected one of {', '.join(ENGINES)}")
+        raise ConfigError(f"unknown engine {cfg.engine!r}; expected one of {', '.join(ENGINES.names())}")
     if cfg.budget <= 0:
         raise ConfigError(f"budget must be positive, got {cfg.budget}")
     if cfg.pop_size < 4:

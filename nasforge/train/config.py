@@ -7,6 +7,7 @@ field (`nasforge.config`); the same checks run however a config is built (YAML, 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,33 +15,22 @@ from typing import Any, Literal
 
 import yaml
 
-from nasforge.config import Validated, check, field_error, load_dataclass, replace_path, to_plain
+from nasforge.config import Validated, check, field_error, load_dataclass, to_plain
+from nasforge.data.source import DataSettings
 from nasforge.errors import ConfigError
 from nasforge.families.base import GENE_GROUPS
 from nasforge.io import atomic_write_text, read_yaml
 from nasforge.resources import shipped_dir
 from nasforge.train.schedules.base import SCHEDULES
 
-DATASETS = ("digits", "cifar10", "imagefolder")
 CONFIGS_DIR = shipped_dir("configs", "train")
 
 
 @dataclass(frozen=True)
-class DataConfig(Validated):
-    dataset: str = field(default="digits", metadata=check(choices=DATASETS))
-    data_dir: str | None = None
-    # held out of train for predictor building; the test split stays separate
-    val_fraction: float = field(default=0.1, metadata=check(ge=0.0, lt=1.0))
-    split_seed: int = field(default=0, metadata=check(ge=0))  # fixed, so every run of a dataset shares one val split
-    batch_size: int = field(default=64, metadata=check(gt=0))
-    train_limit: int | None = field(default=None, metadata=check(gt=0))  # cap on training images (quick runs)
-    pad: int = field(default=4, metadata=check(ge=0))  # random crop = pad by `pad` pixels then crop back
-    flip: bool = True
+class DataConfig(DataSettings):
+    """The dataset, its loader and augmentation (`nasforge.data.DataSettings`) plus the training batch size."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.dataset != "digits" and not self.data_dir:
-            raise ConfigError(f"dataset {self.dataset!r} needs --data-dir (nasforge never downloads data)")
+    batch_size: int = field(default=64, metadata=check(gt=0))  # all ranks together
 
 
 @dataclass(frozen=True)
@@ -165,11 +155,31 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """`{"schedule.name": "delayed", "epochs": 3}` -> a new config (None values are skipped)."""
-    for key, value in overrides.items():
-        if value is not None:
-            cfg = replace_path(cfg, key, value)
-    return cfg
+    """`{"schedule.name": "delayed", "epochs": 3}` -> a new config (None values are skipped).
+
+    All overrides land first and the result is checked once, so a pair that is only valid together
+    (`--dataset cifar10 --data-dir D`) never trips a check half-way.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return cfg
+    return load_dataclass(TrainConfig, with_dotted(to_plain(cfg), given), source=None)
+
+
+def with_dotted(plain: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a nested plain dict with `a.b.c`-keyed values set; an unknown key is one line."""
+    out = copy.deepcopy(plain)
+    for key, value in values.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown config key {key!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown config key {key!r}")
+        node[parts[-1]] = value
+    return out
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

@@ -3,6 +3,7 @@
 Layout of RUN_DIR:
   config.yaml          the resolved TrainConfig
   space.yaml           the search space the supernet was built from (its fingerprint is checked)
+  data.json            the data source it read: dataset, loader, splits, normalisation (mean/std)
   metrics.jsonl        one JSON line per epoch: losses, images/s, largest/smallest/random accuracy
   checkpoints/         last.pt, prev.pt (+ phase-NAME.pt for multi-phase schedules)
   supernet.pt          final weights + space fingerprint, name, source, num_classes
@@ -10,22 +11,28 @@ Layout of RUN_DIR:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from nasforge.arch import ArchConfig
-from nasforge.data import DataSplits
+from nasforge.data import DataSource
 from nasforge.errors import CheckpointError
 from nasforge.space import SearchSpace, load_space
-from nasforge.supernet import ElasticSupernet, build_supernet
+from nasforge.supernet import ElasticSupernet, StaticSubnet, build_supernet, resize_to
 from nasforge.train import checkpoint as ckpt
+from nasforge.train.bn import preserved_bn, recalibrate_bn
 from nasforge.train.config import TrainConfig, read_run_config
+from nasforge.train.device import resolve_device
 from nasforge.train.evaluate import evaluate_archs
-from nasforge.train.loop import load_training_data, resolve_device
+from nasforge.train.trainer import open_training_data
+
+DATA_RECORD = "data.json"
 
 
 @dataclass
@@ -37,13 +44,24 @@ class Run:
     device: torch.device
     checkpoint_sha256: str
     weights_path: Path | None = None
-    _data: DataSplits | None = field(default=None, repr=False)
+    _data: DataSource | None = field(default=None, repr=False)
 
-    def data(self) -> DataSplits:
-        """The run's dataset (same splits as training), loaded on first use, on the run's device."""
+    def data(self) -> DataSource:
+        """The run's data source (same splits and normalisation as training), opened on first use."""
         if self._data is None:
-            self._data = load_training_data(self.config, self.space).to(self.device)
+            self._data = open_training_data(self.config, self.space, self.device, self.data_record())
         return self._data
+
+    def data_record(self) -> dict[str, Any] | None:
+        """What training recorded of its data (None for runs made before the record existed)."""
+        path = self.path / DATA_RECORD
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{path}: unreadable data record ({exc})") from None
+        return record if isinstance(record, dict) else None
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> Run:
@@ -81,6 +99,17 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Run:
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     return Run(path, cfg, space, net, dev, ckpt.sha256_file(weights), weights)
+
+
+def extract_recalibrated(run: Run, arch: ArchConfig, *, calib_images: int = 2000) -> StaticSubnet:
+    """A standalone copy of `arch` with BN statistics recalibrated for it (the supernet is left unchanged)."""
+    net, data = run.supernet, run.data()
+    device = next(net.parameters()).device
+    arch = run.space.validate(arch)
+    calib = [x.to(device) for x in data.calibration_batches(calib_images, batch_size=200)]
+    with preserved_bn(net), net.active(arch):
+        recalibrate_bn(net, calib, forward=lambda x: net(resize_to(x, arch.resolution)))
+        return net.extract(arch)
 
 
 def evaluate_subnets(run: Run, archs: Sequence[ArchConfig], split: str = "val", *, calib_images: int = 2000,

@@ -15,6 +15,7 @@ import numpy as np
 from nasforge.errors import CheckpointError
 from nasforge.io import atomic_write_bytes
 from nasforge.search.objectives import COLUMNS, Evaluation, SearchProblem
+from nasforge.registry import Registry
 from nasforge.search.pareto import Hypervolume, non_dominated
 
 
@@ -168,22 +169,56 @@ class Recorder:
 
 @dataclass(frozen=True)
 class EngineContext:
-    """What `Engine.run` gets besides the problem: the RNG seed and where to checkpoint."""
+    """What `Engine.run` gets besides the problem: the RNG seed, where to checkpoint, where to keep state."""
 
     seed: int
     checkpoint: Path | None = None
     signature: dict[str, Any] = field(default_factory=dict)
-    storage: str | None = None
+    storage: str | None = None  # a study storage URL (engines that keep a study); None: the engine's default
     study_name: str | None = None
     worker: int = 0
+    out_dir: Path | None = None
 
 
 class Engine(Protocol):
-    """One search strategy over the integer encoding."""
+    """One search strategy over the integer encoding.
+
+    `run` evaluates through the recorder until its budget is spent (or the space is exhausted) and may
+    return facts for the search's record (e.g. the study storage it used).
+    """
 
     name: str
 
-    def run(self, recorder: Recorder, ctx: EngineContext) -> None: ...
+    def run(self, recorder: Recorder, ctx: EngineContext) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What a user may tune; each engine takes what applies to it."""
+
+    pop_size: int = 100
+    mutation_rate: float | None = None
+    batch_size: int | None = None
+    measure: Callable[..., Any] | None = None  # linas: archs -> measured accuracy
+
+
+EngineFactory = Callable[[EngineOptions], Engine]
+
+ENGINES: Registry[EngineFactory] = Registry(
+    "engine",
+    modules=(
+        "nasforge.search.engines.pymoo_engines",
+        "nasforge.search.engines.evolution",
+        "nasforge.search.engines.optuna_engines",
+        "nasforge.search.engines.random_search",
+        "nasforge.search.engines.linas",
+    ),
+)
+
+
+def make_engine(name: str, **options: Any) -> Engine:
+    """The engine called `name`, built with `EngineOptions(**options)`."""
+    return ENGINES.get(name)(EngineOptions(**options))
 
 
 def bounded_feasible(

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nasforge.search.engines.base import EngineContext, Recorder, bounded_feasible
+from typing import Any
+
+from nasforge.search.engines.base import ENGINES, EngineContext, EngineOptions, Recorder, bounded_feasible
 from nasforge.search.objectives import SearchError
 
 
@@ -25,7 +27,7 @@ class EvolutionEngine:
     mutate_prob: float = 0.1
     max_rounds: int = 20
 
-    def run(self, recorder: Recorder, ctx: EngineContext) -> None:
+    def run(self, recorder: Recorder, ctx: EngineContext) -> dict[str, Any] | None:
         problem = recorder.problem
         space = problem.space
         signature = {**ctx.signature, "engine": self.name, "population_size": self.population_size}
@@ -63,3 +65,8 @@ class EvolutionEngine:
             recorder.end_step()
             if ctx.checkpoint:
                 recorder.save(ctx.checkpoint, signature, {"pop": pop})
+
+
+@ENGINES.register("evolution", summary="Once-for-All's evolution finder: best first objective under the constraints")
+def evolution(options: EngineOptions) -> EvolutionEngine:
+    return EvolutionEngine(population_size=options.pop_size)

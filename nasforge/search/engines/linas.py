@@ -16,7 +16,7 @@ import numpy as np
 
 from nasforge.arch import ArchConfig
 from nasforge.errors import ConfigError
-from nasforge.search.engines.base import EngineContext, Recorder
+from nasforge.search.engines.base import ENGINES, EngineContext, EngineOptions, Recorder
 from nasforge.search.engines.pymoo_engines import PymooEngine
 from nasforge.search.objectives import Evaluator, SearchProblem
 from nasforge.search.pareto import Hypervolume, non_dominated
@@ -59,7 +59,7 @@ class LinasEngine:
     inner_budget: int = 2000
     inner_pop: int = 100
 
-    def run(self, recorder: Recorder, ctx: EngineContext) -> None:
+    def run(self, recorder: Recorder, ctx: EngineContext) -> dict[str, Any] | None:
         problem = recorder.problem
         space = problem.space
         ev0 = problem.evaluator
@@ -135,3 +135,10 @@ class LinasEngine:
         return h.genes[chosen]
 
 
+
+
+@ENGINES.register("linas", summary="DyNAS-T's LINAS: a surrogate fitted on real measurements in the loop")
+def linas(options: EngineOptions) -> LinasEngine:
+    if options.measure is None:
+        raise ConfigError("engine linas needs a measurement function (a trained run: --run RUN_DIR)")
+    return LinasEngine(options.measure, batch_size=options.batch_size or 10)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nasforge.errors import ConfigError
-from nasforge.search.engines.base import EngineContext, Recorder
+from nasforge.search.engines.base import ENGINES, EngineContext, EngineOptions, Recorder
 from nasforge.search.objectives import COLUMNS
 
 
@@ -79,15 +79,26 @@ class OptunaEngine:
             return optuna.samplers.GPSampler(seed=seed, deterministic_objective=True)
         raise ConfigError(f"unknown optuna engine {self.name!r}")
 
-    def run(self, recorder: Recorder, ctx: EngineContext) -> None:
+    def run(self, recorder: Recorder, ctx: EngineContext) -> dict[str, Any] | None:
+        import optuna
+
+        previous = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # optuna logs every trial at INFO
+        try:
+            return self._run(recorder, ctx)
+        finally:
+            optuna.logging.set_verbosity(previous)
+
+    def _run(self, recorder: Recorder, ctx: EngineContext) -> dict[str, Any]:
         import optuna
         from optuna.trial import TrialState
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         problem = recorder.problem
         space = problem.space
-        if ctx.storage is None or ctx.study_name is None:
-            raise ConfigError(f"engine {self.name} needs a storage URL and a study name")
+        storage_url = ctx.storage or (f"sqlite:///{(ctx.out_dir / 'study.db').resolve()}" if ctx.out_dir else "memory")
+        ctx = replace(ctx, storage=storage_url)
+        if ctx.study_name is None:
+            raise ConfigError(f"engine {self.name} needs a study name")
         seed = int(np.random.SeedSequence([ctx.seed, ctx.worker]).generate_state(1)[0] % (2**31))
         db = ctx.storage.split(":///", 1)[-1] if ctx.storage.startswith("sqlite") else ""
         lock = Path(db + ".lock") if db and db != ":memory:" else None
@@ -139,3 +150,15 @@ class OptunaEngine:
                 seen.add(t.number)
             recorder.end_step()
             sync()
+        return {"storage": ctx.storage, "study_name": ctx.study_name}
+
+
+
+@ENGINES.register("tpe", summary="optuna's TPE sampler (ask/tell; a shared study across workers)")
+def tpe(options: EngineOptions) -> OptunaEngine:
+    return OptunaEngine("tpe", batch_size=options.batch_size or 16)
+
+
+@ENGINES.register("gp", summary="optuna's Gaussian-process sampler (sample-efficient, slower per trial)")
+def gp(options: EngineOptions) -> OptunaEngine:
+    return OptunaEngine("gp", batch_size=options.batch_size or 16)

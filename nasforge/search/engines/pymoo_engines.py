@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from nasforge.errors import ConfigError
-from nasforge.search.engines.base import EngineContext, Recorder
+from nasforge.search.engines.base import ENGINES, EngineContext, EngineOptions, Recorder
 
 
 def _operators(space: Any, mutation_rate: float) -> dict[str, Any]:
@@ -138,7 +138,7 @@ class PymooEngine:
             return NSGA3(ref_dirs=self._ref_dirs, pop_size=self.pop_size, **ops)
         raise ConfigError(f"unknown pymoo engine {self.name!r}")
 
-    def run(self, recorder: Recorder, ctx: EngineContext) -> None:
+    def run(self, recorder: Recorder, ctx: EngineContext) -> dict[str, Any] | None:
         from pymoo.core.population import Population
         from pymoo.core.problem import Problem
         from pymoo.core.termination import NoTermination
@@ -203,3 +203,18 @@ class PymooEngine:
             recorder.end_step()
             if ctx.checkpoint:
                 recorder.save(ctx.checkpoint, signature, {"pop": pop_X})
+
+
+@ENGINES.register("nsga2", summary="pymoo's NSGA-II (multi-objective, the default)")
+def nsga2(options: EngineOptions) -> PymooEngine:
+    return PymooEngine("nsga2", pop_size=options.pop_size, mutation_rate=options.mutation_rate)
+
+
+@ENGINES.register("nsga3", summary="pymoo's NSGA-III (reference directions; 2+ objectives)")
+def nsga3(options: EngineOptions) -> PymooEngine:
+    return PymooEngine("nsga3", pop_size=options.pop_size, mutation_rate=options.mutation_rate)
+
+
+@ENGINES.register("agemoea", summary="pymoo's AGE-MOEA (needs numba; 2+ objectives)")
+def agemoea(options: EngineOptions) -> PymooEngine:
+    return PymooEngine("agemoea", pop_size=options.pop_size, mutation_rate=options.mutation_rate)

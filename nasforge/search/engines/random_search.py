@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nasforge.search.engines.base import EngineContext, Recorder
+from typing import Any
+
+from nasforge.search.engines.base import ENGINES, EngineContext, EngineOptions, Recorder
 
 
 @dataclass
@@ -14,7 +16,7 @@ class RandomEngine:
     name: str = "random"
     batch_size: int = 100
 
-    def run(self, recorder: Recorder, ctx: EngineContext) -> None:
+    def run(self, recorder: Recorder, ctx: EngineContext) -> dict[str, Any] | None:
         space = recorder.problem.space
         signature = {**ctx.signature, "engine": self.name, "batch_size": self.batch_size}
         if ctx.checkpoint:
@@ -26,3 +28,8 @@ class RandomEngine:
             recorder.end_step()
             if ctx.checkpoint:
                 recorder.save(ctx.checkpoint, signature, {})
+
+
+@ENGINES.register("random", summary="uniform random sampling (the baseline)")
+def random_engine(options: EngineOptions) -> RandomEngine:
+    return RandomEngine(batch_size=options.batch_size or options.pop_size)

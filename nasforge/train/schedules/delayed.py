@@ -53,7 +53,10 @@ class DelayedStrategy:
             phases.append(Phase("eps-warmup", self.opens, self.shrink, reorder_channels=True))
         if self.shrink < self.total:
             phases.append(Phase("shrink", self.shrink, self.total, reorder_channels=self.window == 0))
-        self.phases = tuple(phases)
+        # each phase's output is kept (phase-NAME.pt): e.g. the full model at the point shrinking starts
+        keep = len(phases) > 1
+        self.phases = tuple(Phase(p.name, p.start, p.end, reorder_channels=p.reorder_channels, save_output=keep)
+                            for p in phases)
 
     def lr(self, it: int) -> float:
         return cosine_lr(it, self.base_lr, 0, self.total, self.warmup)

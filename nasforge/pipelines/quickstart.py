@@ -1,0 +1,146 @@
+"""The whole pipeline in one call: train -> latency -> accuracy predictor -> search -> export.
+
+Each stage writes its artifact under the output folder and is skipped when that artifact is
+already there, so an interrupted quickstart picks up where it stopped. Every config it will use
+(its own, the training config, the target) is read and checked before any work starts.
+Progress and messages go to a `QuickstartHooks` (the CLI draws them; the library prints nothing).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from nasforge.config import Validated, check, load_dataclass
+from nasforge.errors import ConfigError
+from nasforge.io import read_yaml
+from nasforge.resources import shipped_dir
+from nasforge.predictors.base import PREDICTORS
+from nasforge.search.engines.base import ENGINES
+
+DEFAULT_CONFIG = shipped_dir("configs") / "quickstart.yaml"
+STAGES = 5
+
+
+@dataclass(frozen=True)
+class QuickstartConfig(Validated):
+    train_config: str = "configs/train/quickstart.yaml"
+    epochs: int = field(default=12, metadata=check(gt=0))
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    predictor_samples: int = field(default=400, metadata=check(ge=4))
+    predictor_model: str = field(default="mlp", metadata=check(choices=PREDICTORS))
+    calib_images: int = field(default=500, metadata=check(gt=0))  # BN recalibration (training's eval.calib_images too)
+    target: str = "cpu"
+    latency_fraction: float = field(default=0.5, metadata=check(gt=0, le=1))
+    engine: str = field(default="nsga2", metadata=check(choices=ENGINES))
+    budget: int = field(default=2000, metadata=check(gt=0))
+    seed: int = field(default=0, metadata=check(ge=0))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> QuickstartConfig:
+        path = Path(path) if path else DEFAULT_CONFIG
+        return load_dataclass(cls, read_yaml(path, ConfigError, "quickstart config"), source=str(path))
+
+    def fast(self) -> QuickstartConfig:
+        """A reduced run for CI: the same stages with tiny budgets."""
+        return replace(self, epochs=2, predictor_samples=24, calib_images=128, budget=300)
+
+
+@dataclass
+class QuickstartHooks:
+    """Where the quickstart reports; every hook is optional."""
+
+    stage: Callable[[int, int, str], None] = lambda i, n, title: None
+    note: Callable[[str], None] = lambda text: None
+    warning: Callable[[str], None] = lambda text: None
+    train_callbacks: Sequence[Any] = ()
+    on_measure: Callable[[int, int], Callable[[int], None]] | None = None  # (total, done) -> advance(k)
+    on_search_step: Callable[[int, int, float], None] | None = None
+
+
+def resolve_shipped(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else shipped_dir() / p
+
+
+def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHooks | None = None) -> dict[str, Any]:
+    """Run every stage into `out`; returns where each artifact is and the chosen model's numbers."""
+    from nasforge.latency import load_latency_model
+    from nasforge.latency.targets import load_target
+    from nasforge.pipelines.search import search_from_config
+    from nasforge.predictors import build_predictor, load_run_predictor
+    from nasforge.search.config import SearchConfig
+    from nasforge.train.config import load_config
+    from nasforge.train.runs import evaluate_subnets, load_run
+    from nasforge.train.trainer import train_supernet
+
+    hooks = hooks or QuickstartHooks()
+    out = Path(out)
+    run_dir = out / "supernet"
+    # every config first: a typo must not surface after minutes of training
+    train_cfg = load_config(resolve_shipped(cfg.train_config), {
+        "epochs": cfg.epochs, "device": cfg.device, "seed": cfg.seed, "eval.calib_images": cfg.calib_images})
+    load_target(cfg.target)
+
+    hooks.stage(1, STAGES, "train the supernet")
+    if (run_dir / "supernet.pt").exists():
+        hooks.note(f"{run_dir} already trained: skipping")
+    else:
+        resume = (run_dir / "checkpoints" / "last.pt").exists()
+        train_supernet(train_cfg, run_dir, resume=resume, callbacks=hooks.train_callbacks)
+    run = load_run(run_dir, device=cfg.device)
+    space = run.space
+
+    hooks.stage(2, STAGES, "latency on the target")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        latency = load_latency_model(cfg.target, space)
+    for w in caught:
+        hooks.warning(str(w.message))
+    lo, hi = (float(v) for v in latency.predict([space.smallest(), space.largest()]))
+    bound = lo + cfg.latency_fraction * (hi - lo)
+    hooks.note(f"target {cfg.target}: {latency.source} latency from {lo:.3f} ms (smallest) to {hi:.3f} ms "
+               f"(largest); constraint latency <= {bound:.3f} ms")
+
+    hooks.stage(3, STAGES, "accuracy predictor")
+    predictor_dir = run_dir / "predictor"
+    _, report = build_predictor(
+        space,
+        lambda archs: evaluate_subnets(run, list(archs), "val", calib_images=cfg.calib_images),
+        samples=cfg.predictor_samples, model=cfg.predictor_model, seed=cfg.seed, out_dir=predictor_dir,
+        store_path=run_dir / "measurements" / "val.jsonl", checkpoint_sha256=run.checkpoint_sha256,
+        dataset=run.config.data.dataset, protocol={"calib_images": cfg.calib_images}, progress=hooks.on_measure,
+    )
+    load_run_predictor(run, predictor_dir)  # the search will refuse anything else
+    m = report.metrics
+    hooks.note(f"{cfg.predictor_model} on {report.num_holdout} held-out subnets: RMSE {m['rmse']:.2f} pts, "
+               f"Kendall tau {m['kendall_tau']:.3f}, Spearman {m['spearman']:.3f}")
+
+    hooks.stage(4, STAGES, "search")
+    search_dir = out / "search"
+    outcome = search_from_config(SearchConfig(
+        run=str(run_dir), target=cfg.target, engine=cfg.engine, objectives=("accuracy", "latency"),
+        constraints=(f"latency<={bound:.4f}ms",), budget=cfg.budget, seed=cfg.seed, out=str(search_dir),
+    ), on_step=hooks.on_search_step, device=cfg.device)
+    rows = outcome.result.front_rows()
+    best = max(rows, key=lambda r: r["accuracy"])
+
+    hooks.stage(5, STAGES, "export the most accurate subnet under the constraint")
+    from nasforge.export.pipeline import export_prepared, prepare_from_run
+
+    arch = space.parse_arch(best["arch"])
+    exported = export_prepared(prepare_from_run(run, arch, calib_images=cfg.calib_images), out / "model.onnx",
+                               target=cfg.target)
+    side = exported.sidecar
+    return {
+        "run": str(run_dir), "predictor": str(predictor_dir), "search": str(search_dir),
+        "pareto": str(search_dir / "pareto.json"), "pareto_png": str(search_dir / "pareto.png"),
+        "model": str(exported.model_path), "sidecar": str(exported.sidecar_path), "constraint_ms": bound,
+        "predicted_accuracy": float(best["accuracy"]), "test_accuracy": side["accuracy"]["test_top1"],
+        "latency_ms": side["latency"]["ms"], "latency_source": side["latency"]["source"],
+        "ort_max_abs_diff": side["onnx"]["max_abs_diff_vs_torch"], "front_size": len(rows),
+        "predictor_metrics": dict(m),
+    }
