@@ -78,3 +78,139 @@ def test_two_processes_share_one_store_without_losing_a_record(tmp_path, seeds):
     np.testing.assert_allclose(store.accuracies(archs), SyntheticAccuracy(space, seed=0)(archs))
     news = [json.loads(out.strip().splitlines()[-1])["new"] for out, _ in outs]
     assert sum(news) >= len(wanted)
+
+
+# ---------------------------------------------------------------------------------------------- 2. optuna
+def _search_problem():
+    from nasforge.search import Evaluator, SearchProblem, parse_constraint
+    from nasforge.testing.search import SyntheticAccuracy as SearchAccuracy
+    from nasforge.testing.search import TableLatency
+
+    space = tiny_space("tiny-mbv3")
+    ev = Evaluator(space, SearchAccuracy(space), TableLatency(space))
+    return SearchProblem(space, ev, ("accuracy", "latency"), (parse_constraint("latency<=8ms"),))
+
+
+def _charged(trials):
+    """COMPLETE trials that count toward the budget (a duplicate answered from an earlier trial does not)."""
+    from optuna.trial import TrialState
+
+    return [t for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+
+
+KILLED_SEARCH = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+    import test_hardening
+    from nasforge.search import make_engine, run_search
+    p = test_hardening._search_problem()
+    real, calls = p.evaluator.accuracy.predict, []
+    def dying(features):  # SIGKILL while the third batch is in flight: 8 trials stay RUNNING
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(features)
+    p.evaluator.accuracy.predict = dying
+    run_search(p, make_engine("tpe", batch_size=8), budget=40, seed=0, storage=sys.argv[1])
+""")
+
+
+def test_killed_optuna_worker_in_flight_trials_are_failed_and_retried(tmp_path):
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from nasforge.search import make_engine, run_search
+
+    script = tmp_path / "search.py"
+    script.write_text(KILLED_SEARCH.format(root=str(ROOT), tests=str(ROOT / "tests")))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    killed = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True, timeout=240)
+    assert killed.returncode == -9, killed.stderr
+    p = _search_problem()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_search(p, make_engine("tpe", batch_size=8), budget=40, seed=0, storage=url)
+    assert [str(w.message) for w in caught] == []  # warning-free
+    study = optuna.load_study(study_name=result.meta["study_name"], storage=url)
+    trials = study.get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 8 and not [t for t in trials if t.state == TrialState.RUNNING]
+    retried = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
+    assert sorted(retried) == sorted(t.number for t in failed)  # each lost trial's params asked again
+    assert all(retried[t.number].params == t.params and retried[t.number].state == TrialState.COMPLETE for t in failed)
+    assert len(_charged(trials)) == 40 == len(result.history)  # the full budget of COMPLETE trials
+
+
+def test_stale_trial_of_another_host_is_failed_live_one_is_waited_for(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from nasforge.search import run_search
+    from nasforge.search.engines.optuna_engines import HEARTBEAT_PREFIX, OptunaEngine
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    engine = OptunaEngine("tpe", batch_size=5, heartbeat_interval=0.1, grace_period=1.5, poll_interval=0.05)
+    first = run_search(_search_problem(), engine, budget=10, seed=0, storage=url)
+    study = optuna.load_study(study_name=first.meta["study_name"], storage=url)
+    space = tiny_space("tiny-mbv3")
+    fake = {}
+    for owner, age in (("dead-host/41/aaaa", 1000.0), ("live-host/42/bbbb", 0.0)):  # through the storage
+        t = study.ask()
+        for i, k in enumerate(space.gene_sizes):
+            t.suggest_int(f"g{i}", 0, int(k) - 1)
+        t.set_user_attr("worker", {"id": owner, "host": owner.split("/")[0], "boot": None, "pidns": None, "pid": 1})
+        study.set_user_attr(HEARTBEAT_PREFIX + owner, time.time() - age)
+        fake[owner] = t.number
+    t0 = time.monotonic()
+    result = run_search(_search_problem(), engine, budget=25, seed=0, storage=url)
+    waited = time.monotonic() - t0
+    trials = study.get_trials()
+    assert trials[fake["dead-host/41/aaaa"]].state == TrialState.FAIL
+    assert trials[fake["live-host/42/bbbb"]].state == TrialState.FAIL  # its heartbeat stopped: failed after grace
+    assert waited >= 1.0  # ... but only after waiting for it while it was live
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs and t.state == TrialState.COMPLETE}
+    assert retried == set(fake.values())
+    assert len(_charged(trials)) == 25 == len(result.history)
+
+
+def test_optuna_duplicates_are_answered_from_the_study_not_charged(tmp_path):
+    import optuna
+
+    from nasforge.search import make_engine, run_search
+    from nasforge.search.engines.optuna_engines import OptunaEngine
+
+    runs = []
+    for name in ("a", "b"):
+        url = f"sqlite:///{tmp_path / name}.db"
+        p = _search_problem()
+        result = run_search(p, make_engine("tpe", batch_size=8), budget=48, seed=0, storage=url)
+        trials = optuna.load_study(study_name=result.meta["study_name"], storage=url).get_trials()
+        runs.append([(t.params, t.user_attrs.get("duplicate_of"), t.values) for t in trials])
+        dups = [t for t in trials if "duplicate_of" in t.user_attrs]
+        assert dups, "tpe re-proposes evaluated archs on this space (canonical duplicates)"
+        canon = {t.number: p.evaluator.canonical(np.array([[t.params[f"g{i}"] for i in range(p.space.num_genes)]]))
+                 for t in trials}
+        for t in dups:
+            src = trials[t.user_attrs["duplicate_of"]]
+            assert np.array_equal(canon[t.number], canon[src.number]) and t.values == src.values
+        assert len(_charged(trials)) == 48 == len(result.history) == p.evaluator.evaluations
+        assert len({g.tobytes() for g in result.history.genes}) == 48  # every charged trial a new arch
+    assert runs[0] == runs[1]  # deterministic for a seed
+    # Free duplicates are bounded: with none allowed every trial is charged (and the run still ends).
+    p = _search_problem()
+    url = f"sqlite:///{tmp_path / 'c'}.db"
+    result = run_search(p, OptunaEngine("tpe", batch_size=8, max_free_duplicates=0), budget=48, seed=0, storage=url)
+    trials = optuna.load_study(study_name=result.meta["study_name"], storage=url).get_trials()
+    assert len(trials) == 48 and not [t for t in trials if "duplicate_of" in t.user_attrs]
+
+
+@pytest.mark.parametrize("url", ["notaurl://x", "not a url at all", "sqlite:////proc/no-such-dir/study.db"])
+def test_bad_optuna_storage_is_one_line_config_error(url):
+    from nasforge.errors import ConfigError
+    from nasforge.search import make_engine, run_search
+
+    with pytest.raises(ConfigError, match="storage") as info:
+        run_search(_search_problem(), make_engine("tpe"), budget=5, seed=0, storage=url)
+    assert "\n" not in str(info.value)
