@@ -144,7 +144,7 @@ class _Worker:
         if not isinstance(pid, int) or pid <= 0:
             return False
         if pid == self.pid:
-            return info.get("id") != self.id  # an earlier search of this process that raised mid-batch
+            return False  # this process (another search in it may be running): only the heartbeat can tell
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
