@@ -262,3 +262,104 @@ def test_resumed_search_history_equals_uninterrupted_bit_for_bit(tmp_path, engin
     assert a.F.tobytes() == b.F.tobytes() and a.G.tobytes() == b.G.tobytes()
     assert a.hv == b.hv  # exact, not rounded
     assert resumed.front_rows() == full.front_rows()
+
+
+# ---------------------------------------------------------------------------------------------- 3. LUTs, targets
+def _lut(tmp_path, entries, **extra):
+    from nasforge.latency.ort_timing import LUT_FORMAT
+
+    path = tmp_path / "lut.json"
+    # json.dumps writes NaN / Infinity, as a runner with a broken timer would
+    path.write_text(json.dumps({"format": LUT_FORMAT, "metadata": extra.pop("metadata", {"target": "cpu"}),
+                                "entries": entries, **extra}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "timing, words",
+    [
+        ({"median_ms": float("nan")}, "median_ms nan"),
+        ({"median_ms": 1e308}, "median_ms 1e+308"),
+        ({"median_ms": float("inf")}, "median_ms inf"),
+        ({"median_ms": -36.6}, "median_ms -36.6"),
+        ({"median_ms": 0}, "median_ms 0"),
+        ({"median_ms": "1.0"}, "no numeric median_ms"),
+        ({"median_ms": 1.0, "p90_ms": float("nan")}, "p90_ms nan"),
+        ({"median_ms": 1.0, "p90_ms": 0.5}, "below its median_ms"),
+    ],
+)
+def test_lut_with_an_invalid_timing_is_refused_naming_the_entry(tmp_path, timing, words):
+    from nasforge.errors import LatencyError
+    from nasforge.latency.lut import LatencyTable
+
+    path = _lut(tmp_path, {"conv-3-8": {"median_ms": 0.5, "p90_ms": 0.6}, "bad-block": timing})
+    with pytest.raises(LatencyError, match="entry 'bad-block'") as info:
+        LatencyTable.load(path)
+    assert words in str(info.value) and "\n" not in str(info.value)
+    path = _lut(tmp_path, {"conv-3-8": {"median_ms": 0.5}}, verify=[{"key": "validation:r32", **timing}])
+    with pytest.raises(LatencyError, match="verify entry 'validation:r32'"):
+        LatencyTable.load(path)
+
+
+@pytest.mark.parametrize(
+    "calibration, words",
+    [
+        ({"kind": "linear-sum-blocks", "a": float("nan"), "b": 0.0, "c": 0.1}, "'a' must be finite"),
+        ({"kind": "linear-sum-blocks", "a": 1.0, "b": "x", "c": 0.1}, "'b' must be a number"),
+        ({"kind": "linear-sum-blocks", "a": 1.0, "b": 0.0}, "'c' must be a number"),
+        ([1, 2, 3], "must be a mapping"),
+    ],
+)
+def test_lut_with_a_broken_calibration_is_a_one_line_error(tmp_path, calibration, words):
+    from nasforge.errors import LatencyError
+    from nasforge.latency import calibration as cal
+    from nasforge.latency.lut import LatencyTable
+
+    path = _lut(tmp_path, {"conv-3-8": {"median_ms": 0.5}}, metadata={"target": "cpu", "calibration": calibration})
+    with pytest.raises(LatencyError, match=words):
+        LatencyTable.load(path)
+    with pytest.raises(LatencyError, match=words):  # a table built in memory fails the same way when used
+        cal.apply(calibration, np.ones(2), np.ones(2))
+    ok = {"kind": "linear-sum-blocks", "a": 1.0, "b": 0.0, "c": 0.5}
+    assert cal.apply(ok, np.ones(2), np.ones(2)).tolist() == [1.5, 1.5]
+
+
+def test_lut_import_refuses_an_invalid_table(tmp_path):
+    """`lut import` used to save a NaN table; search then failed with an empty constraint text."""
+    from typer.testing import CliRunner
+
+    from nasforge.cli import app
+
+    path = _lut(tmp_path, {"conv-3-8": {"median_ms": float("nan")}},
+                metadata={"target": "cpu", "space": "tiny-mbv3", "space_fingerprint": "x"})
+    space = str(ROOT / "nasforge" / "testing" / "spaces" / "tiny-mbv3.yaml")
+    result = CliRunner().invoke(app, ["lut", "import", str(path), "--space", space, "--out", str(tmp_path / "o.json")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "entry 'conv-3-8'" in lines[0], result.output
+    assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("field", ["peak_flops", "bandwidth", "efficiency", "per_layer_overhead_ms"])
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1e400", "1" + "0" * 400])
+def test_target_with_a_non_finite_number_is_refused(tmp_path, field, value):
+    from nasforge.errors import LatencyError
+    from nasforge.latency.targets import load_target
+
+    spec = {"peak_flops": "1.0e+9", "bandwidth": "1.0e+8", "efficiency": "0.5", "per_layer_overhead_ms": "0.1"}
+    spec[field] = value
+    path = tmp_path / "t.yaml"
+    path.write_text("name: toy\n" + "".join(f"{k}: {v}\n" for k, v in spec.items()))
+    with pytest.raises(LatencyError, match=f"field '{field}'") as info:
+        load_target(path)
+    assert len(str(info.value)) < 200
+
+
+def test_target_threads_must_be_an_integer(tmp_path):
+    from nasforge.errors import LatencyError
+    from nasforge.latency.targets import load_target
+
+    path = tmp_path / "t.yaml"
+    path.write_text("name: toy\npeak_flops: 1.0e+9\nbandwidth: 1.0e+8\nefficiency: 0.5\nthreads: 2.5\n")
+    with pytest.raises(LatencyError, match="field 'threads'"):
+        load_target(path)
