@@ -363,3 +363,70 @@ def test_target_threads_must_be_an_integer(tmp_path):
     path.write_text("name: toy\npeak_flops: 1.0e+9\nbandwidth: 1.0e+8\nefficiency: 0.5\nthreads: 2.5\n")
     with pytest.raises(LatencyError, match="field 'threads'"):
         load_target(path)
+
+
+# ---------------------------------------------------------------------------------------------- 4. one-line errors
+@pytest.mark.parametrize("content", ["object-array", "pickle", "bad-zip"])
+def test_predictor_weights_that_are_not_plain_arrays_are_a_predictor_error(tmp_path, content):
+    import hashlib
+    import io
+    import pickle
+
+    from nasforge.errors import PredictorError
+    from nasforge.predictors import load_predictor, make_predictor, save_predictor
+    from nasforge.predictors.base import predictor_metadata
+
+    space = tiny_space("tiny-mbv3")
+    archs = sample_for_predictor(space, 30, seed=0)
+    pred = make_predictor("ridge", space.num_features, seed=0)
+    pred.fit(space.features(archs), SyntheticAccuracy(space)(archs))
+    folder = save_predictor(pred, tmp_path / "pred", predictor_metadata(space, checkpoint_sha256=SHA,
+                                                                         dataset="synthetic", num_measurements=30))
+    buf = io.BytesIO()
+    if content == "object-array":
+        np.savez(buf, coef=np.array([{"a": 1}, None], dtype=object))
+    elif content == "pickle":
+        pickle.dump({"coef": [1.0]}, buf)
+    else:
+        buf.write(b"PK\x03\x04" + b"\x00" * 64)
+    blob = buf.getvalue()
+    (folder / "weights.npz").write_bytes(blob)
+    doc = json.loads((folder / "predictor.json").read_text())
+    doc["weights_sha256"] = hashlib.sha256(blob).hexdigest()  # consistent, so only the content is wrong
+    (folder / "predictor.json").write_text(json.dumps(doc))
+    with pytest.raises(PredictorError, match="weights.npz: not a plain-array predictor weights file") as info:
+        load_predictor(folder, space)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "arch, words",
+    [
+        ('{"resolution": 1e400, "depths": [1, 1, 1]}', "'resolution' must hold integers, got inf"),
+        ('{"resolution": NaN, "depths": [1, 1, 1]}', "'resolution' must hold integers, got nan"),
+        ('{"resolution": 16, "depths": [1, -Infinity, 1]}', "'depths' must hold integers"),
+        ('{"resolution": 16, "depths": [1, 1, 1], "expand_ratios": [NaN]}', "'expand_ratios' must hold finite"),
+        ('{"resolution": 16, "depths": [1, 1, 1], "width_mults": [1e400]}', "'width_mults' must hold finite"),
+        ('{"resolution": 16, "depths": [1, 1, 1], "width_mults": [1' + "0" * 400 + "]}", "must hold finite"),
+    ],
+)
+def test_non_finite_arch_numbers_are_arch_errors(arch, words):
+    from nasforge.errors import ArchError
+    from nasforge.io import read_arch_argument
+
+    space = tiny_space("tiny-mbv3")
+    with pytest.raises(ArchError, match=words) as info:
+        space.parse_arch(read_arch_argument(arch))
+    assert len(str(info.value)) < 200
+
+
+def test_binary_arch_file_is_an_arch_error(tmp_path):
+    from nasforge.errors import ArchError
+    from nasforge.io import read_arch_argument
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ArchError, match="not a text file"):
+        read_arch_argument(str(path))
+    with pytest.raises(ArchError, match="not a text file"):
+        read_arch_argument(f"{path}#0")
