@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import secrets
@@ -86,16 +85,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def remove_stale_temps(directory: str | Path, name: str) -> list[Path]:
-    """Remove temp files that a killed `atomic_write_bytes` of `directory/name` left behind.
+def remove_stale_temps(directory: str | Path, name_glob: str) -> list[Path]:
+    """Remove temp files that a killed `atomic_write_bytes` of `directory/NAME` left behind.
 
-    Only `.NAME.*.tmp` in `directory` itself is considered, and only files no live writer holds
-    locked (and older than a second, so a writer between creating and locking its file is spared).
-    Returns the files removed; a file that cannot be removed is left alone.
+    `name_glob` matches NAME (e.g. "last.pt" or "phase-*.pt"); only `.NAME.*.tmp` in `directory`
+    itself is considered, and only files no live writer holds locked (and older than a second, so a
+    writer between creating and locking its file is spared). Returns the files removed; a file that
+    cannot be removed (a read-only folder) is left alone.
     """
     directory = Path(directory)
     removed: list[Path] = []
-    for tmp in directory.glob(f".{glob.escape(name)}.*{_TEMP_SUFFIX}"):
+    for tmp in directory.glob(f".{name_glob}.*{_TEMP_SUFFIX}"):
         try:
             if not tmp.is_file() or tmp.is_symlink() or time.time() - tmp.stat().st_mtime < _STALE_AFTER_S:
                 continue

@@ -430,3 +430,124 @@ def test_binary_arch_file_is_an_arch_error(tmp_path):
         read_arch_argument(str(path))
     with pytest.raises(ArchError, match="not a text file"):
         read_arch_argument(f"{path}#0")
+
+
+# ---------------------------------------------------------------------------------------------- 5. litter
+def _ckpt_payload(iteration, fingerprint="abc"):
+    import torch
+
+    from nasforge.train import checkpoint as ckpt
+
+    return {"model": {"w": torch.ones(3)}, "optimizer": {}, "scheduler": {}, "phase": "p", "epoch": 1, "step": 0,
+            "iteration": iteration, "rng": ckpt.rng_state(), "space_fingerprint": fingerprint}
+
+
+def _age(path, seconds=60.0):
+    import os
+
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_checkpoint_save_and_load_remove_stale_temp_files_of_their_own_names_only(tmp_path):
+    import fcntl
+    import os
+
+    from nasforge.train import checkpoint as ckpt
+
+    ckpt.save_checkpoint(tmp_path, _ckpt_payload(10))
+    stale = [tmp_path / ".last.pt.k1ll3d00.tmp", tmp_path / ".phase-warmup.pt.x.tmp"]
+    others = [tmp_path / ".notes.txt.abc.tmp", tmp_path / "last.pt.tmp", tmp_path / ".last.pt.swp"]
+    for p in stale + others:
+        p.write_bytes(b"half a checkpoint")
+        _age(p)
+    live = tmp_path / ".last.pt.wr1t1ng0.tmp"  # a writer still holding its temp file
+    live.write_bytes(b"in progress")
+    _age(live)
+    fd = os.open(live, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        state, _ = ckpt.load_latest(tmp_path)
+        assert state["iteration"] == 10
+        assert not any(p.exists() for p in stale) and all(p.exists() for p in others) and live.exists()
+        stale[0].write_bytes(b"killed again")
+        _age(stale[0])
+        ckpt.save_checkpoint(tmp_path, _ckpt_payload(20))
+        assert not stale[0].exists() and live.exists()
+    finally:
+        os.close(fd)
+    fresh = tmp_path / ".last.pt.justmade.tmp"  # created a moment ago: its writer may not have locked it yet
+    fresh.write_bytes(b"")
+    ckpt.load_latest(tmp_path)
+    assert fresh.exists()
+
+
+def test_checkpoint_fallback_does_not_depend_on_error_message_text(tmp_path):
+    """A folder whose name contains 'is for space' made a corrupt last.pt fatal instead of using prev.pt."""
+    from nasforge.errors import CheckpointError, CheckpointMismatchError
+    from nasforge.train import checkpoint as ckpt
+
+    folder = tmp_path / "what this is for space reasons"
+    ckpt.save_checkpoint(folder, _ckpt_payload(10))
+    ckpt.save_checkpoint(folder, _ckpt_payload(20))
+    (folder / "last.pt").write_bytes(b"\x00garbage")
+    with pytest.warns(UserWarning, match="skipping"):
+        state, path = ckpt.load_latest(folder, fingerprint="abc")
+    assert path.name == "prev.pt" and state["iteration"] == 10
+    with pytest.raises(CheckpointMismatchError, match="is for space"), pytest.warns(UserWarning, match="skipping"):
+        ckpt.load_latest(folder, fingerprint="other")  # the corrupt last.pt is skipped, prev.pt is foreign
+    assert issubclass(CheckpointMismatchError, CheckpointError)
+
+
+def test_bundle_refuses_a_directory_destination_before_any_work(tmp_path, monkeypatch):
+    from nasforge.errors import LatencyError
+    from nasforge.latency import profiler
+    from nasforge.latency.bundle import write_bundle
+    from nasforge.latency.targets import load_target
+
+    calls = []
+    monkeypatch.setattr(profiler, "export_block", lambda spec, batch: calls.append(spec) or b"onnx")
+    space, target = tiny_space("tiny-mbv3"), load_target("cpu")
+    (tmp_path / "bdir").mkdir()
+    with pytest.raises(LatencyError, match="is a directory") as info:
+        write_bundle(tmp_path / "bdir", space, target, progress=False)
+    assert "\n" not in str(info.value) and calls == []  # nothing exported
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bdir"]  # no .bdir.tmp
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LatencyError, match="cannot create"):
+        write_bundle(tmp_path / "file" / "b.zip", space, target, progress=False)
+
+
+def test_bundle_failing_midway_leaves_no_temp_file(tmp_path, monkeypatch):
+    from nasforge.latency import profiler
+    from nasforge.latency.bundle import write_bundle
+    from nasforge.latency.targets import load_target
+
+    def export(spec, batch, calls=[]):
+        calls.append(spec)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return b"onnx" * 1000
+
+    monkeypatch.setattr(profiler, "export_block", export)
+    with pytest.raises(KeyboardInterrupt):
+        write_bundle(tmp_path / "b.zip", tiny_space("tiny-mbv3"), load_target("cpu"), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
+    import os
+    import stat
+
+    from nasforge.io import atomic_write_text
+
+    plain = tmp_path / "metrics.jsonl"
+    with open(plain, "w") as fh:
+        fh.write("{}\n")
+    atomic_write_text(tmp_path / "run.json", "{}\n")
+    mode = stat.S_IMODE(os.stat(tmp_path / "run.json").st_mode)
+    assert mode == stat.S_IMODE(os.stat(plain).st_mode)  # 0666 & ~umask, not mkstemp's 0600
+    os.chmod(tmp_path / "run.json", 0o640)
+    atomic_write_text(tmp_path / "run.json", "{}\n")  # replacing keeps the file's mode
+    assert stat.S_IMODE(os.stat(tmp_path / "run.json").st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "run.json"]
