@@ -15,7 +15,6 @@ import yaml
 
 from nasforge.errors import ArchError, NasforgeError
 
-
 _TEMP_SUFFIX = ".tmp"
 _STALE_AFTER_S = 1.0  # a temp file younger than this may belong to a writer that has not locked it yet
 

@@ -126,7 +126,8 @@ def test_killed_optuna_worker_in_flight_trials_are_failed_and_retried(tmp_path):
     script = tmp_path / "search.py"
     script.write_text(KILLED_SEARCH.format(root=str(ROOT), tests=str(ROOT / "tests")))
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    killed = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True, timeout=240)
+    killed = subprocess.run([sys.executable, str(script), url], check=False, capture_output=True, text=True,
+                            timeout=240)
     assert killed.returncode == -9, killed.stderr
     p = _search_problem()
     with warnings.catch_warnings(record=True) as caught:
@@ -523,7 +524,9 @@ def test_bundle_failing_midway_leaves_no_temp_file(tmp_path, monkeypatch):
     from nasforge.latency.bundle import write_bundle
     from nasforge.latency.targets import load_target
 
-    def export(spec, batch, calls=[]):
+    calls = []
+
+    def export(spec, batch):
         calls.append(spec)
         if len(calls) == 3:
             raise KeyboardInterrupt

@@ -49,7 +49,7 @@ def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
         "mape": round(float(mape(pred, true)), 3),
         "within_10pct": round(within(pred, true), 4),
         "kendall_tau": round(float(kendall_tau(pred, true)), 4),
-        "n": int(len(true)),
+        "n": len(true),
     }
 
 
