@@ -171,7 +171,8 @@ def test_stale_trial_of_another_host_is_failed_live_one_is_waited_for(tmp_path):
     assert trials[fake["dead-host/41/aaaa"]].state == TrialState.FAIL
     assert trials[fake["live-host/42/bbbb"]].state == TrialState.FAIL  # its heartbeat stopped: failed after grace
     assert waited >= 1.0  # ... but only after waiting for it while it was live
-    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs and t.state == TrialState.COMPLETE}
+    retried = {t.user_attrs["retry_of"] for t in trials
+               if "retry_of" in t.user_attrs and t.state == TrialState.COMPLETE}
     assert retried == set(fake.values())
     assert len(_charged(trials)) == 25 == len(result.history)
 

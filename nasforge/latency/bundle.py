@@ -87,7 +87,8 @@ def write_bundle(
             for i, spec in enumerate(specs):
                 name = f"blocks/{i:05d}.onnx"
                 zf.writestr(name, export_block(spec, target.batch))
-                manifest["blocks"].append({"key": spec.key, "file": name, "input_shape": list(block_input_shape(spec, target.batch))})
+                shape = list(block_input_shape(spec, target.batch))
+                manifest["blocks"].append({"key": spec.key, "file": name, "input_shape": shape})
                 bar.advance(task)
             for role, archs, preds in (("validation", val_archs, [None] * len(val_archs)), ("topk", topk, predicted)):
                 for arch, pred in zip(archs, preds):

@@ -64,11 +64,16 @@ class MeasurementStore:
         self.records: dict[str, dict[str, Any]] = {}
         self._read_bytes = 0  # bytes of the file consumed so far: the header and every complete line
         self._read_lines = 0  # lines consumed so far (the header is line 1), for error messages
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            self.refresh()  # read-only is enough for a store that already holds what is asked
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise PredictorError(f"{self.path.parent}: cannot create the measurement store's folder ({exc.strerror})") from None
-        with self._locked(create=True) as fh:
+            raise PredictorError(
+                f"{self.path.parent}: cannot create the measurement store's folder ({exc.strerror})"
+            ) from None
+        with self._locked(write=True, create=True) as fh:
             if os.fstat(fh.fileno()).st_size == 0:  # new (or created by a process killed before its header)
                 fh.write((json.dumps(self.header) + "\n").encode())
                 fh.flush()
@@ -77,25 +82,26 @@ class MeasurementStore:
 
     # ------------------------------------------------------------------ locking and reading
     @contextlib.contextmanager
-    def _locked(self, *, create: bool = False) -> Iterator[BinaryIO]:
-        """The store file opened read-write and held under an exclusive `flock` (released on close)."""
+    def _locked(self, *, write: bool, create: bool = False) -> Iterator[BinaryIO]:
+        """The store file under `flock`: exclusive to write, shared to read (released on close)."""
         import fcntl
 
-        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+        flags = (os.O_RDWR if write else os.O_RDONLY) | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
         try:
             fd = os.open(self.path, flags, 0o666)
         except OSError as exc:
-            raise PredictorError(f"{self.path}: cannot open measurement store ({exc.strerror})") from None
-        with os.fdopen(fd, "r+b") as fh:
+            what = "write to" if write else "read"
+            raise PredictorError(f"{self.path}: cannot {what} measurement store ({exc.strerror})") from None
+        with os.fdopen(fd, "r+b" if write else "rb") as fh:
             try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX if write else fcntl.LOCK_SH)
             except OSError as exc:  # e.g. a network file system without locks: sharing would be unsafe
                 raise PredictorError(f"{self.path}: cannot lock measurement store ({exc.strerror})") from None
             yield fh
 
     def refresh(self) -> None:
         """Read the records other processes appended since this store last looked."""
-        with self._locked() as fh:
+        with self._locked(write=False) as fh:
             self._refresh(fh)
 
     def _refresh(self, fh: BinaryIO) -> None:
@@ -196,7 +202,7 @@ class MeasurementStore:
             arch = self.space.canonical(arch)
             recs.setdefault(arch.key, {"key": arch.key, "arch": arch.to_dict(), "accuracy": float(acc), "time": now,
                                        **extra})
-        with self._locked() as fh:
+        with self._locked(write=True) as fh:
             self._refresh(fh)
             new = [r for k, r in recs.items() if k not in self.records]
             if not new:
