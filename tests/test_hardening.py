@@ -555,3 +555,11 @@ def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
     atomic_write_text(tmp_path / "run.json", "{}\n")  # replacing keeps the file's mode
     assert stat.S_IMODE(os.stat(tmp_path / "run.json").st_mode) == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "run.json"]
+
+
+def test_negative_seed_is_a_config_error_for_optuna_engines():
+    from nasforge.errors import ConfigError
+    from nasforge.search import make_engine, run_search
+
+    with pytest.raises(ConfigError, match="non-negative"):
+        run_search(_search_problem(), make_engine("tpe"), budget=5, seed=-1)
