@@ -9,6 +9,7 @@ which stage; it produces canonical configs (`SearchSpace.canonical`).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,12 +116,28 @@ def _as_list(value: Any, name: str) -> list[Any]:
 
 
 def _as_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+    """An integral JSON number; NaN, infinities (JSON's 1e400) and 2.5 are one-line ArchErrors."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArchError(f"arch field '{name}' must hold integers, got {value!r}")
+    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
         raise ArchError(f"arch field '{name}' must hold integers, got {value!r}")
     return int(value)
 
 
 def _as_float(value: Any, name: str) -> float:
+    """A finite JSON number (an int too large for a float is refused, not an OverflowError)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ArchError(f"arch field '{name}' must hold numbers, got {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ArchError(f"arch field '{name}' must hold finite numbers, got {_short(value)}")
+    return number
+
+
+def _short(value: Any) -> str:
+    """A value for a one-line message (a 400-digit integer is cut)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

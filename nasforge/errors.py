@@ -37,3 +37,7 @@ class PredictorMismatchError(PredictorError):
 
 class LatencyError(NasforgeError):
     """A latency target, lookup table or bundle is missing, malformed or does not fit the space."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint belongs to another space: resuming from an older copy would be just as wrong."""

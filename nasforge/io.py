@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import secrets
+import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +15,101 @@ import yaml
 
 from nasforge.errors import ArchError, NasforgeError
 
+_TEMP_SUFFIX = ".tmp"
+_STALE_AFTER_S = 1.0  # a temp file younger than this may belong to a writer that has not locked it yet
+
+
+def _file_mode(path: Path) -> int:
+    """The mode a plain `open(path, "w")` would leave: the existing file's, else 0666 less the umask.
+
+    The umask is applied by the kernel when the temp file is created (`os.open(..., 0o666)`), so it is
+    never read or changed here (`os.umask` is process-wide and racy); only an existing file's mode is copied.
+    """
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return -1
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new, exclusive temp file `.NAME.XXXXXXXX.tmp` next to `path`, created with mode 0666 & ~umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temp file name for {path.name}")
+
+
+def _lock_nowait(fd: int) -> bool:
+    """Exclusive advisory lock without waiting; True where locks are unsupported (nothing to honour)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without flock: treat as unlocked
+        return True
+    return True
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file.
+
+    The file gets the mode a normal `open()` would give it (0666 & ~umask, or the replaced file's mode),
+    not `mkstemp`'s 0600. The writer holds an advisory lock on its temp file until the rename, so
+    `remove_stale_temps` can tell a dead writer's leftover from a live writer's file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mode = _file_mode(path)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
+            _lock_nowait(fh.fileno())  # a fresh, exclusive file: nobody else can hold its lock
+            if mode >= 0:
+                with contextlib.suppress(OSError):  # a file system without modes (FAT) keeps its own
+                    os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # still locked: a cleaner never removes a temp file being renamed
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(directory: str | Path, name_glob: str) -> list[Path]:
+    """Remove temp files that a killed `atomic_write_bytes` of `directory/NAME` left behind.
+
+    `name_glob` matches NAME (e.g. "last.pt" or "phase-*.pt"); only `.NAME.*.tmp` in `directory`
+    itself is considered, and only files no live writer holds locked (and older than a second, so a
+    writer between creating and locking its file is spared). Returns the files removed; a file that
+    cannot be removed (a read-only folder) is left alone.
+    """
+    directory = Path(directory)
+    removed: list[Path] = []
+    for tmp in directory.glob(f".{name_glob}.*{_TEMP_SUFFIX}"):
+        try:
+            if not tmp.is_file() or tmp.is_symlink() or time.time() - tmp.stat().st_mtime < _STALE_AFTER_S:
+                continue
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            if _lock_nowait(fd):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -63,11 +146,18 @@ def read_arch_argument(text: str) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ArchError(f"--arch is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        except RecursionError:
+            raise ArchError("--arch is not an arch: JSON nested too deeply") from None
     path_text, _, index_text = text.partition("#")
     path = Path(path_text)
     if not path.is_file():
         raise ArchError(f"--arch {text!r} is neither a JSON object nor an existing file")
-    content = path.read_text()
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ArchError(f"--arch {path}: not a text file (expected JSON or JSON lines)") from None
+    except OSError as exc:
+        raise ArchError(f"--arch {path}: cannot read ({exc.strerror})") from None
     if index_text:
         try:
             index = int(index_text)

@@ -116,7 +116,8 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
     import optuna
 
     study = optuna.load_study(study_name=infos[0]["study"], storage=f"sqlite:///{db}")
-    n_trials = len(study.trials)
+    # A trial that re-proposes an evaluated arch is answered from the earlier trial, free of budget.
+    n_trials = sum(1 for t in study.trials if "duplicate_of" not in t.user_attrs)
     assert 48 <= n_trials <= 48 + 4  # one study filled to the budget (a batch may overlap the end)
     assert sum(i["own"] for i in infos) == n_trials  # the work was split, not duplicated
     assert all(i["own"] > 0 for i in infos)

@@ -14,6 +14,7 @@ reports predicted vs measured for the top-K picks.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ def write_bundle(
     from nasforge.latency.profiler import _progress, block_input_shape, export_block, export_subnet
 
     path = Path(path)
+    _check_destination(path)  # before minutes of ONNX exports
     specs = distinct_layers(space)
     rng = np.random.default_rng(seed)
     val_archs = list(dict.fromkeys(space.sample_many(rng, validate))) if validate else []
@@ -77,29 +79,47 @@ def write_bundle(
         "blocks": [],
         "verify": [],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     total = len(specs) + len(val_archs) + len(topk)
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf, _progress("bundle", total, progress) as bar:
-        task = bar.add_task(f"exporting {total} ONNX models", total=total)
-        for i, spec in enumerate(specs):
-            name = f"blocks/{i:05d}.onnx"
-            zf.writestr(name, export_block(spec, target.batch))
-            manifest["blocks"].append({"key": spec.key, "file": name, "input_shape": list(block_input_shape(spec, target.batch))})
-            bar.advance(task)
-        for role, archs, preds in (("validation", val_archs, [None] * len(val_archs)), ("topk", topk, predicted)):
-            for arch, pred in zip(archs, preds):
-                name = f"verify/{len(manifest['verify']):05d}.onnx"
-                zf.writestr(name, export_subnet(space, arch, target.batch))
-                manifest["verify"].append(
-                    {"key": f"{role}:{arch.key}", "role": role, "arch": arch.to_dict(), "predicted_ms": pred,
-                     "predicted_source": predicted_source if role == "topk" else None, "file": name}
-                )
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf, _progress("bundle", total, progress) as bar:
+            task = bar.add_task(f"exporting {total} ONNX models", total=total)
+            for i, spec in enumerate(specs):
+                name = f"blocks/{i:05d}.onnx"
+                zf.writestr(name, export_block(spec, target.batch))
+                shape = list(block_input_shape(spec, target.batch))
+                manifest["blocks"].append({"key": spec.key, "file": name, "input_shape": shape})
                 bar.advance(task)
-        zf.writestr("manifest.json", json.dumps(manifest, indent=1))
-        zf.write(RUNNER, "profile_bundle.py")
-    tmp.replace(path)
+            for role, archs, preds in (("validation", val_archs, [None] * len(val_archs)), ("topk", topk, predicted)):
+                for arch, pred in zip(archs, preds):
+                    name = f"verify/{len(manifest['verify']):05d}.onnx"
+                    zf.writestr(name, export_subnet(space, arch, target.batch))
+                    manifest["verify"].append(
+                        {"key": f"{role}:{arch.key}", "role": role, "arch": arch.to_dict(), "predicted_ms": pred,
+                         "predicted_source": predicted_source if role == "topk" else None, "file": name}
+                    )
+                    bar.advance(task)
+            zf.writestr("manifest.json", json.dumps(manifest, indent=1))
+            zf.write(RUNNER, "profile_bundle.py")
+        tmp.replace(path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # never leave a partial bundle behind (Ctrl-C, full disk, export error)
+        if isinstance(exc, OSError):
+            raise LatencyError(f"{path}: cannot write the bundle ({exc.strerror or exc})") from None
+        raise
     return manifest
+
+
+def _check_destination(path: Path) -> None:
+    """A one-line error for a destination that cannot take a bundle file, before any work is done."""
+    if path.is_dir():
+        raise LatencyError(f"--bundle {path} is a directory; give a file name, e.g. {path / 'bundle.zip'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LatencyError(f"--bundle {path}: cannot create {path.parent} ({exc.strerror or exc})") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise LatencyError(f"--bundle {path}: folder {path.parent} is not writable")
 
 
 def import_table(

@@ -8,9 +8,12 @@ overhead every isolated block timing carries once (and the whole network pays on
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
+
+from nasforge.errors import LatencyError
 
 KIND = "linear-sum-blocks"
 
@@ -46,7 +49,7 @@ def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
         "mape": round(float(mape(pred, true)), 3),
         "within_10pct": round(within(pred, true), 4),
         "kendall_tau": round(float(kendall_tau(pred, true)), 4),
-        "n": int(len(true)),
+        "n": len(true),
     }
 
 
@@ -80,11 +83,35 @@ def fit(sums: np.ndarray, blocks: np.ndarray, measured: np.ndarray, robust: bool
             "n_outliers": int((~keep).sum()) if robust else 0}
 
 
+def check(calibration: Any, source: str = "latency table") -> dict[str, Any] | None:
+    """The calibration block of a table's metadata, or None when there is none (null or {}).
+
+    Coefficients must be finite numbers; anything else is a one-line LatencyError naming the field,
+    never a numpy error at prediction time.
+    """
+    if calibration is None or calibration == {}:
+        return None
+    if not isinstance(calibration, dict):
+        raise LatencyError(f"{source}: calibration must be a mapping with a, b and c, got {type(calibration).__name__}")
+    kind = calibration.get("kind", KIND)
+    if kind != KIND:
+        raise LatencyError(f"{source}: calibration kind {kind!r} is not supported (expected {KIND!r})")
+    for name in ("a", "b", "c"):
+        value = calibration.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LatencyError(f"{source}: calibration '{name}' must be a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise LatencyError(f"{source}: calibration '{name}' must be finite, got {value!r}")
+    return calibration
+
+
 def apply(calibration: dict[str, Any] | None, sums: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     sums = np.asarray(sums, float)
-    if not calibration:
+    calibration = check(calibration)
+    if calibration is None:
         return sums
-    return calibration["a"] * sums + calibration["b"] * np.asarray(blocks, float) + calibration["c"]
+    a, b, c = (float(calibration[k]) for k in ("a", "b", "c"))
+    return a * sums + b * np.asarray(blocks, float) + c
 
 
 def cross_validated(sums: np.ndarray, blocks: np.ndarray, measured: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:

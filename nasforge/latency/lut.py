@@ -10,16 +10,21 @@ File format (JSON, `format: nasforge-lut/1`):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nasforge.errors import LatencyError
 from nasforge.io import atomic_write_json
+from nasforge.latency import calibration as cal
 from nasforge.latency.ort_timing import LUT_FORMAT
 from nasforge.resources import shipped_dir
 
 SHIPPED_DIR = shipped_dir("predictors", "latency")
+MAX_MS = 1e6  # no block or subnet takes 1000 s: a larger time is a corrupt table (1e308 would sum to inf)
+# p90 may sit a rounding error below the median when both were rounded separately
+_P90_SLACK = 1e-9
 
 
 @dataclass
@@ -67,9 +72,33 @@ class LatencyTable:
         if not isinstance(entries, dict) or not isinstance(meta, dict):
             raise LatencyError(f"{path}: latency table lacks 'metadata' or 'entries'")
         for key, value in entries.items():
-            if not isinstance(value, dict) or not isinstance(value.get("median_ms"), (int, float)):
-                raise LatencyError(f"{path}: entry {key!r} has no numeric median_ms")
-        return cls(meta, entries, list(data.get("verify", [])), str(path))
+            _check_timing(value, f"{path}: entry {key!r}")
+        verify = data.get("verify", [])
+        if not isinstance(verify, list):
+            raise LatencyError(f"{path}: 'verify' must be a list of whole-subnet timings")
+        for i, value in enumerate(verify):
+            name = value.get("key", i) if isinstance(value, dict) else i
+            _check_timing(value, f"{path}: verify entry {name!r}")
+        cal.check(meta.get("calibration"), str(path))
+        return cls(meta, entries, list(verify), str(path))
+
+
+def _check_timing(value: object, where: str) -> None:
+    """A timing must hold a plausible median (finite, > 0, <= MAX_MS) and, if given, p90 >= median."""
+    if not isinstance(value, dict):
+        raise LatencyError(f"{where} is not a mapping with median_ms")
+    median = value.get("median_ms")
+    if isinstance(median, bool) or not isinstance(median, (int, float)):
+        raise LatencyError(f"{where} has no numeric median_ms")
+    if not (math.isfinite(median) and 0 < median <= MAX_MS):
+        raise LatencyError(f"{where}: median_ms {median!r} is not a valid time (expected 0 < ms <= {MAX_MS:g})")
+    p90 = value.get("p90_ms")
+    if p90 is None:
+        return
+    if isinstance(p90, bool) or not isinstance(p90, (int, float)) or not math.isfinite(p90):
+        raise LatencyError(f"{where}: p90_ms {p90!r} is not a finite number")
+    if p90 < median * (1 - _P90_SLACK) or p90 > MAX_MS:
+        raise LatencyError(f"{where}: p90_ms {p90!r} is below its median_ms {median!r} or implausible")
 
 
 def shipped_tables(directory: Path = SHIPPED_DIR) -> list[Path]:

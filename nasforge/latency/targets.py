@@ -7,10 +7,10 @@ the roofline estimate used when no measured lookup table exists for a (target, s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
 
 from nasforge.errors import LatencyError
 from nasforge.io import read_yaml
@@ -58,16 +58,27 @@ def load_target(name_or_path: str | Path) -> Target:
     return target_from_dict(raw, str(path))
 
 
-def _number(raw: dict[str, Any], key: str, source: str, *, positive: bool = True, default: Any = None) -> float:
+def _number(
+    raw: dict[str, Any], key: str, source: str, *, positive: bool = True, default: Any = None, integer: bool = False
+) -> float:
+    """A finite, non-negative (or positive) number; `.nan`, `.inf` and 1e400 are refused, naming the field."""
     value = raw.get(key, default)
     if isinstance(value, str):  # YAML 1.1 reads 1.28e12 (no exponent sign) as a string
         try:
             value = float(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0) or value < 0:
-        raise LatencyError(f"{source}: field '{key}': expected a {'positive ' if positive else ''}number, got {value!r}")
-    return float(value)
+    kind = ("positive " if positive else "non-negative ") + ("integer" if integer else "finite number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LatencyError(f"{source}: field '{key}': expected a {kind}, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        number = math.inf
+    if not math.isfinite(number) or (positive and number <= 0) or number < 0 or (integer and not number.is_integer()):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise LatencyError(f"{source}: field '{key}': expected a {kind}, got {shown}")
+    return number
 
 
 def target_from_dict(raw: Any, source: str = "<memory>") -> Target:
@@ -95,8 +106,8 @@ def target_from_dict(raw: Any, source: str = "<memory>") -> Target:
         name=name,
         description=str(raw.get("description", "")),
         provider=provider,
-        threads=int(_number(raw, "threads", source, default=1)),
-        batch=int(_number(raw, "batch", source, default=1)),
+        threads=int(_number(raw, "threads", source, default=1, integer=True)),
+        batch=int(_number(raw, "batch", source, default=1, integer=True)),
         peak_flops=_number(raw, "peak_flops", source),
         bandwidth=_number(raw, "bandwidth", source),
         efficiency=efficiency,

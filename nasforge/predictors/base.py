@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -213,8 +214,12 @@ def load_predictor(
         raise PredictorError(f"{weights_path}: cannot read predictor weights ({exc.strerror})") from None
     if hashlib.sha256(blob).hexdigest() != doc.get("weights_sha256"):
         raise PredictorError(f"{weights_path}: weights do not match {META_FILE} (partly rewritten?); rebuild it")
-    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # object arrays, pickles, bad zips
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PredictorError(f"{weights_path}: not a plain-array predictor weights file ({reason})") from None
     try:
         predictor = model_class(doc["model"]).from_state(doc["params"], arrays)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

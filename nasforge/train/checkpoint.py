@@ -1,8 +1,9 @@
 """Training checkpoints: atomic writes, a previous copy kept, corrupt files skipped on load.
 
 `checkpoints/last.pt` is written as temp-file-then-rename (nasforge.io), after the old one has
-been renamed to `prev.pt`; a write killed midway leaves only a stray temp file, and a `last.pt`
-that fails to load (truncated, garbage, wrong space) is skipped in favour of `prev.pt`.
+been renamed to `prev.pt`; a write killed midway leaves only a stray temp file (removed by the next
+save or load), and a `last.pt` that fails to load (truncated, garbage) is skipped in favour of
+`prev.pt`; one from another space is an error (an older copy would be just as foreign).
 Everything stored is a tensor or plain Python value, so `torch.load(weights_only=True)` works.
 """
 
@@ -18,11 +19,12 @@ from typing import Any
 
 import torch
 
-from nasforge.errors import CheckpointError
-from nasforge.io import atomic_write_bytes
+from nasforge.errors import CheckpointError, CheckpointMismatchError
+from nasforge.io import atomic_write_bytes, remove_stale_temps
 
 FORMAT = "nasforge-train-checkpoint/1"
 SUPERNET_FORMAT = "nasforge-supernet/1"
+OWN_NAMES = ("last.pt", "prev.pt", "phase-*.pt")  # globs of the files this module writes
 REQUIRED = ("format", "model", "optimizer", "scheduler", "phase", "epoch", "step", "iteration", "rng",
             "space_fingerprint")
 
@@ -62,6 +64,7 @@ def to_bytes(obj: dict[str, Any]) -> bytes:
 def save_checkpoint(directory: Path, payload: dict[str, Any], name: str = "last.pt") -> Path:
     """Write `payload` as `directory/name`, keeping the previous `last.pt` as `prev.pt`."""
     directory.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(directory)
     data = to_bytes({"format": FORMAT, **payload})
     path = directory / name
     if name == "last.pt" and path.exists():
@@ -82,23 +85,30 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu", finger
     if not isinstance(obj, dict) or obj.get("format") != FORMAT or any(k not in obj for k in REQUIRED):
         raise CheckpointError(f"{path}: not a nasforge training checkpoint")
     if fingerprint is not None and obj["space_fingerprint"] != fingerprint:
-        raise CheckpointError(f"{path}: checkpoint is for space {obj['space_fingerprint']}, not {fingerprint}")
+        raise CheckpointMismatchError(f"{path}: checkpoint is for space {obj['space_fingerprint']}, not {fingerprint}")
     return obj
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Drop partial `.last.pt.*.tmp` (etc.) files of writers killed mid-write; never another file."""
+    for name_glob in OWN_NAMES:
+        remove_stale_temps(directory, name_glob)
 
 
 def load_latest(directory: Path, map_location: str | torch.device = "cpu", fingerprint: str | None = None
                 ) -> tuple[dict[str, Any], Path]:
     """The newest good checkpoint: `last.pt`, else `prev.pt` (a bad file is skipped with a warning)."""
     problems = []
+    _remove_stale_temps(directory)
     for name in ("last.pt", "prev.pt"):
         path = directory / name
         if not path.exists():
             continue
         try:
             return read_checkpoint(path, map_location, fingerprint), path
+        except CheckpointMismatchError:
+            raise
         except CheckpointError as exc:
-            if "is for space" in str(exc):
-                raise
             warnings.warn(f"skipping {exc}", stacklevel=2)
             problems.append(str(exc))
     detail = f" ({'; '.join(problems)})" if problems else ""

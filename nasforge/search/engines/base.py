@@ -64,6 +64,7 @@ class Recorder:
         self._genes: list[np.ndarray] = []
         self._steps: list[np.ndarray] = []
         self._evals: list[Evaluation] = []
+        self._by_evaluator: list[np.ndarray] = []  # per row: metrics computed by the problem's evaluator
         self.hv: list[tuple[int, int, float]] = []
         self._nd = np.zeros((0, problem.n_obj))
         self.count = 0
@@ -89,6 +90,7 @@ class Recorder:
             genes = self.problem.evaluator.canonical(genes)
             metrics = {k: np.asarray(v, dtype=np.float64)[: len(genes)] for k, v in metrics.items()}
             ev = Evaluation(genes, metrics, self.problem.to_minimise(metrics), self.problem.violations(metrics))
+        self._by_evaluator.append(np.full(len(ev.genes), metrics is None))
         self._genes.append(ev.genes)
         self._steps.append(np.full(len(ev.genes), self.step, dtype=np.int64))
         self._evals.append(ev)
@@ -136,6 +138,7 @@ class Recorder:
             metrics=np.stack([h.metrics[c] for c in COLUMNS], axis=1) if len(h) else np.zeros((0, len(COLUMNS))),
             hv=np.array(self.hv, dtype=np.float64).reshape(-1, 3),
             next_step=np.array(self.step),
+            by_evaluator=np.concatenate(self._by_evaluator) if self._by_evaluator else np.zeros(0, dtype=bool),
             **{f"x_{k}": v for k, v in extra.items()},
         )
         atomic_write_bytes(path, buf.getvalue())
@@ -157,14 +160,30 @@ class Recorder:
                 "use another --out or --no-resume"
             )
         genes, steps, metrics = arrays["genes"], arrays["step"], arrays["metrics"]
+        # Checkpoints from before this flag: unknown provenance, so the evaluator's cache is not primed.
+        by_evaluator = np.asarray(arrays.get("by_evaluator", np.zeros(0))).astype(bool)
+        if by_evaluator.shape != (len(genes),):
+            by_evaluator = np.zeros(len(genes), dtype=bool)
         self.step = 0
         for s in np.unique(steps):
             sel = steps == s
             self.step = int(s)
             self.evaluate(genes[sel], {c: metrics[sel, j] for j, c in enumerate(COLUMNS)})
+            self._by_evaluator[-1] = by_evaluator[sel]
+        self._prime_cache(genes[by_evaluator], metrics[by_evaluator])
         self.hv = [(int(a), int(b), float(c)) for a, b, c in arrays["hv"]]
         self.step = int(arrays["next_step"])
         return {k[2:]: v for k, v in arrays.items() if k.startswith("x_")}
+
+    def _prime_cache(self, genes: np.ndarray, metrics: np.ndarray) -> None:
+        """Give the evaluator back what it computed before the checkpoint, bit for bit.
+
+        An uninterrupted search re-reads survivors (and re-proposed archs) from the evaluator's cache;
+        a resumed one would recompute them in other batches, and a batched predictor's last bits depend
+        on the batch. Only rows the evaluator itself computed are primed (linas records measured accuracy).
+        """
+        if len(genes):
+            self.problem.evaluator.prime(genes, {c: metrics[:, j] for j, c in enumerate(COLUMNS)})
 
 
 @dataclass(frozen=True)
