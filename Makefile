@@ -16,7 +16,10 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-test: install
+lint: install
+	$(BIN)/ruff check nasforge tests scripts
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 quickstart: install

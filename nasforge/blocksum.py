@@ -13,7 +13,6 @@ it does not hold, or with too many contexts to tabulate, sums `space.layers(arch
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import numpy as np
 
@@ -21,21 +20,23 @@ from nasforge.arch import ArchConfig
 from nasforge.layers import LayerSpec
 from nasforge.space import SearchSpace
 
-Cost = Callable[[LayerSpec], Union[float, Sequence[float]]]
+Cost = Callable[[LayerSpec], float | Sequence[float]]
 
 
 class BlockSum:
     """`summer(archs or encodings) -> (sums, layer counts)`; sums has shape (n,) or (n, k) for a k-vector cost."""
 
-    def __init__(self, space: SearchSpace, cost: Cost, *, verify: int = 12, seed: int = 0,
-                 max_contexts: int = 512) -> None:
+    def __init__(
+        self, space: SearchSpace, cost: Cost, *, verify: int = 12, seed: int = 0, max_contexts: int = 512
+    ) -> None:
         self.space = space
         self.cost = cost
         self._verify = verify
         self._rng = np.random.default_rng(seed)
         genes = space.genes
-        self._context = np.array([i for i, g in enumerate(genes) if g.stage is None and g.group != "depth"],
-                                 dtype=np.int64)
+        self._context = np.array(
+            [i for i, g in enumerate(genes) if g.stage is None and g.group != "depth"], dtype=np.int64
+        )
         blocks = [(s, p) for s, st in enumerate(space.stages) for p in range(st.max_depth)]
         self._blocks = blocks
         self._block_stage = np.array([s for s, _ in blocks], dtype=np.int64)
@@ -138,7 +139,9 @@ class BlockSum:
     def _check(self, row: np.ndarray) -> bool:
         """The table against `space.layers` on random archs of this context (and the extremes)."""
         genes = self.space.sample_genes(self._rng, self._verify)
-        genes = np.concatenate([genes, np.zeros((1, self.space.num_genes), np.int64), (self.space.gene_sizes - 1)[None]])
+        genes = np.concatenate(
+            [genes, np.zeros((1, self.space.num_genes), np.int64), (self.space.gene_sizes - 1)[None]]
+        )
         genes[:, self._context] = row[self._context]
         genes = self.space.canonical_genes(genes)
         self._verify, saved = 0, self._verify  # the check itself must not recurse

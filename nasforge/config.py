@@ -53,7 +53,10 @@ class FieldError(ConfigError):
 
 def field_error(path: str, expected: str, got: Any) -> FieldError:
     """The error for a field (used by `__post_init__` checks): `field 'a.b': expected X, got Y`."""
-    return FieldError(path, f"expected {expected}, got {got!r}", expected)
+    shown = repr(got)
+    if len(shown) > 60:  # a 400-digit number or a pasted blob: the start says enough
+        shown = shown[:57] + "..."
+    return FieldError(path, f"expected {expected}, got {shown}", expected)
 
 
 def load_dataclass(
@@ -207,7 +210,10 @@ def _scalar(hint: Any, value: Any, path: str, rules: dict[str, Any]) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise field_error(path, "a number", value)
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range
+            raise field_error(path, "a finite number", value) from None
         if rules.get("finite", True) and not math.isfinite(value):
             raise field_error(path, "a finite number", value)
         _bounds(value, path, rules)

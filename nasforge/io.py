@@ -163,20 +163,21 @@ def read_arch_argument(text: str) -> Any:
             index = int(index_text)
         except ValueError:
             raise ArchError(f"--arch {text!r}: the part after '#' must be an integer index") from None
-        entries = _entries(content, path)
+        entries = arch_entries(content, path)
         if not -len(entries) <= index < len(entries):
             raise ArchError(f"--arch {text!r}: {path} has {len(entries)} entries (valid indices 0..{len(entries) - 1})")
         return entries[index]
     try:
         return json.loads(content)
     except json.JSONDecodeError:
-        entries = _entries(content, path)
+        entries = arch_entries(content, path)
         if len(entries) == 1:
             return entries[0]
         raise ArchError(f"{path}: holds {len(entries)} archs; pick one with {path}#i") from None
 
 
-def _entries(content: str, path: Path) -> list[Any]:
+def arch_entries(content: str, path: Path) -> list[Any]:
+    """The arch objects a file holds: a JSON list, a `pareto.json` (`{front: [...]}`), one object, or JSON lines."""
     try:
         data = json.loads(content)
     except json.JSONDecodeError:

@@ -199,7 +199,9 @@ class MBConv(BlockKind):
     module = "nasforge.supernet.static:MBConv"
 
 
-@BLOCKS.register("bottleneck", summary="ResNet-D bottleneck: 1x1 -> 3x3 -> 1x1, identity / conv / avgpool+conv shortcut")
+@BLOCKS.register(
+    "bottleneck", summary="ResNet-D bottleneck: 1x1 -> 3x3 -> 1x1, identity / conv / avgpool+conv shortcut"
+)
 class Bottleneck(BlockKind):
     @classmethod
     def macs(cls, spec: LayerSpec) -> int:

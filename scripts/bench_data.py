@@ -30,8 +30,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_folder(root: Path, images: int, *, classes: int = 10, size: tuple[int, int] = (200, 500),
-                seed: int = 0) -> Path:
+def make_folder(
+    root: Path, images: int, *, classes: int = 10, size: tuple[int, int] = (200, 500), seed: int = 0
+) -> Path:
     """DIR/train/<class>/*.jpg (`images` of them) and DIR/val/<class>/*.jpg (one per class), photo-like JPEGs."""
     from PIL import Image
 
@@ -50,8 +51,15 @@ def make_folder(root: Path, images: int, *, classes: int = 10, size: tuple[int, 
 def open_stream(data_dir: Path, resolution: int, workers: int, augment: str):
     from nasforge.data import AugmentConfig, DataSettings, open_source
 
-    settings = DataSettings(dataset="imagefolder", data_dir=str(data_dir), loader="stream", workers=workers,
-                            val_fraction=0.0, normalization="imagenet", augment=AugmentConfig(auto_augment=augment))
+    settings = DataSettings(
+        dataset="imagefolder",
+        data_dir=str(data_dir),
+        loader="stream",
+        workers=workers,
+        val_fraction=0.0,
+        normalization="imagenet",
+        augment=AugmentConfig(auto_augment=augment),
+    )
     return open_source(settings, resolution=resolution)
 
 
@@ -67,9 +75,13 @@ def throughput(data_dir: Path, resolution: int, batch: int, workers: int, augmen
             first = time.perf_counter()
     t1 = time.perf_counter()
     steady = images - batch
-    return {"workers": workers, "images": images, "seconds": round(t1 - t0, 3),
-            "images_per_s": round(images / (t1 - t0), 1),
-            "steady_images_per_s": round(steady / (t1 - first), 1) if steady > 0 and first and t1 > first else None}
+    return {
+        "workers": workers,
+        "images": images,
+        "seconds": round(t1 - t0, 3),
+        "images_per_s": round(images / (t1 - t0), 1),
+        "steady_images_per_s": round(steady / (t1 - first), 1) if steady > 0 and first and t1 > first else None,
+    }
 
 
 def rss_child(data_dir: Path, resolution: int, batch: int, workers: int) -> dict:
@@ -82,10 +94,15 @@ def rss_child(data_dir: Path, resolution: int, batch: int, workers: int) -> dict
         batches += 1
         if batches == 1:
             first = _status_kib("VmRSS")  # lazy imports (torchvision transforms, DataLoader) are done by now
-    out = {"train_images": source.split_size("train"), "batches": batches, "workers": workers,
-           "rss_before_epoch_mib": round(before / 1024, 1), "rss_after_first_batch_mib": round(first / 1024, 1),
-           "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           "vm_hwm_mib": round(_status_kib("VmHWM") / 1024, 1)}
+    out = {
+        "train_images": source.split_size("train"),
+        "batches": batches,
+        "workers": workers,
+        "rss_before_epoch_mib": round(before / 1024, 1),
+        "rss_after_first_batch_mib": round(first / 1024, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "vm_hwm_mib": round(_status_kib("VmHWM") / 1024, 1),
+    }
     if workers > 0:  # the largest child ever; note `import torch` itself runs one (~0.4 GiB with torch 2.14)
         out["children_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     return out
@@ -99,8 +116,19 @@ def _status_kib(field: str) -> int:
 
 
 def peak_rss(data_dir: Path, resolution: int, batch: int, workers: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", "--data-dir", str(data_dir),
-           "--resolution", str(resolution), "--batch", str(batch), "--rss-workers", str(workers)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--rss-child",
+        "--data-dir",
+        str(data_dir),
+        "--resolution",
+        str(resolution),
+        "--batch",
+        str(batch),
+        "--rss-workers",
+        str(workers),
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, timeout=3600)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -131,7 +159,9 @@ def main() -> None:
         work = Path(tmp)
         data_dir = args.data_dir or make_folder(work / "throughput", args.images, size=size)
         warm = open_stream(data_dir, args.resolution, 0, args.augment)  # imports and first decodes, untimed
-        next(iter(warm.train_batches(0, batch_size=args.batch, seed=1, start_step=warm.steps_per_epoch(args.batch) - 1)))
+        next(
+            iter(warm.train_batches(0, batch_size=args.batch, seed=1, start_step=warm.steps_per_epoch(args.batch) - 1))
+        )
         speed = []
         for w in (int(v) for v in args.workers.split(",")):
             speed.append(throughput(data_dir, args.resolution, args.batch, w, args.augment))
@@ -144,11 +174,24 @@ def main() -> None:
     import torch
     import torchvision
 
-    print(json.dumps({"bench": "data_stream", "dry_run": args.dry_run, "data_dir": str(args.data_dir or "generated"),
-                      "resolution": args.resolution, "batch": args.batch, "augment": args.augment,
-                      "cpus": os.cpu_count(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-                      "throughput": speed, "rss": rss,
-                      "rss_growth_mib": round(rss[-1]["peak_rss_mib"] - rss[0]["peak_rss_mib"], 1) if rss else None}))
+    print(
+        json.dumps(
+            {
+                "bench": "data_stream",
+                "dry_run": args.dry_run,
+                "data_dir": str(args.data_dir or "generated"),
+                "resolution": args.resolution,
+                "batch": args.batch,
+                "augment": args.augment,
+                "cpus": os.cpu_count(),
+                "torch": torch.__version__,
+                "torchvision": torchvision.__version__,
+                "throughput": speed,
+                "rss": rss,
+                "rss_growth_mib": round(rss[-1]["peak_rss_mib"] - rss[0]["peak_rss_mib"], 1) if rss else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

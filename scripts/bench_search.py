@@ -56,8 +56,13 @@ class TorchMLP:
         torch.set_num_threads(1)
         n = space.num_features
         self.net = torch.nn.Sequential(
-            torch.nn.Linear(n, 400), torch.nn.ReLU(), torch.nn.Linear(400, 400), torch.nn.ReLU(),
-            torch.nn.Linear(400, 400), torch.nn.ReLU(), torch.nn.Linear(400, 1),
+            torch.nn.Linear(n, 400),
+            torch.nn.ReLU(),
+            torch.nn.Linear(400, 400),
+            torch.nn.ReLU(),
+            torch.nn.Linear(400, 400),
+            torch.nn.ReLU(),
+            torch.nn.Linear(400, 1),
         ).eval()
 
     def predict(self, features):
@@ -72,10 +77,15 @@ def throughput(n: int = 10_000, torch_predictor: bool = False) -> dict:
     acc, lat = Timed(TorchMLP(space) if torch_predictor else MLPAccuracy(space)), Timed(TableLatency(space))
     ev = Evaluator(space, acc, lat)
     t = time.perf_counter()
-    ev.cost  # one-off: exact per-block cost tables for this space
+    _ = ev.cost  # one-off: exact per-block cost tables for this space
     build = time.perf_counter() - t
     make_engine("nsga2")  # imports
-    run_search(SearchProblem(space, Evaluator(space, acc, lat), ("accuracy", "latency")), make_engine("nsga2"), budget=200, seed=99)
+    run_search(
+        SearchProblem(space, Evaluator(space, acc, lat), ("accuracy", "latency")),
+        make_engine("nsga2"),
+        budget=200,
+        seed=99,
+    )
     acc.seconds = lat.seconds = 0.0
     p = SearchProblem(space, ev, ("accuracy", "latency"))
     t = time.perf_counter()
@@ -107,8 +117,9 @@ def throughput(n: int = 10_000, torch_predictor: bool = False) -> dict:
 ENGINE_BUDGETS = {"nsga2": 1000, "nsga3": 1000, "evolution": 1000, "tpe": 300, "gp": 60, "linas": 100}
 
 
-def engines_vs_random(space_name: str, seeds=(0, 1, 2), quick: bool = False, run_dir: str | None = None,
-                      target: str = "cpu") -> list[dict]:
+def engines_vs_random(
+    space_name: str, seeds=(0, 1, 2), quick: bool = False, run_dir: str | None = None, target: str = "cpu"
+) -> list[dict]:
     """HV per engine vs random at equal budgets: on synthetic fakes, or (`run_dir`) on a trained run's
     predictor and the target's latency model, with linas measuring real validation accuracy."""
     if run_dir is not None:
@@ -147,12 +158,17 @@ def engines_vs_random(space_name: str, seeds=(0, 1, 2), quick: bool = False, run
             secs.append(time.perf_counter() - t)
             hv_e.append(r.hv[-1][2])
             hv_r.append(run_search(problem(), make_engine("random"), budget=budget, seed=seed).hv[-1][2])
-        rows.append({
-            "space": space_name, "engine": engine, "budget": budget,
-            "hv": round(float(np.mean(hv_e)), 5), "hv_random": round(float(np.mean(hv_r)), 5),
-            "hv_true": None if true_hv is None else round(true_hv, 5),
-            "seconds": round(float(np.mean(secs)), 2),
-        })
+        rows.append(
+            {
+                "space": space_name,
+                "engine": engine,
+                "budget": budget,
+                "hv": round(float(np.mean(hv_e)), 5),
+                "hv_random": round(float(np.mean(hv_r)), 5),
+                "hv_true": None if true_hv is None else round(true_hv, 5),
+                "seconds": round(float(np.mean(secs)), 2),
+            }
+        )
         console.print(rows[-1])
     return rows
 
@@ -162,11 +178,19 @@ def linas_vs_nsga2(space_name: str = "mobilenetv3-ofa-cifar", budget: int = 400)
     truth = SyntheticAccuracy(space)
     lat = TableLatency(space)
     measure = lambda archs: truth.predict(space.features(list(archs)))  # noqa: E731
-    lin = run_search(SearchProblem(space, Evaluator(space, SyntheticAccuracy(space, seed=11), lat), ("accuracy", "latency")),
-                     make_engine("linas", measure=measure), budget=budget, seed=0)
+    lin = run_search(
+        SearchProblem(space, Evaluator(space, SyntheticAccuracy(space, seed=11), lat), ("accuracy", "latency")),
+        make_engine("linas", measure=measure),
+        budget=budget,
+        seed=0,
+    )
     # nsga2 with every evaluation a measurement (accuracy = the truth)
-    ns = run_search(SearchProblem(space, Evaluator(space, truth, lat), ("accuracy", "latency")),
-                    make_engine("nsga2"), budget=5000, seed=0)
+    ns = run_search(
+        SearchProblem(space, Evaluator(space, truth, lat), ("accuracy", "latency")),
+        make_engine("nsga2"),
+        budget=5000,
+        seed=0,
+    )
     best = max(lin.hv[-1][2], ns.hv[-1][2])
 
     def first_reach(hv):
@@ -175,9 +199,15 @@ def linas_vs_nsga2(space_name: str = "mobilenetv3-ofa-cifar", budget: int = 400)
                 return n
         return None
 
-    return {"best_hv": round(best, 5), "linas_measured_to_95pct": first_reach(lin.hv), "linas_budget": budget,
-            "nsga2_measured_to_95pct": first_reach(ns.hv), "nsga2_budget": 5000,
-            "linas_final_hv": round(lin.hv[-1][2], 5), "nsga2_final_hv": round(ns.hv[-1][2], 5)}
+    return {
+        "best_hv": round(best, 5),
+        "linas_measured_to_95pct": first_reach(lin.hv),
+        "linas_budget": budget,
+        "nsga2_measured_to_95pct": first_reach(ns.hv),
+        "nsga2_budget": 5000,
+        "linas_final_hv": round(lin.hv[-1][2], 5),
+        "nsga2_final_hv": round(ns.hv[-1][2], 5),
+    }
 
 
 def linas_real(run_dir: str, target: str, budget: int = 200, seed: int = 0, pool: int = 1200) -> dict:
@@ -190,8 +220,9 @@ def linas_real(run_dir: str, target: str, budget: int = 200, seed: int = 0, pool
 
     run = load_run(run_dir, device="auto")
     space = run.space
-    problem = SearchProblem(space, Evaluator(space, load_run_predictor(run), load_latency_model(target, space)),
-                            ("accuracy", "latency"))
+    problem = SearchProblem(
+        space, Evaluator(space, load_run_predictor(run), load_latency_model(target, space)), ("accuracy", "latency")
+    )
     measure = lambda archs: evaluate_subnets(run, list(archs), "val", calib_images=500)  # noqa: E731
     t = time.perf_counter()
     lin = run_search(problem, make_engine("linas", measure=measure), budget=budget, seed=seed, storage="memory")
@@ -199,8 +230,14 @@ def linas_real(run_dir: str, target: str, budget: int = 200, seed: int = 0, pool
     curve_linas = [(n, v) for _, n, v in lin.hv]
 
     archs = sample_for_predictor(space, pool, seed=0)
-    store = MeasurementStore(run.path / "measurements" / "val.jsonl", space, checkpoint_sha256=run.checkpoint_sha256,
-                             dataset=run.config.data.dataset, split="val", protocol={"calib_images": 500})
+    store = MeasurementStore(
+        run.path / "measurements" / "val.jsonl",
+        space,
+        checkpoint_sha256=run.checkpoint_sha256,
+        dataset=run.config.data.dataset,
+        split="val",
+        protocol={"calib_images": 500},
+    )
     acc, newly = store.measure(archs, measure, batch_size=32)
     ev = problem.evaluate(space.encode_batch(archs))
     F = problem.to_minimise({**ev.metrics, "accuracy": np.asarray(acc, dtype=np.float64)})
@@ -211,12 +248,20 @@ def linas_real(run_dir: str, target: str, budget: int = 200, seed: int = 0, pool
     def first_reach(curve, frac):
         return next((n for n, v in curve if v >= frac * best), None)
 
-    return {"space": space.name, "target": target, "best_hv": round(best, 5), "linas_budget": budget,
-            "linas_final_hv": round(curve_linas[-1][1], 5), "random_pool": pool,
-            "random_final_hv": round(curve_random[-1][1], 5), "random_newly_measured": newly,
-            **{f"linas_to_{p}pct": first_reach(curve_linas, p / 100) for p in (95, 99, 99.5)},
-            **{f"random_to_{p}pct": first_reach(curve_random, p / 100) for p in (95, 99, 99.5)},
-            "linas_seconds": round(linas_s, 1), "linas_curve": curve_linas}
+    return {
+        "space": space.name,
+        "target": target,
+        "best_hv": round(best, 5),
+        "linas_budget": budget,
+        "linas_final_hv": round(curve_linas[-1][1], 5),
+        "random_pool": pool,
+        "random_final_hv": round(curve_random[-1][1], 5),
+        "random_newly_measured": newly,
+        **{f"linas_to_{p}pct": first_reach(curve_linas, p / 100) for p in (95, 99, 99.5)},
+        **{f"random_to_{p}pct": first_reach(curve_random, p / 100) for p in (95, 99, 99.5)},
+        "linas_seconds": round(linas_s, 1),
+        "linas_curve": curve_linas,
+    }
 
 
 def main() -> None:
@@ -226,8 +271,12 @@ def main() -> None:
     ap.add_argument("--only-throughput", action="store_true")
     ap.add_argument("--run", default=None, help="engines vs random on this trained run's predictor and latency table")
     ap.add_argument("--target", default="cpu")
-    ap.add_argument("--linas-budget", type=int, default=None,
-                    help="with --run: linas with real measurements vs the run's measured stratified sample")
+    ap.add_argument(
+        "--linas-budget",
+        type=int,
+        default=None,
+        help="with --run: linas with real measurements vs the run's measured stratified sample",
+    )
     args = ap.parse_args()
     if args.run and args.linas_budget:
         res = linas_real(args.run, args.target, args.linas_budget)
@@ -237,7 +286,9 @@ def main() -> None:
                 json.dump(res, fh, indent=2)
         return
     if args.run:
-        rows = engines_vs_random("", (0,) if args.quick else (0, 1, 2), args.quick, run_dir=args.run, target=args.target)
+        rows = engines_vs_random(
+            "", (0,) if args.quick else (0, 1, 2), args.quick, run_dir=args.run, target=args.target
+        )
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump({"engines": rows}, fh, indent=2)
@@ -247,7 +298,9 @@ def main() -> None:
     console.print(results["throughput"], results["throughput_torch"])
     if args.only_throughput:
         return
-    results["engines"] = engines_vs_random("tiny-mbv3", seeds, args.quick) + engines_vs_random("mobilenetv3-ofa-cifar", seeds, args.quick)
+    results["engines"] = engines_vs_random("tiny-mbv3", seeds, args.quick) + engines_vs_random(
+        "mobilenetv3-ofa-cifar", seeds, args.quick
+    )
     results["linas"] = linas_vs_nsga2()
     console.print(results["linas"])
     table = Table(title="hypervolume at equal budgets (mean over seeds)")

@@ -17,13 +17,13 @@ import time
 
 import numpy as np
 import torch
+from nasforge.train.loop import _step, resolve_device
 
 from nasforge.space import load_space
 from nasforge.supernet import build_supernet
 from nasforge.testing import tiny_space
 from nasforge.train.config import TrainConfig, apply_overrides, validate
 from nasforge.train.distributed import DistContext
-from nasforge.train.loop import _step, resolve_device
 from nasforge.train.schedules import make_strategy
 
 

@@ -33,8 +33,26 @@ def test_export_onnx_with_sidecar_and_int8(tiny_run, tmp_path):
     pareto = tmp_path / "pareto.json"
     pareto.write_text(json.dumps([{"arch": run.space.largest().to_dict()}, {"arch": arch.to_dict(), "accuracy": 1.0}]))
     out = tmp_path / "model.onnx"
-    _ok(runner.invoke(app, ["export", "--run", str(tiny_run), "--arch", f"{pareto}#1", "--out", str(out),
-                            "--quantize", "int8", "--calib-images", "32", "--target", ""]))
+    _ok(
+        runner.invoke(
+            app,
+            [
+                "export",
+                "--run",
+                str(tiny_run),
+                "--arch",
+                f"{pareto}#1",
+                "--out",
+                str(out),
+                "--quantize",
+                "int8",
+                "--calib-images",
+                "32",
+                "--target",
+                "",
+            ],
+        )
+    )
     onnx.checker.check_model(onnx.load(str(out)))
     side = json.loads((tmp_path / "model.onnx.json").read_text())
     assert side["arch"] == arch.to_dict() and side["input"]["shape"] == [1, 3, arch.resolution, arch.resolution]
@@ -57,21 +75,56 @@ def test_finetune_then_export_torch_rebuilds(tiny_run, tmp_path):
     run = load_run(tiny_run, device="cpu")
     arch = run.space.smallest()
     ckpt = tmp_path / "ft.pt"
-    _ok(runner.invoke(app, ["finetune", "--run", str(tiny_run), "--arch", arch.to_json(), "--epochs", "1",
-                            "--kd", "--out", str(ckpt), "--device", "cpu"]))
+    _ok(
+        runner.invoke(
+            app,
+            [
+                "finetune",
+                "--run",
+                str(tiny_run),
+                "--arch",
+                arch.to_json(),
+                "--epochs",
+                "1",
+                "--kd",
+                "--out",
+                str(ckpt),
+                "--device",
+                "cpu",
+            ],
+        )
+    )
     subnet, space, extra = load_standalone(ckpt)
     assert subnet.arch == arch and extra["kd"] is True and set(extra["after"]) == {"val", "test"}
     evaluated = runner.invoke(app, ["evaluate", "--checkpoint", str(ckpt), "--json", "--device", "cpu"])
     _ok(evaluated)
     scores = json.loads(evaluated.output.strip().splitlines()[-1])
-    assert scores["test_top1"] == pytest.approx(extra["after"]["test"]) and scores["val_top1"] == pytest.approx(extra["after"]["val"])
+    assert scores["test_top1"] == pytest.approx(extra["after"]["test"]) and scores["val_top1"] == pytest.approx(
+        extra["after"]["val"]
+    )
     out = tmp_path / "ft-export.onnx"
     _ok(runner.invoke(app, ["export", "--checkpoint", str(ckpt), "--out", str(out), "--target", ""]))
     side = json.loads((tmp_path / "ft-export.onnx.json").read_text())
     assert side["provenance"]["checkpoint"] == str(ckpt)
     out_pt = tmp_path / "sub.pt"
-    _ok(runner.invoke(app, ["export", "--run", str(tiny_run), "--arch", arch.to_json(), "--out", str(out_pt),
-                            "--format", "torch", "--target", ""]))
+    _ok(
+        runner.invoke(
+            app,
+            [
+                "export",
+                "--run",
+                str(tiny_run),
+                "--arch",
+                arch.to_json(),
+                "--out",
+                str(out_pt),
+                "--format",
+                "torch",
+                "--target",
+                "",
+            ],
+        )
+    )
     rebuilt, _, extra2 = load_standalone(out_pt)
     from nasforge.export.pipeline import prepare_from_run
 

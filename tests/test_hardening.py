@@ -512,16 +512,16 @@ def test_bundle_refuses_a_directory_destination_before_any_work(tmp_path, monkey
     space, target = tiny_space("tiny-mbv3"), load_target("cpu")
     (tmp_path / "bdir").mkdir()
     with pytest.raises(LatencyError, match="is a directory") as info:
-        write_bundle(tmp_path / "bdir", space, target, progress=False)
+        write_bundle(tmp_path / "bdir", space, target)
     assert "\n" not in str(info.value) and calls == []  # nothing exported
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bdir"]  # no .bdir.tmp
     (tmp_path / "file").write_text("x")
     with pytest.raises(LatencyError, match="cannot create"):
-        write_bundle(tmp_path / "file" / "b.zip", space, target, progress=False)
+        write_bundle(tmp_path / "file" / "b.zip", space, target)
 
 
 def test_bundle_failing_midway_leaves_no_temp_file(tmp_path, monkeypatch):
-    from nasforge.latency import profiler
+    from nasforge.latency import backends
     from nasforge.latency.bundle import write_bundle
     from nasforge.latency.targets import load_target
 
@@ -533,9 +533,9 @@ def test_bundle_failing_midway_leaves_no_temp_file(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return b"onnx" * 1000
 
-    monkeypatch.setattr(profiler, "export_block", export)
+    monkeypatch.setattr(backends, "export_block", export)
     with pytest.raises(KeyboardInterrupt):
-        write_bundle(tmp_path / "b.zip", tiny_space("tiny-mbv3"), load_target("cpu"), progress=False)
+        write_bundle(tmp_path / "b.zip", tiny_space("tiny-mbv3"), load_target("cpu"))
     assert list(tmp_path.iterdir()) == []
 
 

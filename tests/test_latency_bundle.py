@@ -1,4 +1,4 @@
-"""Bundle round trip: write a bundle, run scripts/profile_bundle.py without torch, import, predict."""
+"""Bundle round trip: write a bundle, run it (`python bundle.zip`) without torch, import, predict."""
 
 from __future__ import annotations
 
@@ -20,19 +20,23 @@ from nasforge.latency.model import load_latency_model
 from nasforge.latency.targets import load_target
 from nasforge.testing import TINY_SPACES_DIR, tiny_space
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "profile_bundle.py"
-NO_TORCH = "import sys, runpy; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+NO_TORCH = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
-def test_runner_script_is_the_library_protocol():
-    assert SCRIPT.read_text() == Path(ort_timing.__file__).read_text()
+def test_runner_in_the_bundle_is_the_library_protocol(tmp_path):
+    write_bundle(tmp_path / "b.zip", tiny_space("tiny-mbv3"), load_target("cpu"), warmup=1, repeats=3)
+    with zipfile.ZipFile(tmp_path / "b.zip") as zf:
+        assert zf.read("profile_bundle.py").decode() == Path(ort_timing.__file__).read_text()
 
 
 def run_runner(bundle: Path, out: Path) -> subprocess.CompletedProcess:
+    """`python bundle.zip --out ...` with torch made unimportable (the device has none)."""
     return subprocess.run(
-        [sys.executable, "-c", NO_TORCH, str(SCRIPT), str(bundle), "--out", str(out), "--repeats", "3", "--warmup", "1"],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", NO_TORCH, str(bundle), "--out", str(out), "--repeats", "3", "--warmup", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -71,8 +75,18 @@ def test_bundle_round_trip(tmp_path):
     assert model.source == "measured"
     assert model.predict(topk).shape == (2,)
 
-    result = CliRunner().invoke(app, ["lut", "import", str(out), "--space", str(TINY_SPACES_DIR / "tiny-mbv3.yaml"),
-                                      "--out", str(tmp_path / "cli.json")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "lut",
+            "import",
+            str(out),
+            "--space",
+            str(TINY_SPACES_DIR / "tiny-mbv3.yaml"),
+            "--out",
+            str(tmp_path / "cli.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "top-K subnets measured on the device" in result.output
 
@@ -82,8 +96,10 @@ def test_import_rejects_incomplete_table(tmp_path):
     from nasforge.latency.enumerate import distinct_layers
 
     keys = [s.key for s in distinct_layers(space)]
-    table = LatencyTable({"target": "cpu", "space": space.name, "space_fingerprint": space.fingerprint},
-                         {k: {"median_ms": 1.0, "p90_ms": 1.0} for k in keys[1:]})
+    table = LatencyTable(
+        {"target": "cpu", "space": space.name, "space_fingerprint": space.fingerprint},
+        {k: {"median_ms": 1.0, "p90_ms": 1.0} for k in keys[1:]},
+    )
     table.save(tmp_path / "partial.json")
     with pytest.raises(Exception, match=keys[0]):
         import_table(tmp_path / "partial.json", space)

@@ -81,7 +81,7 @@ def test_validation_stores_metrics_and_calibration(built):
     table = LatencyTable.load(out)
     # deterministic "measurement": 0.7 * block sum + 0.05 ms -> the calibration must recover it
     plain = BlockSum(space, lambda s: table.ms(s.key))
-    result = validate_table(space, table, timer, 12, progress=False,
+    result = validate_table(space, table, timer, 12,
                             measure=lambda a: {"median_ms": 0.7 * plain([a])[0][0] + 0.05})
     assert result["calibrated_in_sample"]["mape"] < 1e-6
     assert result["raw"]["kendall_tau"] == pytest.approx(1.0)

@@ -80,7 +80,9 @@ def _one_line_exit_2(args):
 
 
 def test_bad_target_name_exits_2_with_one_line():
-    line = _one_line_exit_2(["latency", "--target", "nope", "--space", TINY, "--arch", json.dumps(load_space(TINY).smallest().to_dict())])
+    line = _one_line_exit_2(
+        ["latency", "--target", "nope", "--space", TINY, "--arch", json.dumps(load_space(TINY).smallest().to_dict())]
+    )
     assert "unknown target 'nope'" in line and "jetson" in line
 
 
@@ -104,12 +106,33 @@ def test_malformed_target_yaml_exits_2_with_one_line(tmp_path, text, needle):
 
 
 def test_missing_lut_file_and_wrong_space_exit_2(tmp_path):
-    line = _one_line_exit_2(["latency", "--target", "cpu", "--space", TINY, "--arch",
-                             json.dumps(load_space(TINY).smallest().to_dict()), "--lut", str(tmp_path / "none.json")])
+    line = _one_line_exit_2(
+        [
+            "latency",
+            "--target",
+            "cpu",
+            "--space",
+            TINY,
+            "--arch",
+            json.dumps(load_space(TINY).smallest().to_dict()),
+            "--lut",
+            str(tmp_path / "none.json"),
+        ]
+    )
     assert "cannot read latency table" in line
-    line = _one_line_exit_2(["latency", "--target", "cpu", "--space", TINY, "--arch",
-                             json.dumps(load_space(TINY).smallest().to_dict()),
-                             "--lut", "predictors/latency/cpu__mobilenetv3-ofa-cifar.json"])
+    line = _one_line_exit_2(
+        [
+            "latency",
+            "--target",
+            "cpu",
+            "--space",
+            TINY,
+            "--arch",
+            json.dumps(load_space(TINY).smallest().to_dict()),
+            "--lut",
+            "predictors/latency/cpu__mobilenetv3-ofa-cifar.json",
+        ]
+    )
     assert "built for space" in line
 
 

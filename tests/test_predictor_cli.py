@@ -13,8 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nasforge.cli import app
-from nasforge.errors import CheckpointError
-from nasforge.errors import PredictorMismatchError
+from nasforge.errors import CheckpointError, PredictorMismatchError
 from nasforge.predictors import AccuracyPredictor, find_run_predictor, load_predictor, load_run_predictor
 from nasforge.space import SearchSpace
 from nasforge.testing import tiny_space
@@ -107,7 +106,17 @@ def test_evaluate_bad_arch_is_one_line_exit_2(fake_runs):
 
 
 def test_build_predictor_cli_saves_and_resumes(fake_runs):
-    args = ["build-predictor", "--run", str(fake_runs.run), "--samples", "120", "--model", "ridge", "--measure-batch", "16"]
+    args = [
+        "build-predictor",
+        "--run",
+        str(fake_runs.run),
+        "--samples",
+        "120",
+        "--model",
+        "ridge",
+        "--measure-batch",
+        "16",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert fake_runs.calls["archs"] == 120
@@ -126,8 +135,18 @@ def test_build_predictor_cli_saves_and_resumes(fake_runs):
     # Measurements taken with another BN-calibration budget are not mixed into the cache.
     line = _one_line_error(runner.invoke(app, [*args, "--calib-images", "500"]))
     assert "protocol" in line and "--store" in line and fake_runs.calls["archs"] == 120
-    res = runner.invoke(app, [*args, "--calib-images", "500", "--store", str(fake_runs.run / "m500.jsonl"),
-                              "--out", str(fake_runs.run / "p500")])
+    res = runner.invoke(
+        app,
+        [
+            *args,
+            "--calib-images",
+            "500",
+            "--store",
+            str(fake_runs.run / "m500.jsonl"),
+            "--out",
+            str(fake_runs.run / "p500"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert fake_runs.calls["archs"] == 240
     # The run-aware loader checks the checkpoint too: a predictor from another supernet is refused.

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from nasforge.errors import ConfigError
-from nasforge.search import Evaluator, SearchError, SearchProblem, hypervolume_for, make_engine, parse_constraint, run_search
+from nasforge.search import (
+    Evaluator,
+    SearchError,
+    SearchProblem,
+    hypervolume_for,
+    make_engine,
+    parse_constraint,
+    run_search,
+)
 from nasforge.search.pareto import non_dominated
 from nasforge.testing import tiny_space
 from nasforge.testing.search import SyntheticAccuracy, TableLatency, all_encodings

@@ -32,7 +32,9 @@ def test_parse_constraint(text, metric, op, value):
     assert c.value == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text", ["latency<15", "foo<=3", "macs<=3X", "latency<=", "<=3", "latency<=abc", "accuracy=70"])
+@pytest.mark.parametrize(
+    "text", ["latency<15", "foo<=3", "macs<=3X", "latency<=", "<=3", "latency<=abc", "accuracy=70"]
+)
 def test_malformed_constraints(text):
     with pytest.raises(ConfigError) as exc:
         parse_constraint(text)
@@ -84,7 +86,9 @@ def test_evaluator_caches_by_canonical_arch():
 
 def test_sign_flip_in_one_adapter():
     space = tiny_space("tiny-mbv3")
-    p = SearchProblem(space, Evaluator(space, SyntheticAccuracy(space)), ("accuracy", "macs"), (parse_constraint("accuracy>=60"),))
+    p = SearchProblem(
+        space, Evaluator(space, SyntheticAccuracy(space)), ("accuracy", "macs"), (parse_constraint("accuracy>=60"),)
+    )
     ev = p.evaluate(space.sample_genes(np.random.default_rng(0), 20))
     assert np.allclose(ev.F[:, 0], -ev.metrics["accuracy"])
     assert np.allclose(ev.F[:, 1], ev.metrics["macs"])
@@ -94,8 +98,12 @@ def test_sign_flip_in_one_adapter():
 @pytest.mark.parametrize("text", ["macs<=100K", "latency<=0.5ms", "params<=1K"])
 def test_infeasible_constraint_fails_fast_with_range(text):
     space = tiny_space("tiny-mbv3")
-    p = SearchProblem(space, Evaluator(space, SyntheticAccuracy(space), TableLatency(space)), ("accuracy", "latency"),
-                      (parse_constraint(text),))
+    p = SearchProblem(
+        space,
+        Evaluator(space, SyntheticAccuracy(space), TableLatency(space)),
+        ("accuracy", "latency"),
+        (parse_constraint(text),),
+    )
     t0 = time.perf_counter()
     with pytest.raises(SearchError) as exc:
         check_feasible(p)

@@ -45,11 +45,19 @@ def test_killed_search_resumes_where_it_stopped(tmp_path, engine):
     budget = 60 if engine == "linas" else 800
     full = run_search(problem(), make_engine(engine, **kw), budget=budget, seed=3)
     with pytest.raises(Killed):
-        run_search(problem(), make_engine(engine, **kw), budget=budget, seed=3, out_dir=tmp_path, on_step=_kill_after(2))
+        run_search(
+            problem(), make_engine(engine, **kw), budget=budget, seed=3, out_dir=tmp_path, on_step=_kill_after(2)
+        )
     assert (tmp_path / f"checkpoint-{engine}.npz").exists()
     steps = []
-    resumed = run_search(problem(), make_engine(engine, **kw), budget=budget, seed=3, out_dir=tmp_path,
-                         on_step=lambda s, n, hv: steps.append(s))
+    resumed = run_search(
+        problem(),
+        make_engine(engine, **kw),
+        budget=budget,
+        seed=3,
+        out_dir=tmp_path,
+        on_step=lambda s, n, hv: steps.append(s),
+    )
     assert steps[0] == 2  # picks up at the step it was killed in (steps 0 and 1 were saved)
     assert len(resumed.history) == len(full.history)
     assert np.array_equal(resumed.history.genes, full.history.genes)  # same result as uninterrupted
@@ -69,10 +77,11 @@ def test_checkpoint_of_another_search_is_refused(tmp_path):
 def test_killed_process_resumes(tmp_path):
     """A real SIGKILL mid-search (not an exception): the next process continues from the checkpoint."""
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, os, signal, sys
         from pathlib import Path
-        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'tests')!r})
+        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
         from test_search_resume import problem
         from nasforge.search import make_engine, run_search
         kill = sys.argv[1] == "kill"
@@ -83,7 +92,8 @@ def test_killed_process_resumes(tmp_path):
         r = run_search(problem(), make_engine("nsga2"), budget=1000, seed=5, out_dir=Path({str(tmp_path)!r}),
                        on_step=lambda s, n, hv: (first.append(s), on_step(s, n, hv)))
         print(json.dumps({{"first_step": first[0], "n": len(r.history)}}))
-    """))
+    """)
+    )
     killed = subprocess.run([sys.executable, str(script), "kill"], capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9
     done = subprocess.run([sys.executable, str(script), "resume"], capture_output=True, text=True, timeout=120)
@@ -95,9 +105,10 @@ def test_killed_process_resumes(tmp_path):
 def test_two_processes_share_one_sqlite_study(tmp_path):
     db = tmp_path / "study.db"
     script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, sys
-        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'tests')!r})
+        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
         from test_search_resume import problem
         from nasforge.search import make_engine, run_search
         worker = int(sys.argv[1])
@@ -105,11 +116,16 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
         r = run_search(p, make_engine("tpe", batch_size=4), budget=48, seed=0,
                        storage="sqlite:///{db}", worker=worker)
         print(json.dumps({{"own": p.evaluator.evaluations, "seen": len(r.history), "study": r.meta["study_name"]}}))
-    """))
-    procs = [subprocess.Popen([sys.executable, str(script), str(w)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for w in (0, 1)]
+    """)
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(w)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for w in (0, 1)
+    ]
     outs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err
     infos = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     assert infos[0]["study"] == infos[1]["study"]

@@ -9,8 +9,8 @@ import torch
 
 from nasforge.testing import TINY_SPACES_DIR
 from nasforge.testing.train import tiny_train_config
-from nasforge.train.config import PhaseConfig
 from nasforge.train import train_supernet
+from nasforge.train.config import PhaseConfig
 
 torch.set_num_threads(1)
 

@@ -11,8 +11,8 @@ import torch
 from nasforge.errors import CheckpointError
 from nasforge.testing import tiny_space
 from nasforge.testing.train import tiny_train_config
-from nasforge.train.config import PhaseConfig
 from nasforge.train import train_supernet
+from nasforge.train.config import PhaseConfig
 from nasforge.train.runs import evaluate_subnets, load_run
 from nasforge.train.schedules import DelayedStrategy, GeneBounds, ProgressiveStrategy, SandwichStrategy, split_epochs
 

@@ -41,13 +41,15 @@ app = typer.Typer(
 
 def _register() -> None:
     # One module per command group, in pipeline order; each adds its commands to `app`.
-    from nasforge.cli import quickstart  # noqa: F401
-    from nasforge.cli import spaces  # noqa: F401
-    from nasforge.cli import train  # noqa: F401
-    from nasforge.cli import latency  # noqa: F401
-    from nasforge.cli import predict  # noqa: F401
-    from nasforge.cli import search  # noqa: F401
-    from nasforge.cli import export  # noqa: F401
+    from nasforge.cli import (
+        export,  # noqa: F401
+        latency,  # noqa: F401
+        predict,  # noqa: F401
+        quickstart,  # noqa: F401
+        search,  # noqa: F401
+        spaces,  # noqa: F401
+        train,  # noqa: F401
+    )
 
 
 _register()

@@ -38,14 +38,17 @@ def export_command(
     run: Annotated[Optional[Path], typer.Option("--run", help="Run folder of `nasforge train-supernet`.")] = None,
     arch: MaybeArch = None,
     checkpoint: Annotated[
-        Optional[Path], typer.Option("--checkpoint", help="A fine-tuned subnet (`nasforge finetune`) instead of --arch.")
+        Optional[Path],
+        typer.Option("--checkpoint", help="A fine-tuned subnet (`nasforge finetune`) instead of --arch."),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="onnx | torch.")] = "onnx",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 17,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Export a dynamic batch axis.")] = False,
     quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8: ORT static quantisation.")] = None,
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images for int8.")] = 256,
-    target: Annotated[str, typer.Option("--target", help="Latency target recorded in the sidecar ('' for none).")] = "cpu",
+    target: Annotated[
+        str, typer.Option("--target", help="Latency target recorded in the sidecar ('' for none).")
+    ] = "cpu",
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda (for BN recalibration).")] = "cpu",
 ) -> None:
     """Extract a subnet (BN recalibrated), export it, verify it in ONNX Runtime and write a sidecar JSON."""
@@ -62,15 +65,28 @@ def export_command(
         loaded = _load(run_dir, device)
         if loaded.space.fingerprint != space.fingerprint:
             raise ConfigError(f"{checkpoint} is a subnet of space {space.name}, not of run {run_dir}'s space")
-        prepared = PreparedSubnet(subnet, space, subnet.arch, loaded.data().to("cpu"),  # type: ignore[arg-type]
-                                  {"checkpoint": str(checkpoint), **{k: extra[k] for k in ("run", "kd") if k in extra}})
+        prepared = PreparedSubnet(
+            subnet,
+            space,
+            subnet.arch,
+            loaded.data().to("cpu"),  # type: ignore[arg-type]
+            {"checkpoint": str(checkpoint), **{k: extra[k] for k in ("run", "kd") if k in extra}},
+        )
     else:
         if run is None:
             raise ConfigError("--arch needs --run RUN_DIR")
         loaded = _load(run, device)
         prepared = prepare_from_run(loaded, _arch(loaded, arch))  # type: ignore[arg-type]
-    result = export_prepared(prepared, out, fmt=fmt, opset=opset, dynamic_batch=dynamic_batch, quantize=quantize,
-                             calib_images=calib_images, target=target or None)
+    result = export_prepared(
+        prepared,
+        out,
+        fmt=fmt,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        quantize=quantize,
+        calib_images=calib_images,
+        target=target or None,
+    )
     _print_summary(result.model_path, result.sidecar_path, result.sidecar)
 
 
@@ -101,7 +117,9 @@ def finetune_command(
     run: RunOpt,
     arch: Annotated[str, typer.Option("--arch", help="Arch: JSON string, JSON file, or FILE#i.")],
     epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Checkpoint path (default RUN_DIR/finetuned/<key>.pt).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Checkpoint path (default RUN_DIR/finetuned/<key>.pt).")
+    ] = None,
     kd: Annotated[bool, typer.Option("--kd", help="Distil from the supernet's largest subnet.")] = False,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak LR (default: a tenth of the run's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
@@ -116,8 +134,17 @@ def finetune_command(
     path = out or run / "finetuned" / f"{a.key}.pt"
     steps = epochs * loaded.data().steps_per_epoch(batch_size or loaded.config.data.batch_size)
     with progress_bar(console, "finetune", steps, extra="loss {task.fields[loss]:.3f}", loss=float("nan")) as update:
-        result = finetune_subnet(loaded, a, path, epochs=epochs, lr=lr, kd=kd, batch_size=batch_size, seed=seed,
-                                 on_step=lambda done, total, loss: update(completed=done, loss=loss))
+        result = finetune_subnet(
+            loaded,
+            a,
+            path,
+            epochs=epochs,
+            lr=lr,
+            kd=kd,
+            batch_size=batch_size,
+            seed=seed,
+            on_step=lambda done, total, loss: update(completed=done, loss=loss),
+        )
     table = Table(title=f"fine-tuned {result.path}")
     for col in ("split", "before (supernet weights)", "after"):
         table.add_column(col)

@@ -11,7 +11,8 @@ from rich.table import Table
 
 from nasforge.cli import app
 from nasforge.cli._common import ArchOpt, SeedOpt, SpaceOpt, console, err_console
-from nasforge.errors import ConfigError, LatencyError
+from nasforge.cli.progress import progress_bar
+from nasforge.errors import ConfigError
 
 TargetOpt = Annotated[str, typer.Option("--target", help="Target name (configs/targets) or a target YAML path.")]
 LutOpt = Annotated[Optional[Path], typer.Option("--lut", help="A latency table to use instead of the shipped one.")]
@@ -41,25 +42,40 @@ def targets_command() -> None:
         meta = json.loads(path.read_text()).get("metadata", {})
         tables.setdefault(meta.get("target", "?"), []).append({**meta, "_file": path.name})
     table = Table(title="nasforge hardware targets")
-    for col in ("target", "provider", "threads", "batch", "peak GFLOP/s", "GB/s", "eff.", "measured tables (validation, calibrated 5-fold CV)"):
+    for col in (
+        "target",
+        "provider",
+        "threads",
+        "batch",
+        "peak GFLOP/s",
+        "GB/s",
+        "eff.",
+        "measured tables (validation, calibrated 5-fold CV)",
+    ):
         table.add_column(col)
     for name in list_targets():
         t = load_target(name)
         luts = tables.get(name, [])
         lut_text = "\n".join(f"{m['space']}: {_fmt_validation(m)} [{m.get('device', '?')}]" for m in luts)
         table.add_row(
-            name, t.provider.replace("ExecutionProvider", ""), str(t.threads), str(t.batch), f"{t.peak_flops / 1e9:.0f}", f"{t.bandwidth / 1e9:.1f}",
-            f"{t.efficiency:.2f}", lut_text or "none (roofline estimate)",
+            name,
+            t.provider.replace("ExecutionProvider", ""),
+            str(t.threads),
+            str(t.batch),
+            f"{t.peak_flops / 1e9:.0f}",
+            f"{t.bandwidth / 1e9:.1f}",
+            f"{t.efficiency:.2f}",
+            lut_text or "none (roofline estimate)",
         )
     console.print(table)
 
 
 def _read_archs(path: Path, space: Any, k: int) -> list[Any]:
-    from nasforge.io import _entries
+    from nasforge.io import arch_entries
 
     if not path.is_file():
         raise ConfigError(f"--verify {path}: file not found")
-    entries = _entries(path.read_text(), path)
+    entries = arch_entries(path.read_text(), path)
     return [space.parse_arch(e) for e in entries[:k]]
 
 
@@ -67,18 +83,38 @@ def _read_archs(path: Path, space: Any, k: int) -> list[Any]:
 def profile_command(
     target: TargetOpt,
     space: SpaceOpt,
-    out: Annotated[Optional[Path], typer.Option("--out", help="LUT file (default predictors/latency/TARGET__SPACE.json); re-running resumes it.")] = None,
-    validate: Annotated[int, typer.Option("--validate", help="Also measure N random whole subnets: MAPE, +-10%, Kendall tau, calibration.")] = 0,
-    bundle: Annotated[Optional[Path], typer.Option("--bundle", help="Write an on-device bundle (ONNX blocks + manifest) instead of timing here.")] = None,
-    verify: Annotated[Optional[Path], typer.Option("--verify", help="With --bundle: a pareto.json/JSON-lines file whose top-K archs are timed whole on the device.")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="LUT file (default predictors/latency/TARGET__SPACE.json); re-running resumes it."),
+    ] = None,
+    validate: Annotated[
+        int,
+        typer.Option("--validate", help="Also measure N random whole subnets: MAPE, +-10%, Kendall tau, calibration."),
+    ] = 0,
+    bundle: Annotated[
+        Optional[Path],
+        typer.Option("--bundle", help="Write an on-device bundle (ONNX blocks + manifest) instead of timing here."),
+    ] = None,
+    verify: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--verify",
+            help="With --bundle: a pareto.json/JSON-lines file whose top-K archs are timed whole on the device.",
+        ),
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="How many archs of --verify to carry.")] = 5,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per model.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs after the first (engine-building) run.")] = 10,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads (default: the target's).")] = None,
-    note: Annotated[Optional[str], typer.Option("--note", help="Free text stored in the LUT metadata (e.g. 'measured under load').")] = None,
+    threads: Annotated[
+        Optional[int], typer.Option("--threads", help="Intra-op threads (default: the target's).")
+    ] = None,
+    note: Annotated[
+        Optional[str], typer.Option("--note", help="Free text stored in the LUT metadata (e.g. 'measured under load').")
+    ] = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Measure a latency lookup table for TARGET x SPACE (or write a bundle to measure on the device)."""
+    from nasforge.latency.enumerate import distinct_layers
     from nasforge.latency.lut import SHIPPED_DIR, table_filename
     from nasforge.latency.targets import load_target
     from nasforge.space import load_space
@@ -95,11 +131,23 @@ def profile_command(
         from nasforge.latency.bundle import write_bundle
 
         topk = _read_archs(verify, s, top_k) if verify else []
-        manifest = write_bundle(bundle, s, t, validate=validate, topk=topk, seed=seed, warmup=warmup, repeats=repeats)
+        n_models = len(distinct_layers(s)) + validate + len(topk)
+        with progress_bar(console, "exporting ONNX models", n_models, transient=True) as update:
+            manifest = write_bundle(
+                bundle,
+                s,
+                t,
+                validate=validate,
+                topk=topk,
+                seed=seed,
+                warmup=warmup,
+                repeats=repeats,
+                on_progress=lambda done, total: update(completed=done),
+            )
         console.print(
             f"wrote {bundle}: {len(manifest['blocks'])} blocks, {len(manifest['verify'])} whole subnets.\n"
-            f"On the device: python profile_bundle.py {bundle.name} --out lut.json  (needs onnxruntime + numpy; "
-            f"the runner is inside the zip and in scripts/)\nBack here: nasforge lut import lut.json --space {space}"
+            f"On the device: python {bundle.name} --out lut.json  (needs onnxruntime + numpy; the zip runs itself)\n"
+            f"Back here: nasforge lut import lut.json --space {space}"
         )
         return
     if verify is not None:
@@ -108,11 +156,17 @@ def profile_command(
 
     timer = Timer(t, threads, warmup, repeats)
     out = out or SHIPPED_DIR / table_filename(t.name, s.name)
-    table = build_table(s, timer, out, note=note)
-    console.print(f"{out}: {len(table.entries)} entries, {table.metadata['build_seconds']:.0f} s of profiling in total "
-                  f"({timer.provider}, {timer.threads} thread(s), {table.metadata['device']})")
+    with progress_bar(console, "profiling blocks", len(distinct_layers(s))) as update:
+        table = build_table(s, timer, out, note=note, on_progress=lambda done, total: update(completed=done))
+    console.print(
+        f"{out}: {len(table.entries)} entries, {table.metadata['build_seconds']:.0f} s of profiling in total "
+        f"({timer.provider}, {timer.threads} thread(s), {table.metadata['device']})"
+    )
     if validate:
-        result = validate_table(s, table, timer, validate, seed=seed)
+        with progress_bar(console, "measuring whole subnets", validate) as update:
+            result = validate_table(
+                s, table, timer, validate, seed=seed, on_progress=lambda done, total: update(completed=done)
+            )
         _print_validation(result)
 
 
@@ -120,7 +174,11 @@ def _print_validation(result: dict[str, Any]) -> None:
     table = Table(title=f"latency validation on {result['n']} whole subnets")
     for col in ("prediction", "MAPE %", "within +-10%", "Kendall tau"):
         table.add_column(col)
-    for label, key in (("block sum (raw)", "raw"), ("calibrated, 5-fold CV", "calibrated_cv5"), ("calibrated, in-sample", "calibrated_in_sample")):
+    for label, key in (
+        ("block sum (raw)", "raw"),
+        ("calibrated, 5-fold CV", "calibrated_cv5"),
+        ("calibrated, in-sample", "calibrated_in_sample"),
+    ):
         m = result.get(key)
         if m:
             table.add_row(label, f"{m['mape']:.2f}", f"{m['within_10pct'] * 100:.0f}%", f"{m['kendall_tau']:.3f}")
@@ -133,10 +191,10 @@ def latency_command(target: TargetOpt, space: SpaceOpt, arch: ArchOpt, lut: LutO
     import warnings
 
     from nasforge.io import read_arch_argument
-    from nasforge.latency.model import load_latency_model, profile_command as measure_cmd
-    from nasforge.space import load_space
-
+    from nasforge.latency.model import load_latency_model
+    from nasforge.latency.model import profile_command as measure_cmd
     from nasforge.latency.targets import load_target
+    from nasforge.space import load_space
 
     load_target(target) if lut is None else None  # a bad target name fails before anything else
     s = load_space(space)
@@ -147,8 +205,11 @@ def latency_command(target: TargetOpt, space: SpaceOpt, arch: ArchOpt, lut: LutO
     ms = float(model.predict([a])[0])
     if model.source == "estimated":
         typer.echo(f"{ms:.3f} ms  (estimated: roofline from {model.target}'s datasheet specs, not a measurement)")
-        typer.echo(f"warning: no measured table for {model.target} x {s.name}; measure one with "
-                   f"`{measure_cmd(model.target, s)}`", err=True)
+        typer.echo(
+            f"warning: no measured table for {model.target} x {s.name}; measure one with "
+            f"`{measure_cmd(model.target, s)}`",
+            err=True,
+        )
     else:
         path = getattr(getattr(model, "table", None), "path", "")
         typer.echo(f"{ms:.3f} ms  (measured table {path})")
@@ -156,9 +217,11 @@ def latency_command(target: TargetOpt, space: SpaceOpt, arch: ArchOpt, lut: LutO
 
 @lut_app.command("import")
 def lut_import_command(
-    path: Annotated[Path, typer.Argument(help="LUT JSON written by scripts/profile_bundle.py on the device.")],
+    path: Annotated[Path, typer.Argument(help="LUT JSON written on the device by `python bundle.zip --out lut.json`.")],
     space: SpaceOpt,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Where to store it (default predictors/latency/TARGET__SPACE.json).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Where to store it (default predictors/latency/TARGET__SPACE.json).")
+    ] = None,
 ) -> None:
     """Take in a LUT measured on a device: check it, calibrate on its validation subnets, report top-K picks."""
     from nasforge.latency.bundle import import_table
@@ -175,12 +238,21 @@ def lut_import_command(
     if report["validation"]:
         _print_validation(report["validation"])
     else:
-        err_console.print("warning: fewer than 5 validation subnets in this table: no calibration fitted (plain block sums)")
+        err_console.print(
+            "warning: fewer than 5 validation subnets in this table: no calibration fitted (plain block sums)"
+        )
     if report["topk"]:
         t = Table(title="top-K subnets measured on the device")
         for col in ("arch", "measured ms", "table predicts ms", "search predicted ms"):
             t.add_column(col)
         for row in report["topk"]:
             sp = row["search_predicted_ms"]
-            t.add_row(row["arch"], f"{row['measured_ms']:.3f}", f"{row['lut_predicted_ms']:.3f}", "-" if sp is None else f"{sp:.3f}" + (" (estimated)" if row["search_predicted_source"] == "estimated" else ""))
+            t.add_row(
+                row["arch"],
+                f"{row['measured_ms']:.3f}",
+                f"{row['lut_predicted_ms']:.3f}",
+                "-"
+                if sp is None
+                else f"{sp:.3f}" + (" (estimated)" if row["search_predicted_source"] == "estimated" else ""),
+            )
         console.print(t)

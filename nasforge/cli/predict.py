@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from nasforge.cli import app
-from nasforge.cli._common import ArchOpt, SeedOpt, console
+from nasforge.cli._common import SeedOpt, console
 from nasforge.errors import ConfigError
 from nasforge.io import read_arch_argument
 
@@ -181,4 +181,6 @@ def build_predictor_command(
         f"{report.archs_per_second:.2f}" if report.newly_measured else "-",
     )
     console.print(table)
-    console.print(f"saved {report.path} (fit {report.fit_seconds:.1f}s, 10k predictions {report.predict_10k_seconds:.3f}s)")
+    console.print(
+        f"saved {report.path} (fit {report.fit_seconds:.1f}s, 10k predictions {report.predict_10k_seconds:.3f}s)"
+    )

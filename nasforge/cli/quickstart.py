@@ -16,8 +16,12 @@ from nasforge.cli._common import console, warn
 
 @app.command("quickstart")
 def quickstart_command(
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: a fresh one under runs/).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Quickstart YAML (default configs/quickstart.yaml).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Output folder (default: a fresh one under runs/).")
+    ] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="Quickstart YAML (default configs/quickstart.yaml).")
+    ] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Tiny budgets (CI smoke run).")] = False,
 ) -> None:
     """Train a small supernet, price latency, build the predictor, search under a latency bound, export to ONNX."""
@@ -34,8 +38,16 @@ def quickstart_command(
     train_bar = TrainProgress(console)
     with ExitStack() as stack:
         stack.callback(train_bar.close)
-        bars = stack.enter_context(Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                            TimeRemainingColumn(), console=console, transient=True))
+        bars = stack.enter_context(
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+        )
 
         def measuring(total: int, done: int) -> Any:
             task = bars.add_task("measuring subnets", total=total, completed=done)

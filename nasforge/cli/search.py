@@ -16,21 +16,43 @@ from nasforge.cli.progress import progress_bar
 def search_command(
     run: Annotated[Path | None, typer.Option("--run", help="Trained run dir: gives the space and predictor.")] = None,
     target: Annotated[str | None, typer.Option("--target", help="Latency target (LUT or roofline estimate).")] = None,
-    engine: Annotated[str | None, typer.Option("--engine", help="nsga2|agemoea|nsga3|evolution|tpe|gp|random|linas.")] = None,
-    objectives: Annotated[str | None, typer.Option("--objectives", help="Comma list of accuracy,latency,macs,params.")] = None,
-    constraint: Annotated[list[str] | None, typer.Option("--constraint", help='Hard bound, e.g. "latency<=15ms", "macs<=300M".')] = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="nsga2|agemoea|nsga3|evolution|tpe|gp|random|linas.")
+    ] = None,
+    objectives: Annotated[
+        str | None, typer.Option("--objectives", help="Comma list of accuracy,latency,macs,params.")
+    ] = None,
+    constraint: Annotated[
+        list[str] | None, typer.Option("--constraint", help='Hard bound, e.g. "latency<=15ms", "macs<=300M".')
+    ] = None,
     budget: Annotated[int | None, typer.Option("--budget", help="Evaluations (measurements for linas).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Output dir (checkpoints, study, front); default RUN_DIR/search-TARGET.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output dir (checkpoints, study, front); default RUN_DIR/search-TARGET."),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML with any of these settings; flags win.")] = None,
     space: Annotated[str | None, typer.Option("--space", help="Space name/YAML, for use without --run.")] = None,
-    predictor: Annotated[Path | None, typer.Option("--predictor", help="Accuracy predictor file (default: the run's).")] = None,
+    predictor: Annotated[
+        Path | None, typer.Option("--predictor", help="Accuracy predictor file (default: the run's).")
+    ] = None,
     lut: Annotated[Path | None, typer.Option("--lut", help="Latency LUT file for --target.")] = None,
-    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL (default sqlite in --out).")] = None,
-    worker: Annotated[int | None, typer.Option("--worker", help="Worker index when several processes (same --seed and --storage) share a study.")] = None,
-    pop_size: Annotated[int | None, typer.Option("--pop-size", help="Population size (pymoo engines, evolution).")] = None,
-    mutation_rate: Annotated[float | None, typer.Option("--mutation-rate", help="Per-gene mutation rate (default 1/genes).")] = None,
-    resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help="Continue from a checkpoint in --out.")] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="Optuna storage URL (default sqlite in --out).")
+    ] = None,
+    worker: Annotated[
+        int | None,
+        typer.Option("--worker", help="Worker index when several processes (same --seed and --storage) share a study."),
+    ] = None,
+    pop_size: Annotated[
+        int | None, typer.Option("--pop-size", help="Population size (pymoo engines, evolution).")
+    ] = None,
+    mutation_rate: Annotated[
+        float | None, typer.Option("--mutation-rate", help="Per-gene mutation rate (default 1/genes).")
+    ] = None,
+    resume: Annotated[
+        bool | None, typer.Option("--resume/--no-resume", help="Continue from a checkpoint in --out.")
+    ] = None,
 ) -> None:
     """Search a trained supernet's subnets for the best accuracy/latency/MACs/params trade-offs."""
     from nasforge.search.config import load_config_file, resolve_config
@@ -39,20 +61,35 @@ def search_command(
     cfg = resolve_config(
         file_values,
         {
-            "run": run, "target": target, "engine": engine, "objectives": objectives,
-            "constraints": tuple(constraint or ()), "budget": budget, "seed": seed, "out": out,
-            "space": space, "predictor": predictor, "lut": lut, "storage": storage, "worker": worker,
-            "pop_size": pop_size, "mutation_rate": mutation_rate, "resume": resume,
+            "run": run,
+            "target": target,
+            "engine": engine,
+            "objectives": objectives,
+            "constraints": tuple(constraint or ()),
+            "budget": budget,
+            "seed": seed,
+            "out": out,
+            "space": space,
+            "predictor": predictor,
+            "lut": lut,
+            "storage": storage,
+            "worker": worker,
+            "pop_size": pop_size,
+            "mutation_rate": mutation_rate,
+            "resume": resume,
         },
     )
     from nasforge.pipelines.search import default_out, search_from_config
 
-    with progress_bar(console, f"[bold]{cfg.engine}[/]", cfg.budget, extra="HV {task.fields[hv]:.4f}",
-                      transient=True, hv=0.0) as update:
+    with progress_bar(
+        console, f"[bold]{cfg.engine}[/]", cfg.budget, extra="HV {task.fields[hv]:.4f}", transient=True, hv=0.0
+    ) as update:
         outcome = search_from_config(cfg, on_step=lambda step, n, hv: update(completed=n, hv=hv))
     _print_front(outcome.result)
-    console.print(f"front: {len(outcome.result.front)} archs -> {outcome.paths['pareto']}  "
-                  f"(history, hypervolume.csv, pareto.png in {default_out(cfg)})")
+    console.print(
+        f"front: {len(outcome.result.front)} archs -> {outcome.paths['pareto']}  "
+        f"(history, hypervolume.csv, pareto.png in {default_out(cfg)})"
+    )
 
 
 def _print_front(result: Any) -> None:

@@ -13,11 +13,17 @@ from nasforge.cli import app
 from nasforge.cli._common import ArchOpt, console
 from nasforge.errors import ConfigError
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Training YAML (default configs/train/default.yaml).")]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", help="Training YAML (default configs/train/default.yaml).")
+]
 ScheduleOpt = Annotated[Optional[str], typer.Option("--schedule", help="progressive | sandwich | delayed.")]
 SpaceOverride = Annotated[Optional[str], typer.Option("--space", help="Shipped space name or a space YAML path.")]
-DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="digits | cifar10 | imagefolder (a registered dataset).")]
-LoaderOpt = Annotated[Optional[str], typer.Option("--loader", help="auto | memory | stream: how images are read (auto: by decoded size).")]
+DatasetOpt = Annotated[
+    Optional[str], typer.Option("--dataset", help="digits | cifar10 | imagefolder (a registered dataset).")
+]
+LoaderOpt = Annotated[
+    Optional[str], typer.Option("--loader", help="auto | memory | stream: how images are read (auto: by decoded size).")
+]
 DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Dataset folder (never downloaded).")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="The whole run's epoch budget.")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: a fresh one under runs/).")]
@@ -26,7 +32,9 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu |
 SeedOverride = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Training batch size (all ranks together).")]
 LimitOpt = Annotated[Optional[int], typer.Option("--train-limit", help="Use at most this many training images.")]
-UntilOpt = Annotated[Optional[int], typer.Option("--until-epoch", help="Stop after this epoch (continue with --resume).")]
+UntilOpt = Annotated[
+    Optional[int], typer.Option("--until-epoch", help="Stop after this epoch (continue with --resume).")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
 
 
@@ -51,33 +59,70 @@ def _resolve(config: Path | None, out: Path | None, resume: bool, overrides: dic
 
 @app.command("train-supernet")
 def train_supernet_command(
-    config: ConfigOpt = None, schedule: ScheduleOpt = None, space: SpaceOverride = None, dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None, epochs: EpochsOpt = None, out: OutOpt = None, resume: ResumeOpt = False,
-    device: DeviceOpt = None, seed: SeedOverride = None, batch_size: BatchOpt = None, train_limit: LimitOpt = None,
-    until_epoch: UntilOpt = None, quiet: QuietOpt = False,
+    config: ConfigOpt = None,
+    schedule: ScheduleOpt = None,
+    space: SpaceOverride = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    out: OutOpt = None,
+    resume: ResumeOpt = False,
+    device: DeviceOpt = None,
+    seed: SeedOverride = None,
+    batch_size: BatchOpt = None,
+    train_limit: LimitOpt = None,
+    until_epoch: UntilOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train an elastic supernet (progressive / sandwich / delayed) so every subnet works without retraining."""
-    overrides = {"schedule.name": schedule, "space": space, "data.dataset": dataset, "data.data_dir": data_dir,
-                 "epochs": epochs, "device": device, "seed": seed, "data.batch_size": batch_size,
-                 "data.train_limit": train_limit}
+    overrides = {
+        "schedule.name": schedule,
+        "space": space,
+        "data.dataset": dataset,
+        "data.data_dir": data_dir,
+        "epochs": epochs,
+        "device": device,
+        "seed": seed,
+        "data.batch_size": batch_size,
+        "data.train_limit": train_limit,
+    }
     cfg, out = _resolve(config, out, resume, overrides)
     _run(cfg, out or _fresh_out(cfg.schedule.name), resume, until_epoch, quiet)
 
 
 @app.command("train-subnet")
 def train_subnet_command(
-    arch: ArchOpt, config: ConfigOpt = None, space: SpaceOverride = None, dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None, epochs: EpochsOpt = None, out: OutOpt = None, resume: ResumeOpt = False,
-    device: DeviceOpt = None, seed: SeedOverride = None, batch_size: BatchOpt = None, train_limit: LimitOpt = None,
-    until_epoch: UntilOpt = None, quiet: QuietOpt = False,
+    arch: ArchOpt,
+    config: ConfigOpt = None,
+    space: SpaceOverride = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    out: OutOpt = None,
+    resume: ResumeOpt = False,
+    device: DeviceOpt = None,
+    seed: SeedOverride = None,
+    batch_size: BatchOpt = None,
+    train_limit: LimitOpt = None,
+    until_epoch: UntilOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train one subnet alone from scratch (the baseline a supernet's subnets are compared with)."""
     from nasforge.io import read_arch_argument
 
     arch_obj = read_arch_argument(arch)
-    overrides = {"schedule.name": "standalone", "schedule.arch": arch_obj, "space": space,
-                 "data.dataset": dataset, "data.data_dir": data_dir, "epochs": epochs, "device": device,
-                 "seed": seed, "data.batch_size": batch_size, "data.train_limit": train_limit}
+    overrides = {
+        "schedule.name": "standalone",
+        "schedule.arch": arch_obj,
+        "space": space,
+        "data.dataset": dataset,
+        "data.data_dir": data_dir,
+        "epochs": epochs,
+        "device": device,
+        "seed": seed,
+        "data.batch_size": batch_size,
+        "data.train_limit": train_limit,
+    }
     cfg, out = _resolve(config, out, resume, overrides)
     from nasforge.space import load_space
 

@@ -19,7 +19,6 @@ from functools import lru_cache
 
 import torch
 
-from nasforge.errors import ConfigError
 from nasforge.config import Validated, check, field_error
 from nasforge.registry import Registry
 

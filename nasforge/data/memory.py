@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from nasforge.data.datasets import ImageSet
-from nasforge.data.registry import DATASETS, DATA_SOURCES
+from nasforge.data.registry import DATA_SOURCES, DATASETS
 from nasforge.data.source import (
     IMAGENET,
     Batch,

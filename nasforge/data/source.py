@@ -20,8 +20,8 @@ import torch
 
 from nasforge.config import Validated, check
 from nasforge.data.augment import AugmentConfig
-from nasforge.errors import ConfigError, DataError
 from nasforge.data.registry import DATA_SOURCES, DATASETS, LOADER_CHOICES, LOADERS_AUTO
+from nasforge.errors import ConfigError, DataError
 
 T = TypeVar("T")
 Batch = tuple[torch.Tensor, torch.Tensor]

@@ -18,9 +18,9 @@ from nasforge.arch import ArchConfig
 from nasforge.data import DataSource
 from nasforge.errors import ConfigError
 from nasforge.export.onnx import OnnxExportReport, export_onnx
-from nasforge.supernet.standalone import save_standalone
 from nasforge.io import atomic_write_json
 from nasforge.space import SearchSpace
+from nasforge.supernet.standalone import save_standalone
 from nasforge.supernet.static import StaticSubnet
 
 

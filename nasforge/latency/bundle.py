@@ -1,4 +1,4 @@
-"""On-device profiling without torch: a zip of ONNX blocks + a manifest, timed by `scripts/profile_bundle.py`.
+"""On-device profiling without torch: a zip of ONNX blocks + a manifest that times itself (`python bundle.zip`).
 
 Bundle layout:
   manifest.json        target, provider, batch, protocol, space + fingerprint, blocks [{key, file, input_shape}],
@@ -7,6 +7,7 @@ Bundle layout:
   verify/NNNNN.onnx    whole subnets: role "validation" (random, to calibrate and validate the table)
                        or "topk" (a search's picks, to check on the device that they meet the constraint)
   profile_bundle.py    the runner (a copy of nasforge/latency/ort_timing.py)
+  __main__.py          so the zip runs itself: `python bundle.zip --out lut.json`
 `import_table` reads the runner's LUT back, fits the calibration on the validation subnets and
 reports predicted vs measured for the top-K picks.
 """
@@ -17,7 +18,7 @@ import json
 import os
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ from nasforge.latency.targets import Target
 from nasforge.space import SearchSpace
 
 RUNNER = Path(ort_timing.__file__)
+# `python bundle.zip --out lut.json`: the zip is on sys.path, so its own runner imports from it
+MAIN = """import sys
+
+import profile_bundle
+
+sys.exit(profile_bundle.main([sys.argv[0], *sys.argv[1:]]))
+"""
 
 
 def write_bundle(
@@ -46,10 +54,14 @@ def write_bundle(
     seed: int = 0,
     warmup: int = 10,
     repeats: int = 50,
-    progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Export every block (and `validate` random + `topk` given whole subnets) into a bundle zip."""
-    from nasforge.latency.profiler import _progress, block_input_shape, export_block, export_subnet
+    """Export every block (and `validate` random + `topk` given whole subnets) into a bundle zip.
+
+    The zip runs itself on the device: `python bundle.zip --out lut.json` (its `__main__.py` calls the
+    runner, `profile_bundle.py`, a copy of `nasforge.latency.ort_timing`; onnxruntime + numpy only).
+    """
+    from nasforge.latency.backends import block_input_shape, export_block, export_subnet
 
     path = Path(path)
     _check_destination(path)  # before minutes of ONNX exports
@@ -82,25 +94,39 @@ def write_bundle(
     tmp = path.with_name(f".{path.name}.tmp")
     total = len(specs) + len(val_archs) + len(topk)
     try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf, _progress("bundle", total, progress) as bar:
-            task = bar.add_task(f"exporting {total} ONNX models", total=total)
+        done = 0
+
+        def advance() -> None:
+            nonlocal done
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total)
+
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
             for i, spec in enumerate(specs):
                 name = f"blocks/{i:05d}.onnx"
                 zf.writestr(name, export_block(spec, target.batch))
                 shape = list(block_input_shape(spec, target.batch))
                 manifest["blocks"].append({"key": spec.key, "file": name, "input_shape": shape})
-                bar.advance(task)
+                advance()
             for role, archs, preds in (("validation", val_archs, [None] * len(val_archs)), ("topk", topk, predicted)):
                 for arch, pred in zip(archs, preds):
                     name = f"verify/{len(manifest['verify']):05d}.onnx"
                     zf.writestr(name, export_subnet(space, arch, target.batch))
                     manifest["verify"].append(
-                        {"key": f"{role}:{arch.key}", "role": role, "arch": arch.to_dict(), "predicted_ms": pred,
-                         "predicted_source": predicted_source if role == "topk" else None, "file": name}
+                        {
+                            "key": f"{role}:{arch.key}",
+                            "role": role,
+                            "arch": arch.to_dict(),
+                            "predicted_ms": pred,
+                            "predicted_source": predicted_source if role == "topk" else None,
+                            "file": name,
+                        }
                     )
-                    bar.advance(task)
+                    advance()
             zf.writestr("manifest.json", json.dumps(manifest, indent=1))
             zf.write(RUNNER, "profile_bundle.py")
+            zf.writestr("__main__.py", MAIN)
         tmp.replace(path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)  # never leave a partial bundle behind (Ctrl-C, full disk, export error)
@@ -132,10 +158,15 @@ def import_table(
     table = LatencyTable.load(lut_path)
     fp = table.metadata.get("space_fingerprint")
     if fp != space.fingerprint:
-        raise LatencyError(f"{lut_path} was measured for space {table.metadata.get('space')!r} ({fp}), not {space.name!r}")
+        raise LatencyError(
+            f"{lut_path} was measured for space {table.metadata.get('space')!r} ({fp}), not {space.name!r}"
+        )
     missing = [s.key for s in distinct_layers(space) if s.key not in table.entries]
     if missing:
-        raise LatencyError(f"{lut_path} lacks {len(missing)} block(s) of {space.name!r}, e.g. {missing[0]!r}; re-run the runner to resume")
+        raise LatencyError(
+            f"{lut_path} lacks {len(missing)} block(s) of {space.name!r}, e.g. {missing[0]!r}; "
+            "re-run the runner to resume"
+        )
     summer = BlockSum(space, lambda spec: table.ms(spec.key))
     report: dict[str, Any] = {"validation": None, "topk": [], "provider_warning": None}
     try:
@@ -171,8 +202,13 @@ def import_table(
         sums, blocks = summer([arch])
         pred = float(cal.apply(table.metadata.get("calibration"), sums, blocks)[0])
         report["topk"].append(
-            {"arch": arch.key, "measured_ms": v["median_ms"], "lut_predicted_ms": pred,
-             "search_predicted_ms": v.get("predicted_ms"), "search_predicted_source": v.get("predicted_source")}
+            {
+                "arch": arch.key,
+                "measured_ms": v["median_ms"],
+                "lut_predicted_ms": pred,
+                "search_predicted_ms": v.get("predicted_ms"),
+                "search_predicted_source": v.get("predicted_source"),
+            }
         )
     if dest is not None:
         table.save(dest)

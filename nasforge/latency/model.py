@@ -11,7 +11,7 @@ Speed: block costs are gathered from per-block tables (`nasforge.blocksum.BlockS
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -20,10 +20,10 @@ import numpy as np
 from nasforge.arch import ArchConfig
 from nasforge.blocksum import BlockSum
 from nasforge.errors import LatencyError
-from nasforge.layers import LayerSpec, activation_bytes, layer_macs
 from nasforge.latency import calibration as cal
 from nasforge.latency.lut import LatencyTable, find_table
 from nasforge.latency.targets import Target, load_target
+from nasforge.layers import LayerSpec, activation_bytes, layer_macs
 from nasforge.space import SearchSpace
 
 

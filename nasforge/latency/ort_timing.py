@@ -1,8 +1,8 @@
 """The ORT timing protocol, and the on-device bundle runner (needs only onnxruntime and numpy).
 
-This file is copied byte for byte to `scripts/profile_bundle.py` (a test keeps the two
-identical), so the same protocol times blocks on this machine and on a Jetson or a
-Raspberry Pi that has no torch and no nasforge.
+This file travels inside every bundle as `profile_bundle.py` (the bundle's `__main__.py` runs it:
+`python bundle.zip --out lut.json`), so the same protocol times blocks on this machine and on a
+Jetson or a Raspberry Pi that has no torch and no nasforge.
 
 Protocol (one ONNX model at a time, batch fixed by the model's input shape):
   * session: graph optimisation ORT_ENABLE_ALL, intra-op threads fixed (`threads`),
@@ -26,12 +26,14 @@ Isolated blocks run with warm caches and lose cross-block fusion, so a plain sum
 medians is expected to be off from a whole network; nasforge fits a calibration on whole
 subnets measured with this same protocol.
 
-Usage on the device:  python profile_bundle.py bundle.zip --out lut.json [--provider ...]
+Usage on the device:  python bundle.zip --out lut.json [--provider ...]
+            (or, extracted: python profile_bundle.py bundle.zip --out lut.json)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -40,6 +42,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -92,11 +95,36 @@ def raise_priority() -> int | None:
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
+@contextlib.contextmanager
+def pinned(threads: int) -> Iterator[tuple[list[int] | None, int | None]]:
+    """Pin to `threads` cores and raise priority for a measurement; give both back afterwards.
+
+    Yields (cores pinned to, niceness reached). Affinity and niceness are process-wide: whoever times
+    inside a larger program must not leave it on one core at nice -20.
+    """
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    niceness = os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else None
+    try:
+        yield pin_threads(threads), raise_priority()
+    finally:
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
+        if niceness is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, niceness)
+            except OSError:
+                pass
+
+
 def providers_for(provider: str) -> list[Any]:
     """The ORT provider list for a provider name; TensorRT and CUDA fall back to the next one in line."""
     name = PROVIDER_ALIASES.get(provider.lower(), provider)
     if name == "TensorrtExecutionProvider":
-        return [("TensorrtExecutionProvider", {"trt_fp16_enable": False}), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [
+            ("TensorrtExecutionProvider", {"trt_fp16_enable": False}),
+            "CUDAExecutionProvider",
+            "CPUExecutionProvider",
+        ]
     if name == "CUDAExecutionProvider":
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return [name]
@@ -126,7 +154,12 @@ def session_feeds(session: Any) -> dict[str, np.ndarray]:
 
 
 def time_session(
-    session: Any, feeds: dict[str, np.ndarray], warmup: int = 10, repeats: int = 50, rounds: int = 5, pause_s: float = 0.02
+    session: Any,
+    feeds: dict[str, np.ndarray],
+    warmup: int = 10,
+    repeats: int = 50,
+    rounds: int = 5,
+    pause_s: float = 0.02,
 ) -> dict[str, float]:
     """Warm up past any engine build, then time `repeats` single runs in `rounds` rounds (see the protocol)."""
     session.run(None, feeds)
@@ -199,6 +232,11 @@ def write_json_atomic(path: str, obj: Any) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, indent=1)
             fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() gives, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -217,15 +255,14 @@ def run_bundle(
 ) -> dict[str, Any]:
     """Time every block (and every verify model) of a bundle; resumes from an existing `out`."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    with zipfile.ZipFile(bundle) as zf:
+    with zipfile.ZipFile(bundle) as zf, contextlib.ExitStack() as stack:
         manifest = json.loads(zf.read("manifest.json"))
         cfg = manifest["protocol"]
         provider = provider or manifest["provider"]
         threads = int(threads or cfg["intra_op_threads"])
         warmup = int(warmup if warmup is not None else cfg["warmup_runs"] - 1)
         repeats = int(repeats or cfg["repeats"])
-        cores = pin_threads(threads)
-        nice = raise_priority()
+        cores, nice = stack.enter_context(pinned(threads))
         real_provider = used_provider(provider)
         lut: dict[str, Any] = {"format": LUT_FORMAT, "metadata": {}, "entries": {}, "verify": []}
         if os.path.exists(out):

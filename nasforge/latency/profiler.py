@@ -9,10 +9,9 @@ lacks the CUDA provider, validation on whole subnets and the calibration fit.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,13 @@ from nasforge.arch import ArchConfig
 from nasforge.errors import LatencyError
 from nasforge.latency import calibration as cal
 from nasforge.latency import ort_timing
+from nasforge.latency.backends import (  # noqa: F401  (re-exported: the profiler's ONNX export helpers)
+    block_input_shape,
+    export_block,
+    export_module,
+    export_subnet,
+    open_backend,
+)
 from nasforge.latency.enumerate import distinct_layers
 from nasforge.latency.lut import LatencyTable
 from nasforge.latency.model import BlockSum
@@ -29,102 +35,46 @@ from nasforge.latency.targets import Target
 from nasforge.layers import LayerSpec
 from nasforge.space import SearchSpace
 
-OPSET = 17
-
-
-def export_module(module: Any, input_shape: tuple[int, ...]) -> bytes:
-    """ONNX bytes of a module (classic TorchScript exporter, opset 17, fixed shapes)."""
-    import torch
-
-    module = module.eval()
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, (torch.randn(*input_shape),), buf, opset_version=OPSET, dynamo=False,
-            input_names=["x"], output_names=["y"],
-        )
-    return buf.getvalue()
-
-
-def block_input_shape(spec: LayerSpec, batch: int) -> tuple[int, int, int, int]:
-    return (batch, spec.in_channels, spec.input_size, spec.input_size)
-
-
-def export_block(spec: LayerSpec, batch: int = 1) -> bytes:
-    from nasforge.supernet.static import build_layer
-
-    return export_module(build_layer(spec), block_input_shape(spec, batch))
-
-
-def export_subnet(space: SearchSpace, arch: ArchConfig, batch: int = 1) -> bytes:
-    from nasforge.supernet.static import StaticSubnet
-
-    specs = space.layers(arch)
-    return export_module(StaticSubnet(specs, arch), block_input_shape(specs[0], batch))
-
-
-def time_torch_cuda(module: Any, input_shape: tuple[int, ...], warmup: int, repeats: int) -> dict[str, float]:
-    """PyTorch CUDA timing with CUDA events (the `gpu` target's fallback when ORT has no CUDA EP)."""
-    import torch
-
-    module = module.eval().cuda()
-    x = torch.randn(*input_shape, device="cuda")
-    times = np.empty(repeats)
-    with torch.no_grad():
-        for _ in range(1 + warmup):
-            module(x)
-        torch.cuda.synchronize()
-        for i in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            module(x)
-            end.record()
-            torch.cuda.synchronize()
-            times[i] = start.elapsed_time(end)
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
+Progress = Callable[[int, int], None]  # (done, total): the caller draws
 
 
 class Timer:
-    """Times blocks and subnets for one target with the protocol; records which backend it used."""
+    """Times blocks and subnets for one target with the protocol, through the first backend that runs here.
+
+    `with timer.pinned():` pins this process to `threads` cores and raises its priority for the
+    measurements (the protocol), and gives the process its affinity and niceness back afterwards.
+    """
 
     def __init__(
         self, target: Target, threads: int | None = None, warmup: int = 10, repeats: int = 50, *, pin: bool = True
     ) -> None:
-        """pin: pin this process to `threads` cores and raise its priority (the protocol; tests pass False)."""
-        import onnxruntime as ort
-
+        """pin: whether `pinned()` pins at all (tests pass False)."""
         self.target = target
         self.threads = int(threads or target.threads)
+        if self.threads < 1:
+            raise LatencyError(f"--threads must be a positive integer, got {self.threads}")
         self.warmup, self.repeats = warmup, repeats
-        available = set(ort.get_available_providers())
-        self.provider = target.provider
-        if self.provider in available:
-            self.backend = "ort"
-        elif self.provider == "TensorrtExecutionProvider" and "CUDAExecutionProvider" in available:
-            self.provider, self.backend = "CUDAExecutionProvider", "ort"
-        elif target.fallback_backend == "torch-cuda" and _cuda_available():
-            self.provider, self.backend = "torch-cuda-events", "torch-cuda"
-        else:
-            hint = " (or run `nasforge profile --bundle` and profile_bundle.py on the device)"
-            raise LatencyError(
-                f"target {target.name!r} needs {target.provider}, which this onnxruntime lacks "
-                f"(it offers {sorted(available)}){hint}"
-            )
-        self.cores = ort_timing.pin_threads(self.threads) if self.backend == "ort" and pin else None
-        self.nice = ort_timing.raise_priority() if pin else None
+        self.pin = pin
+        self.impl = open_backend(target, self.threads)
+        self.backend, self.provider, self.device = self.impl.name, self.impl.provider, self.impl.device
+        self.cores: list[int] | None = None
+        self.nice: int | None = None
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        if not self.pin or self.backend != "ort":
+            yield
+            return
+        with ort_timing.pinned(self.threads) as (cores, nice):
+            self.cores, self.nice = cores, nice
+            yield
 
     def metadata(self) -> dict[str, Any]:
         import onnxruntime as ort
 
-        device = ort_timing.device_string()
-        if self.backend == "torch-cuda":
-            import torch
-
-            device = torch.cuda.get_device_name()
         return {
             "target": self.target.name,
-            "device": device,
+            "device": self.device,
             "ort_version": ort.__version__,
             "backend": self.backend,
             "provider": self.provider,
@@ -136,41 +86,10 @@ class Timer:
         }
 
     def block(self, spec: LayerSpec) -> dict[str, float]:
-        if self.backend == "torch-cuda":
-            from nasforge.supernet.static import build_layer
-
-            return time_torch_cuda(build_layer(spec), block_input_shape(spec, self.target.batch), self.warmup, self.repeats)
-        return self._ort(export_block(spec, self.target.batch))
+        return self.impl.time_block(spec, self.warmup, self.repeats)  # type: ignore[no-any-return]
 
     def subnet(self, space: SearchSpace, arch: ArchConfig) -> dict[str, float]:
-        if self.backend == "torch-cuda":
-            from nasforge.supernet.static import StaticSubnet
-
-            specs = space.layers(arch)
-            return time_torch_cuda(StaticSubnet(specs, arch), block_input_shape(specs[0], self.target.batch),
-                                   self.warmup, self.repeats)
-        return self._ort(export_subnet(space, arch, self.target.batch))
-
-    def _ort(self, model: bytes) -> dict[str, float]:
-        return ort_timing.time_model(model, self.provider, self.threads, self.warmup, self.repeats)
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:  # pragma: no cover
-        return False
-
-
-def _progress(description: str, total: int, enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False,
-    )
+        return self.impl.time_subnet(space, arch, self.warmup, self.repeats)  # type: ignore[no-any-return]
 
 
 def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
@@ -186,7 +105,14 @@ def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
                     f"pass another --out or delete the file"
                 )
         meta["build_seconds"] = old.get("build_seconds", 0.0)
-        for keep in ("validation", "calibration", "note", "validation_samples", "validation_under_load", "earlier_runs"):
+        for keep in (
+            "validation",
+            "calibration",
+            "note",
+            "validation_samples",
+            "validation_under_load",
+            "earlier_runs",
+        ):
             if keep in old:
                 meta[keep] = old[keep]
         table.metadata = meta
@@ -199,7 +125,7 @@ def build_table(
     timer: Timer,
     out: str | Path,
     *,
-    progress: bool = True,
+    on_progress: Progress | None = None,
     note: str | None = None,
     save_every_s: float = 10.0,
 ) -> LatencyTable:
@@ -212,11 +138,12 @@ def build_table(
     todo = [s for s in specs if s.key not in table.entries]
     start = last = time.perf_counter()
     base = float(table.metadata.get("build_seconds", 0.0))
-    with _progress("profiling blocks", len(todo), progress) as bar:
-        task = bar.add_task(f"profiling {len(todo)} of {len(specs)} blocks", total=len(todo))
-        for spec in todo:
+    with timer.pinned():
+        table.metadata.update(cores=timer.cores, nice=timer.nice)
+        for i, spec in enumerate(todo):
             table.entries[spec.key] = timer.block(spec)
-            bar.advance(task)
+            if on_progress is not None:
+                on_progress(i + 1, len(todo))
             if time.perf_counter() - last > save_every_s:
                 table.metadata["build_seconds"] = round(base + time.perf_counter() - start, 1)
                 table.save(out)
@@ -235,7 +162,7 @@ def validate_table(
     n: int,
     *,
     seed: int = 0,
-    progress: bool = True,
+    on_progress: Progress | None = None,
     measure: Callable[[ArchConfig], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Measure `n` random whole subnets end to end, fit the calibration, store both in the table's metadata.
@@ -248,11 +175,11 @@ def validate_table(
     measure = measure or (lambda a: timer.subnet(space, a))
     measured = np.empty(len(archs))
     start = time.perf_counter()
-    with _progress("validating", len(archs), progress) as bar:
-        task = bar.add_task(f"measuring {len(archs)} whole subnets", total=len(archs))
+    with timer.pinned():
         for i, arch in enumerate(archs):
             measured[i] = measure(arch)["median_ms"]
-            bar.advance(task)
+            if on_progress is not None:
+                on_progress(i + 1, len(archs))
     sums, blocks = BlockSum(space, lambda spec: table.ms(spec.key))(archs)
     calibration = cal.fit(sums, blocks, measured)
     result = {

@@ -7,37 +7,49 @@ the roofline estimate used when no measured lookup table exists for a (target, s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from nasforge.config import Validated, check, load_dataclass
 from nasforge.errors import LatencyError
 from nasforge.io import read_yaml
+from nasforge.latency.registry import TIMING_BACKENDS
 from nasforge.resources import shipped_dir
 
 TARGETS_DIR = shipped_dir("configs", "targets")
-BACKENDS = ("ort", "torch-cuda")
-PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
+Provider = Literal["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(Validated):
     """One hardware target, read from YAML."""
 
     name: str
-    description: str
-    provider: str  # the ORT execution provider that times it
-    threads: int  # intra-op threads (CPU EP); 1 for GPU EPs
-    batch: int
-    peak_flops: float  # FP32 FLOP/s, from the datasheet named in `sources`
-    bandwidth: float  # bytes/s
-    efficiency: float  # fraction of peak a batch-1 MobileNet reaches (calibrated, see `calibration`)
-    per_layer_overhead_ms: float
+    peak_flops: float = field(metadata=check(gt=0))  # FP32 FLOP/s, from the datasheet named in `sources`
+    bandwidth: float = field(metadata=check(gt=0))  # bytes/s
+    # fraction of peak a batch-1 MobileNet reaches (calibrated, see `calibration`)
+    efficiency: float = field(metadata=check(gt=0, le=1))
+    description: str = ""
+    provider: Provider = "CPUExecutionProvider"  # the ORT execution provider that times it
+    threads: int = field(default=1, metadata=check(gt=0))  # intra-op threads (CPU EP); 1 for GPU EPs
+    batch: int = field(default=1, metadata=check(gt=0))
+    per_layer_overhead_ms: float = field(default=0.0, metadata=check(ge=0))
     sources: tuple[str, ...] = ()
     calibration: dict[str, Any] = field(default_factory=dict)
-    fallback_backend: str | None = None  # "torch-cuda": time with CUDA events when ORT lacks the provider
-    path: str = ""
+    # a backend to time with when ORT lacks the provider (e.g. "torch-cuda": PyTorch with CUDA events)
+    fallback_backend: str | None = field(default=None, metadata=check(choices=TIMING_BACKENDS))
+    path: str = ""  # the YAML it came from (set by `load_target`)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.name:
+            raise LatencyError("field 'name': expected a non-empty string, got ''")
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """Timing backends in order of preference: ONNX Runtime, then the fallback."""
+        return ("ort",) + ((self.fallback_backend,) if self.fallback_backend else ())
 
 
 def list_targets(directory: Path = TARGETS_DIR) -> list[str]:
@@ -58,62 +70,8 @@ def load_target(name_or_path: str | Path) -> Target:
     return target_from_dict(raw, str(path))
 
 
-def _number(
-    raw: dict[str, Any], key: str, source: str, *, positive: bool = True, default: Any = None, integer: bool = False
-) -> float:
-    """A finite, non-negative (or positive) number; `.nan`, `.inf` and 1e400 are refused, naming the field."""
-    value = raw.get(key, default)
-    if isinstance(value, str):  # YAML 1.1 reads 1.28e12 (no exponent sign) as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    kind = ("positive " if positive else "non-negative ") + ("integer" if integer else "finite number")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise LatencyError(f"{source}: field '{key}': expected a {kind}, got {value!r}")
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond float range
-        number = math.inf
-    if not math.isfinite(number) or (positive and number <= 0) or number < 0 or (integer and not number.is_integer()):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise LatencyError(f"{source}: field '{key}': expected a {kind}, got {shown}")
-    return number
-
-
 def target_from_dict(raw: Any, source: str = "<memory>") -> Target:
-    if not isinstance(raw, dict):
-        raise LatencyError(f"{source}: a target must be a YAML mapping")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name:
-        raise LatencyError(f"{source}: field 'name': expected a non-empty string, got {name!r}")
-    provider = raw.get("provider", "CPUExecutionProvider")
-    if provider not in PROVIDERS:
-        raise LatencyError(f"{source}: field 'provider': expected one of {list(PROVIDERS)}, got {provider!r}")
-    fallback = raw.get("fallback_backend")
-    if fallback is not None and fallback not in BACKENDS:
-        raise LatencyError(f"{source}: field 'fallback_backend': expected one of {list(BACKENDS)}, got {fallback!r}")
-    efficiency = _number(raw, "efficiency", source)
-    if efficiency > 1:
-        raise LatencyError(f"{source}: field 'efficiency': expected a fraction of peak in (0, 1], got {efficiency}")
-    sources = raw.get("sources", [])
-    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-        raise LatencyError(f"{source}: field 'sources': expected a list of strings, got {sources!r}")
-    calibration = raw.get("calibration", {})
-    if not isinstance(calibration, dict):
-        raise LatencyError(f"{source}: field 'calibration': expected a mapping, got {calibration!r}")
-    return Target(
-        name=name,
-        description=str(raw.get("description", "")),
-        provider=provider,
-        threads=int(_number(raw, "threads", source, default=1, integer=True)),
-        batch=int(_number(raw, "batch", source, default=1, integer=True)),
-        peak_flops=_number(raw, "peak_flops", source),
-        bandwidth=_number(raw, "bandwidth", source),
-        efficiency=efficiency,
-        per_layer_overhead_ms=_number(raw, "per_layer_overhead_ms", source, positive=False, default=0.0),
-        sources=tuple(sources),
-        calibration=calibration,
-        fallback_backend=fallback,
-        path=source,
-    )
+    if isinstance(raw, dict) and "path" in raw:
+        raise LatencyError(f"{source}: unknown key(s) ['path']")
+    target = load_dataclass(Target, raw, source=source, error=LatencyError)
+    return Target(**{**target.__dict__, "path": source})

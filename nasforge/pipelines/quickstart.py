@@ -17,8 +17,8 @@ from typing import Any, Literal
 from nasforge.config import Validated, check, load_dataclass
 from nasforge.errors import ConfigError
 from nasforge.io import read_yaml
-from nasforge.resources import shipped_dir
 from nasforge.predictors.base import PREDICTORS
+from nasforge.resources import shipped_dir
 from nasforge.search.engines.base import ENGINES
 
 DEFAULT_CONFIG = shipped_dir("configs") / "quickstart.yaml"

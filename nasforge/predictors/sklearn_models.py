@@ -51,7 +51,12 @@ class RidgePredictor(PredictorBase):
         return x.astype(np.float64) @ self.coef + self.intercept
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        params = {"num_features": self.num_features, "seed": self.seed, "alphas": list(self.alphas), "alpha": self.alpha}
+        params = {
+            "num_features": self.num_features,
+            "seed": self.seed,
+            "alphas": list(self.alphas),
+            "alpha": self.alpha,
+        }
         return params, {"coef": self.coef, "intercept": np.array(self.intercept)}
 
     @classmethod
@@ -70,7 +75,8 @@ def _gp_kernel(num_features: int) -> Any:
     # A linear trend (most of an accuracy landscape is additive over block choices) plus an RBF
     # for interactions, plus measurement noise.
     return (
-        ConstantKernel(1.0, (1e-3, 1e3)) * RBF(length_scale=float(np.sqrt(num_features)), length_scale_bounds=(1e-1, 1e3))
+        ConstantKernel(1.0, (1e-3, 1e3))
+        * RBF(length_scale=float(np.sqrt(num_features)), length_scale_bounds=(1e-1, 1e3))
         + ConstantKernel(0.1, (1e-4, 1e2)) * DotProduct(sigma_0=1.0, sigma_0_bounds="fixed")
         + WhiteKernel(1e-2, (1e-6, 1e1))
     )
@@ -89,8 +95,9 @@ class GPPredictor(PredictorBase):
 
     kind = "gp"
 
-    def __init__(self, num_features: int, *, seed: int = 0, restarts: int = 0, hyper_rows: int = 400,
-                 max_iter: int = 60) -> None:
+    def __init__(
+        self, num_features: int, *, seed: int = 0, restarts: int = 0, hyper_rows: int = 400, max_iter: int = 60
+    ) -> None:
         super().__init__(num_features)
         self.seed, self.restarts = int(seed), int(restarts)
         self.hyper_rows, self.max_iter = int(hyper_rows), int(max_iter)
@@ -123,8 +130,14 @@ class GPPredictor(PredictorBase):
         from sklearn.gaussian_process import GaussianProcessRegressor
 
         self.x_train, self.y_train, self.theta = x, y, theta
+        # The targets are standardised here (as sklearn's normalize_y does), so prediction needs no private state.
+        self.y_mean = float(np.mean(y))
+        std = float(np.std(y))
+        self.y_std = std if std > 0 else 1.0
         kernel = _gp_kernel(self.num_features).clone_with_theta(theta)
-        self.gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, optimizer=None).fit(x, y)
+        self.gp = GaussianProcessRegressor(kernel=kernel, normalize_y=False, optimizer=None).fit(
+            x, (y - self.y_mean) / self.y_std
+        )
         self.fitted = True
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
@@ -138,16 +151,25 @@ class GPPredictor(PredictorBase):
         k = p["k1__k1__k1__constant_value"] * np.exp(-0.5 * sq / p["k1__k1__k2__length_scale"] ** 2)
         k += p["k1__k2__k1__constant_value"] * (p["k1__k2__k2__sigma_0"] ** 2 + dot)
         mean = k @ self.gp.alpha_
-        return mean.reshape(-1) * self.gp._y_train_std + self.gp._y_train_mean  # type: ignore[no-any-return]
+        return mean.reshape(-1) * self.y_std + self.y_mean  # type: ignore[no-any-return]
 
     def predict_with_std(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = self.check_features(features).astype(np.float64)
         mean, std = self.gp.predict(x, return_std=True)
-        return np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        return (
+            np.asarray(mean, dtype=np.float64) * self.y_std + self.y_mean,
+            np.asarray(std, dtype=np.float64) * self.y_std,
+        )
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        params = {"num_features": self.num_features, "seed": self.seed, "restarts": self.restarts,
-                  "hyper_rows": self.hyper_rows, "max_iter": self.max_iter, "kernel": str(self.gp.kernel_)}
+        params = {
+            "num_features": self.num_features,
+            "seed": self.seed,
+            "restarts": self.restarts,
+            "hyper_rows": self.hyper_rows,
+            "max_iter": self.max_iter,
+            "kernel": str(self.gp.kernel_),
+        }
         return params, {"x_train": self.x_train, "y_train": self.y_train, "theta": self.theta}
 
     @classmethod

@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-
 from nasforge.errors import ConfigError
 from nasforge.io import read_yaml
 from nasforge.search.engines import ENGINES

@@ -15,8 +15,8 @@ from typing import Protocol
 import numpy as np
 
 from nasforge.arch import ArchConfig
-from nasforge.errors import ConfigError, NasforgeError
 from nasforge.blocksum import BlockSum
+from nasforge.errors import ConfigError, NasforgeError
 from nasforge.layers import layer_macs, layer_params
 from nasforge.space import SearchSpace
 
@@ -89,7 +89,7 @@ def parse_constraint(text: str) -> Constraint:
 
 
 def parse_objectives(text: str | Sequence[str]) -> tuple[str, ...]:
-    """"accuracy,latency" -> ("accuracy", "latency"); at least one, no repeats."""
+    """ "accuracy,latency" -> ("accuracy", "latency"); at least one, no repeats."""
     names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text)]
     names = [n for n in names if n]
     if not names:
@@ -308,7 +308,11 @@ def check_feasible(problem: SearchProblem) -> None:
         lo, hi = metric_range(problem, c.metric)
         unit = METRICS[c.metric][2]
         if (c.op == "<=" and lo > c.value) or (c.op == ">=" and hi < c.value):
-            how = "" if c.metric != "latency" else f" on {problem.evaluator.latency.target} ({problem.evaluator.latency_source})"  # type: ignore[union-attr]
+            how = (
+                ""
+                if c.metric != "latency"
+                else f" on {problem.evaluator.latency.target} ({problem.evaluator.latency_source})"
+            )  # type: ignore[union-attr]
             raise SearchError(
                 f"constraint {c.text!r} is infeasible: {c.metric}{how} ranges {_fmt(lo, unit)} (smallest subnet) "
                 f"to {_fmt(hi, unit)} (largest subnet) over space '{problem.space.name}'"
@@ -324,4 +328,3 @@ def _fmt(value: float, unit: str) -> str:
         if abs(value) >= div:
             return f"{value / div:.3g}{suffix}"
     return f"{value:.3g}"
-

@@ -15,29 +15,18 @@ from nasforge.search.objectives import COLUMNS, METRICS, Constraint
 
 
 def non_dominated(F: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated rows of F (minimisation); duplicates keep their first row."""
+    """Indices of the non-dominated rows of F (minimisation); duplicates keep their first row (pymoo's sort)."""
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
     F = np.asarray(F, dtype=np.float64)
     if len(F) == 0:
         return np.zeros(0, dtype=np.int64)
     _, first = np.unique(F, axis=0, return_index=True)
     first = np.sort(first)
-    cand = F[first]
     if F.shape[1] == 1:
-        return first[[int(np.argmin(cand[:, 0]))]]
-    order = np.lexsort(cand.T[::-1])  # by first objective, then the rest
-    keep: list[int] = []
-    if F.shape[1] == 2:
-        best = np.inf
-        for i in order:
-            if cand[i, 1] < best:
-                keep.append(i)
-                best = cand[i, 1]
-    else:
-        for i in order:
-            row = cand[i]
-            if not any(np.all(cand[j] <= row) and np.any(cand[j] < row) for j in keep):
-                keep.append(i)
-    return np.sort(first[keep])
+        return first[[int(np.argmin(F[first, 0]))]]
+    front = NonDominatedSorting(method="efficient_non_dominated_sort").do(F[first], only_non_dominated_front=True)
+    return np.sort(first[np.asarray(front, dtype=np.int64)])
 
 
 class Hypervolume:

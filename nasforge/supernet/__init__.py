@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from nasforge.layers import build_layer
 from nasforge.space import SearchSpace
 from nasforge.supernet.base import ElasticSupernet, permute_optimizer_state, resize_to
-from nasforge.layers import build_layer
 from nasforge.supernet.static import StaticSubnet
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasforge.arch import ArchConfig
-from nasforge.layers import LayerSpec, make_divisible
+from nasforge.layers import LayerSpec, build_layer, make_divisible
 from nasforge.space import SearchSpace
 from nasforge.supernet.base import ElasticSupernet
 from nasforge.supernet.ops import (
@@ -23,7 +23,6 @@ from nasforge.supernet.ops import (
     permute_,
     permute_bn_,
 )
-from nasforge.layers import build_layer
 from nasforge.supernet.static import MBConv, MobileNetV3Head, StaticSubnet
 
 

@@ -118,7 +118,7 @@ class ElasticLinear(nn.Linear):
         return F.linear(x, self.weight[:, : x.shape[1]], self.bias)
 
 
-def act_fn(name: str) -> "nn.Module":
+def act_fn(name: str) -> nn.Module:
     if name == "relu":
         return nn.ReLU()
     if name == "hswish":

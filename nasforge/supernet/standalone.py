@@ -30,7 +30,12 @@ def save_standalone(
         "format": FORMAT,
         "arch": subnet.arch.to_json(),
         "space": json.dumps(
-            {"raw": space.definition, "source": space.source, "width_mult": space.width_mult, "num_classes": space.num_classes}
+            {
+                "raw": space.definition,
+                "source": space.source,
+                "width_mult": space.width_mult,
+                "num_classes": space.num_classes,
+            }
         ),
         "space_fingerprint": space.fingerprint,
         "extra": json.dumps(extra or {}),

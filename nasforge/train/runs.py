@@ -88,13 +88,16 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Run:
     if "width_mult" in obj and float(obj["width_mult"]) != space.width_mult:
         space = space.with_options(width_mult=float(obj["width_mult"]))
     if obj["space_fingerprint"] != space.fingerprint:
-        raise CheckpointError(f"{weights}: weights are for space {obj['space_fingerprint']}, "
-                              f"not {space.name} ({space.fingerprint})")
+        raise CheckpointError(
+            f"{weights}: weights are for space {obj['space_fingerprint']}, not {space.name} ({space.fingerprint})"
+        )
     net = build_supernet(space).to(dev)
     try:
         net.load_state_dict(obj["model"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{weights}: weights do not fit space {space.name} ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{weights}: weights do not fit space {space.name} ({str(exc).splitlines()[0]})"
+        ) from None
     net.eval()
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -112,12 +115,21 @@ def extract_recalibrated(run: Run, arch: ArchConfig, *, calib_images: int = 2000
         return net.extract(arch)
 
 
-def evaluate_subnets(run: Run, archs: Sequence[ArchConfig], split: str = "val", *, calib_images: int = 2000,
-                     batch_size: int = 256) -> np.ndarray:
+def evaluate_subnets(
+    run: Run, archs: Sequence[ArchConfig], split: str = "val", *, calib_images: int = 2000, batch_size: int = 256
+) -> np.ndarray:
     """Top-1 % of each arch on `split`, BN recalibrated per arch on `calib_images` training images."""
     canon = [run.space.validate(a) for a in archs]
-    return evaluate_archs(run.supernet, run.data(), canon, split, calib_images=calib_images, batch_size=batch_size,
-                          amp=run.config.amp, channels_last=run.config.channels_last)
+    return evaluate_archs(
+        run.supernet,
+        run.data(),
+        canon,
+        split,
+        calib_images=calib_images,
+        batch_size=batch_size,
+        amp=run.config.amp,
+        channels_last=run.config.channels_last,
+    )
 
 
 def evaluate_subnet(run: Run, arch: ArchConfig, split: str = "val", *, calib_images: int = 2000) -> float:

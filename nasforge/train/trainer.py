@@ -88,8 +88,7 @@ class StepMeter:
     def read(self) -> dict[str, float]:
         loss, acc = (self._sums / max(1, self.steps)).tolist()
         seconds = time.perf_counter() - self.t0
-        return {"loss": loss, "acc": acc * 100.0, "images_per_s": self.images / max(seconds, 1e-9),
-                "seconds": seconds}
+        return {"loss": loss, "acc": acc * 100.0, "images_per_s": self.images / max(seconds, 1e-9), "seconds": seconds}
 
 
 def space_for(cfg: TrainConfig, num_classes: int) -> SearchSpace:
@@ -97,8 +96,9 @@ def space_for(cfg: TrainConfig, num_classes: int) -> SearchSpace:
     return space if space.num_classes == num_classes else space.with_options(num_classes=num_classes)
 
 
-def open_training_data(cfg: TrainConfig, space: SearchSpace, device: torch.device | str = "cpu",
-                       record: dict[str, Any] | None = None) -> DataSource:
+def open_training_data(
+    cfg: TrainConfig, space: SearchSpace, device: torch.device | str = "cpu", record: dict[str, Any] | None = None
+) -> DataSource:
     """The run's data source at the space's largest resolution (a run's `record` keeps its normalisation)."""
     from nasforge.data import Normalization
 
@@ -121,8 +121,14 @@ def eval_archs_for(strategy: ShrinkStrategy, space: SearchSpace, cfg: TrainConfi
 class Trainer:
     """Trains `cfg`'s supernet into `run_dir`. Under torchrun every rank builds one; only rank 0 writes."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, callbacks: Sequence[TrainCallback] = (),
-                 ctx: DistContext | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        *,
+        callbacks: Sequence[TrainCallback] = (),
+        ctx: DistContext | None = None,
+    ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device)
@@ -145,8 +151,13 @@ class Trainer:
             self.net = self.net.to(memory_format=torch.channels_last)
         broadcast_module(self.net, self.ctx)
         o = cfg.optim
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=o.lr, momentum=o.momentum,
-                                         nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.net.parameters(),
+            lr=o.lr,
+            momentum=o.momentum,
+            nesterov=o.nesterov and o.momentum > 0,
+            weight_decay=o.weight_decay,
+        )
         self.steps_per_epoch = self.data.steps_per_epoch(cfg.data.batch_size)
         self.strategy = make_strategy(cfg, self.space, self.steps_per_epoch)
         self.total = cfg.epochs * self.steps_per_epoch
@@ -177,20 +188,28 @@ class Trainer:
         """What a checkpoint holds (tensors and plain values only: `weights_only=True` loads it)."""
         s = self.state
         return {
-            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "scheduler": {"iteration": s.iteration, "lr": s.lr, "total": self.total},
-            "phase": s.phase, "epoch": s.iteration // self.steps_per_epoch,
-            "step": s.iteration % self.steps_per_epoch, "iteration": s.iteration,
-            "rng": ckpt.rng_state(), "teacher": s.teacher.state_dict() if s.teacher is not None else None,
-            "space_fingerprint": self.space.fingerprint, "num_classes": self.space.num_classes,
-            "width_mult": self.space.width_mult, "config": self.cfg.to_dict(),
+            "phase": s.phase,
+            "epoch": s.iteration // self.steps_per_epoch,
+            "step": s.iteration % self.steps_per_epoch,
+            "iteration": s.iteration,
+            "rng": ckpt.rng_state(),
+            "teacher": s.teacher.state_dict() if s.teacher is not None else None,
+            "space_fingerprint": self.space.fingerprint,
+            "num_classes": self.space.num_classes,
+            "width_mult": self.space.width_mult,
+            "config": self.cfg.to_dict(),
         }
 
     # ------------------------------------------------------------------ the loop
     def fit(self, *, resume: bool = False, until_epoch: int | None = None) -> TrainResult:
         """Train to the end of the budget (or `until_epoch` epochs in total, a time box `--resume` continues)."""
         if not resume and ((self.ckpt_dir / "last.pt").exists() or (self.run_dir / "supernet.pt").exists()):
-            raise ConfigError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
+            raise ConfigError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
         with _owned_global_rng(self.cfg.seed, self.device):
             self._setup()
             if resume:
@@ -207,8 +226,14 @@ class Trainer:
         spe = self.steps_per_epoch
         while self.state.iteration < self.total:
             epoch, step = divmod(self.state.iteration, spe)
-            batches = self.data.train_batches(epoch, batch_size=self.cfg.data.batch_size, seed=self.cfg.seed,
-                                              rank=self.ctx.rank, world_size=self.ctx.world_size, start_step=step)
+            batches = self.data.train_batches(
+                epoch,
+                batch_size=self.cfg.data.batch_size,
+                seed=self.cfg.seed,
+                rank=self.ctx.rank,
+                world_size=self.ctx.world_size,
+                start_step=step,
+            )
             self.net.train()
             for x, y in batches:
                 self._train_one(x, y)
@@ -291,8 +316,13 @@ class Trainer:
         average_buffers(self.net, self.ctx)
         m = self.meter.read()
         record: dict[str, Any] = {
-            "epoch": epoch + 1, "iteration": self.state.iteration, "phase": self.state.phase, "lr": self.state.lr,
-            "train_loss": m["loss"], "train_acc": m["acc"], "images_per_s": m["images_per_s"],
+            "epoch": epoch + 1,
+            "iteration": self.state.iteration,
+            "phase": self.state.phase,
+            "lr": self.state.lr,
+            "train_loss": m["loss"],
+            "train_acc": m["acc"],
+            "images_per_s": m["images_per_s"],
             "train_seconds": m["seconds"],
         }
         if skipped:
@@ -308,10 +338,18 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Top-1 of the fixed evaluation subnets, BN recalibrated for each; training state untouched."""
         e = self.cfg.eval
-        accs = evaluate_archs(self.net, self.data, list(self.eval_archs.values()), e.split,
-                              calib_images=e.calib_images, calib_batch_size=e.calib_batch_size,
-                              batch_size=e.batch_size, limit=e.max_images, amp=self.cfg.amp,
-                              channels_last=self.cfg.channels_last)
+        accs = evaluate_archs(
+            self.net,
+            self.data,
+            list(self.eval_archs.values()),
+            e.split,
+            calib_images=e.calib_images,
+            calib_batch_size=e.calib_batch_size,
+            batch_size=e.batch_size,
+            limit=e.max_images,
+            amp=self.cfg.amp,
+            channels_last=self.cfg.channels_last,
+        )
         return {k: float(a) for k, a in zip(self.eval_archs, accs)}
 
     def _finish(self) -> None:
@@ -338,7 +376,11 @@ def _owned_global_rng(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def train_supernet(
-    cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, until_epoch: int | None = None,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    until_epoch: int | None = None,
     callbacks: Sequence[TrainCallback] = (),
 ) -> TrainResult:
     """Train `cfg`'s supernet into `run_dir` (or continue it with `resume`); see `Trainer`."""
@@ -350,8 +392,18 @@ def save_supernet(path: Path, net: ElasticSupernet, space: SearchSpace, cfg: Tra
     from nasforge.io import atomic_write_bytes
 
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    atomic_write_bytes(path, ckpt.to_bytes({
-        "format": ckpt.SUPERNET_FORMAT, "model": state, "space_fingerprint": space.fingerprint,
-        "space_name": space.name, "space_source": space.source, "num_classes": space.num_classes,
-        "width_mult": space.width_mult, "config": cfg.to_dict(),
-    }))
+    atomic_write_bytes(
+        path,
+        ckpt.to_bytes(
+            {
+                "format": ckpt.SUPERNET_FORMAT,
+                "model": state,
+                "space_fingerprint": space.fingerprint,
+                "space_name": space.name,
+                "space_source": space.source,
+                "num_classes": space.num_classes,
+                "width_mult": space.width_mult,
+                "config": cfg.to_dict(),
+            }
+        ),
+    )

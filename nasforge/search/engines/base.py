@@ -14,8 +14,8 @@ import numpy as np
 
 from nasforge.errors import CheckpointError
 from nasforge.io import atomic_write_bytes
-from nasforge.search.objectives import COLUMNS, Evaluation, SearchProblem
 from nasforge.registry import Registry
+from nasforge.search.objectives import COLUMNS, Evaluation, SearchProblem
 from nasforge.search.pareto import Hypervolume, non_dominated
 
 

@@ -9,10 +9,10 @@ and the search stops with a clear error if not even an initial population can be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
-
-from typing import Any
 
 from nasforge.search.engines.base import ENGINES, EngineContext, EngineOptions, Recorder, bounded_feasible
 from nasforge.search.objectives import SearchError
@@ -39,7 +39,7 @@ class EvolutionEngine:
         while recorder.remaining > 0:
             rng = np.random.default_rng([ctx.seed, recorder.step])
             if pop is None:
-                pop, _ = bounded_feasible(lambda n: space.sample_genes(rng, n), recorder, n_pop, self.max_rounds)
+                pop, _ = bounded_feasible(partial(space.sample_genes, rng), recorder, n_pop, self.max_rounds)
                 if len(pop) == 0:
                     raise SearchError(
                         f"evolution: no arch meeting {', '.join(c.text for c in problem.constraints)} "
@@ -48,23 +48,29 @@ class EvolutionEngine:
             else:
                 fitness = problem.evaluate(pop).F[:, 0]  # cached: parents are not re-counted
                 parents = pop[np.argsort(fitness, kind="stable")[:n_parents]]
-
-                def mutants(n: int) -> np.ndarray:
-                    base = parents[rng.integers(0, len(parents), n)]
-                    flip = rng.random(base.shape) < self.mutate_prob
-                    return np.where(flip, space.sample_genes(rng, n), base)
-
-                def crosses(n: int) -> np.ndarray:
-                    a = parents[rng.integers(0, len(parents), n)]
-                    b = parents[rng.integers(0, len(parents), n)]
-                    return np.where(rng.random(a.shape) < 0.5, a, b)
-
+                mutants, crosses = self._children(space, parents, rng)
                 kids_m, _ = bounded_feasible(mutants, recorder, n_mut, self.max_rounds)
                 kids_c, _ = bounded_feasible(crosses, recorder, n_pop - n_mut, self.max_rounds)
                 pop = np.concatenate([parents, kids_m, kids_c])
             recorder.end_step()
             if ctx.checkpoint:
                 recorder.save(ctx.checkpoint, signature, {"pop": pop})
+
+
+    def _children(self, space: Any, parents: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
+        """(n -> n mutated parents, n -> n uniform crossovers of two parents), OFA's two kinds of children."""
+
+        def mutants(n: int) -> np.ndarray:
+            base = parents[rng.integers(0, len(parents), n)]
+            flip = rng.random(base.shape) < self.mutate_prob
+            return np.where(flip, space.sample_genes(rng, n), base)
+
+        def crosses(n: int) -> np.ndarray:
+            a = parents[rng.integers(0, len(parents), n)]
+            b = parents[rng.integers(0, len(parents), n)]
+            return np.where(rng.random(a.shape) < 0.5, a, b)
+
+        return mutants, crosses
 
 
 @ENGINES.register("evolution", summary="Once-for-All's evolution finder: best first objective under the constraints")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-
-from typing import Any
 
 from nasforge.search.engines.base import ENGINES, EngineContext, EngineOptions, Recorder
 

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from nasforge.train.config import TrainConfig
 
 
-@SCHEDULES.register("progressive", summary="Once-for-All's progressive shrinking: full, then kernel, depth, expand phases")
+@SCHEDULES.register(
+    "progressive", summary="Once-for-All's progressive shrinking: full, then kernel, depth, expand phases"
+)
 class ProgressiveStrategy:
     """Once-for-All progressive shrinking: phases of a constrained sampler, per-phase cosine LR.
 
@@ -40,8 +42,11 @@ class ProgressiveStrategy:
             end = start + n * steps_per_epoch
             freeze = pc.kd and not seen_kd and start > 0
             seen_kd = seen_kd or freeze
-            phases.append(Phase(pc.name, start, end, reset_optimizer=start > 0, freeze_teacher=freeze,
-                                save_output=len(s.phases) > 1))
+            phases.append(
+                Phase(
+                    pc.name, start, end, reset_optimizer=start > 0, freeze_teacher=freeze, save_output=len(s.phases) > 1
+                )
+            )
             start = end
         self.phases = tuple(phases)
         self.bounds = [GeneBounds(space, dict(pc.elastic)) for pc in s.phases]

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nasforge.errors import ConfigError
 from nasforge.space import SearchSpace
 from nasforge.train.schedules.base import SCHEDULES, Phase, StepPlan, SubnetTask, cosine_lr
-from nasforge.errors import ConfigError
 
 if TYPE_CHECKING:
     from nasforge.train.config import TrainConfig
