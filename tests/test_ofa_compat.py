@@ -9,6 +9,7 @@ subnets at two resolutions, each with BN statistics estimated for that subnet.
 from __future__ import annotations
 
 import functools
+import random
 import re
 from dataclasses import replace
 
@@ -35,7 +36,7 @@ from nasforge.testing import tiny_space
 pytest.importorskip("ofa.imagenet_classification.elastic_nn.networks",
                     reason="needs the `ofa` package (test extra) to compare against OFA's own classes")
 
-from nasforge.testing.ofa import calibrate_bn_, logit_gap, ofa_supernet, randomize_
+from nasforge.testing.ofa import calibrate_bn_, compare_subnet, logit_gap, ofa_supernet, randomize_
 
 TOL = 1e-4  # max |logit difference| in fp32
 W10, W12, RESNET = "ofa_mbv3_d234_e346_k357_w1.0", "ofa_mbv3_d234_e346_k357_w1.2", "ofa_resnet50"
@@ -63,14 +64,7 @@ def _images(n: int, resolution: int, g: torch.Generator) -> torch.Tensor:
 
 
 def _compare(name: str, arch: ArchConfig, g: torch.Generator, tamper=None):
-    """Calibrate OFA's BN for `arch`, load OFA's weights through the filter (in OFA's file format), compare."""
-    ofa, space, net = _ofa(name), _space(name), _supernet(name)
-    r1, r2 = RESOLUTIONS[name]
-    ofa.set_active_subnet(**arch_to_ofa(arch, space))
-    calibrate_bn_(ofa, _images(4, r1, g), g)
-    state = ofa_to_nasforge({"state_dict": ofa.state_dict(), "epoch": 0}, space)
-    net.load_state_dict(tamper(state) if tamper else state)
-    return logit_gap(ofa, net, space, replace(arch, resolution=r1), [_images(2, r, g) for r in (r1, r2)])
+    return compare_subnet(_ofa(name), _supernet(name), _space(name), arch, RESOLUTIONS[name], g, tamper=tamper)
 
 
 # ---------------------------------------------------------------------------------------- the filter
@@ -171,8 +165,9 @@ def test_export_loads_strictly_into_ofa_and_computes_the_same(name):
     space, g = _space(name), torch.Generator().manual_seed(3)
     net = randomize_(build_supernet(space), g).eval()  # nasforge's own weights this time
     arch = replace(space.sample(np.random.default_rng(3)), resolution=RESOLUTIONS[name][0])
+    images = _images(4, arch.resolution, g)
     net.set_active(arch)
-    calibrate_bn_(net, _images(4, arch.resolution, g), g)
+    calibrate_bn_(net, images, g)
     exported = nasforge_to_ofa(net.state_dict(), space)
     fresh = ofa_supernet(name)
     assert set(exported) == set(fresh.state_dict())
@@ -181,7 +176,7 @@ def test_export_loads_strictly_into_ofa_and_computes_the_same(name):
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in exported.items())
     back = ofa_to_nasforge({"state_dict": exported}, space)
     assert all(torch.equal(back[k], v) for k, v in net.state_dict().items())
-    gap = logit_gap(fresh, net, space, arch, [_images(2, arch.resolution, g)])
+    gap = logit_gap(fresh, net, space, arch, images)
     assert gap.supernet <= TOL and gap.extracted <= TOL and gap.spread > 1000 * TOL
 
 
@@ -211,12 +206,16 @@ def test_mapping_is_exact_in_float64(name):
     ofa, space, net = _ofa(name), _space(name), _supernet(name)
     g = torch.Generator().manual_seed(2)
     arch = space.largest(RESOLUTIONS[name][0])
+    images = _images(4, arch.resolution, g)
     ofa.set_active_subnet(**arch_to_ofa(arch, space))
-    calibrate_bn_(ofa, _images(4, arch.resolution, g), g)
+    calibrate_bn_(ofa, images, g)
     net.load_state_dict(ofa_to_nasforge(ofa.state_dict(), space))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # both extractions build fresh layers in the default dtype
     try:
-        gap = logit_gap(ofa.double(), net.double(), space, arch, [_images(2, arch.resolution, g).double()])
+        gap = logit_gap(ofa.double(), net.double(), space, arch, images.double())
     finally:
+        torch.set_default_dtype(default)
         ofa.float()
         net.float()
     assert gap.supernet <= 1e-9 and gap.extracted <= 1e-9
@@ -248,9 +247,13 @@ def test_arch_dicts_round_trip_and_read_ofa_samples(name):
     space, rng = _space(name), np.random.default_rng(5)
     for arch in [space.largest(), space.smallest()] + space.sample_many(rng, 30):
         assert arch_from_ofa(arch_to_ofa(arch, space), space) == arch
-    ofa = _ofa(name)
-    for _ in range(10):  # OFA's own sampler: nasforge reads its dicts, and writes the same active choices
-        sampled = ofa.sample_active_subnet()
+    ofa, state = _ofa(name), random.getstate()
+    random.seed(5)  # OFA's sampler draws from the global `random`
+    try:
+        samples = [ofa.sample_active_subnet() for _ in range(10)]
+    finally:
+        random.setstate(state)
+    for sampled in samples:  # OFA's own sampler: nasforge reads its dicts, and writes the same active choices
         arch = arch_from_ofa({**sampled, "image_size": 160}, space)
         again = arch_to_ofa(arch, space)
         assert again["d"] == sampled["d"]
@@ -285,8 +288,9 @@ def _ofa_predictor(name: str, image_sizes: list[int]):
     else:
         encoder = acc.MobileNetArchEncoder(image_size_list=image_sizes, ks_list=[3, 5, 7], expand_list=[3, 4, 6],
                                            depth_list=[2, 3, 4])
-    torch.manual_seed(6)  # OFA's class draws its init from the global generator
-    predictor = acc.AccuracyPredictor(encoder, hidden_size=400, n_layers=3, device="cpu")
+    with torch.random.fork_rng():  # OFA's class draws its init from the global generator
+        torch.manual_seed(6)
+        predictor = acc.AccuracyPredictor(encoder, hidden_size=400, n_layers=3, device="cpu")
     with torch.no_grad():
         predictor.base_acc.fill_(0.75)
     return predictor.eval()
