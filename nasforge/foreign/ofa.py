@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -263,7 +263,7 @@ def _shape(shape: Shape | None) -> str:
     return "missing" if shape is None else str(list(shape))
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+def read_checkpoint(path: str | Path | BinaryIO) -> dict[str, torch.Tensor]:
     """An OFA checkpoint file as a bare state dict (loaded with weights_only: no code is unpickled)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -8,6 +8,7 @@ estimated for the subnet under comparison and then perturbed. Needs the `ofa` pa
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasforge.arch import ArchConfig
-from nasforge.foreign.ofa import PUBLISHED, arch_to_ofa, ofa_to_nasforge
+from nasforge.foreign.ofa import PUBLISHED, arch_to_ofa, ofa_to_nasforge, read_checkpoint
 from nasforge.space import SearchSpace
 from nasforge.supernet import ElasticSupernet
 
@@ -126,7 +127,7 @@ def compare_subnet(ofa_net: nn.Module, supernet: ElasticSupernet, space: SearchS
                    resolutions: Sequence[int], generator: torch.Generator, *, batch: int = 2,
                    tamper: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> Gap:
     """The worst gap of `arch` over `resolutions`; at each, on a batch of random images, OFA's BN statistics
-    are estimated for `arch`, OFA's weights go through the filter (from OFA's file form) into `supernet`
+    are estimated for `arch`, OFA's weights go through OFA's file format and the filter into `supernet`
     (`tamper` may spoil them, to show a wrong mapping fails), and both nets run that batch.
 
     Statistics estimated on the compared images keep this random net well-conditioned: on other images its
@@ -137,7 +138,10 @@ def compare_subnet(ofa_net: nn.Module, supernet: ElasticSupernet, space: SearchS
         images = torch.randn(batch, 3, resolution, resolution, generator=generator)
         ofa_net.set_active_subnet(**arch_to_ofa(arch, space))  # type: ignore[operator]
         calibrate_bn_(ofa_net, images, generator)
-        state = ofa_to_nasforge({"state_dict": ofa_net.state_dict()}, space)
+        file = io.BytesIO()  # through OFA's file format, as a published checkpoint arrives
+        torch.save({"state_dict": ofa_net.state_dict()}, file)
+        file.seek(0)
+        state = ofa_to_nasforge(read_checkpoint(file), space)
         supernet.load_state_dict(tamper(state) if tamper else state)
         gaps.append(logit_gap(ofa_net, supernet, space, arch, images))
     return Gap(max(g.supernet for g in gaps), max(g.extracted for g in gaps), min(g.spread for g in gaps))
