@@ -1,0 +1,389 @@
+"""Once-for-All's published supernets as nasforge supernets: a checkpoint filter and OFA's arch dicts.
+
+OFA (mit-han-lab/once-for-all, `ofa` on PyPI) publishes four elastic supernets. Three are, tensor for
+tensor, the supernet of a shipped nasforge space; only the names differ. OFA's names are derived from
+nasforge's by one table of rename rules per family and two hooks: which OFA block a nasforge
+(stage, position) is, and which OFA modules are "dynamic" (they nest one more `conv.`/`bn.`/`linear.`)::
+
+    space = load_space("mobilenetv3-ofa", width_mult=1.2)
+    supernet = build_supernet(space)
+    supernet.load_state_dict(ofa_to_nasforge(read_checkpoint("ofa_mbv3_d234_e346_k357_w1.2"), space))
+
+Checkpoint forms read (what OFA's own `load_state_dict` reads, plus DataParallel's prefix): a dict holding
+`state_dict` or a bare state dict; keys with or without `module.`; MobileNet blocks as `.mobile_inverted_conv.`
+or `.conv.`; a dynamic module's tensors as `conv.conv.weight` or `conv.weight`. Exports use the names OFA's
+modules have today, so `OFAMobileNetV3(...).load_state_dict(nasforge_to_ofa(...), strict=True)` works.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from nasforge.arch import ArchConfig
+from nasforge.errors import ArchError, CheckpointError, NasforgeError
+from nasforge.space import SearchSpace, load_space
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class OFANet:
+    """One of OFA's published supernets: how OFA builds it, and the nasforge space equal to it (if any yet)."""
+
+    name: str
+    family: str
+    width: float
+    space: str | None
+    ofa_class: str
+    ofa_kwargs: Mapping[str, Any]
+
+    def load_space(self) -> SearchSpace:
+        if self.space is None:
+            raise CheckpointError(f"{self.name}: no nasforge space equals this OFA supernet yet")
+        return load_space(self.space, width_mult=self.width)
+
+
+_MBV3_ARGS = {"dropout_rate": 0, "ks_list": [3, 5, 7], "expand_ratio_list": [3, 4, 6], "depth_list": [2, 3, 4]}
+
+# As `ofa.model_zoo.ofa_net` builds them.
+PUBLISHED: dict[str, OFANet] = {
+    net.name: net
+    for net in (
+        OFANet("ofa_mbv3_d234_e346_k357_w1.0", "mobilenetv3", 1.0, "mobilenetv3-ofa", "OFAMobileNetV3",
+               {**_MBV3_ARGS, "width_mult": 1.0}),
+        OFANet("ofa_mbv3_d234_e346_k357_w1.2", "mobilenetv3", 1.2, "mobilenetv3-ofa", "OFAMobileNetV3",
+               {**_MBV3_ARGS, "width_mult": 1.2}),
+        OFANet("ofa_proxyless_d234_e346_k357_w1.3", "proxylessnas", 1.3, None, "OFAProxylessNASNets",
+               {**_MBV3_ARGS, "width_mult": 1.3}),
+        OFANet("ofa_resnet50", "resnet", 1.0, "resnet-ofa", "OFAResNets",
+               {"dropout_rate": 0, "depth_list": [0, 1, 2], "expand_ratio_list": [0.2, 0.25, 0.35],
+                "width_mult_list": [0.65, 0.8, 1.0]}),
+    )
+}
+
+# A tensor only one OFA family holds, and its base width: its size / base = the width multiplier.
+_SIGNATURES = (
+    ("mobilenetv3", "final_expand_layer.conv.weight", 960),
+    ("proxylessnas", "feature_mix_layer.bn.weight", 1280),  # MobileNetV3's feature mix has no BN
+    ("resnet", "input_stem.2.conv.conv.weight", 64),
+)
+
+_LEAF = r"(weight|bias|running_mean|running_var|num_batches_tracked)$"
+_DYNAMIC_LEAF = re.compile(r"(?<![^.])(conv|bn|linear)\." + _LEAF)  # conv.weight -> conv.conv.weight
+_STATIC_ALIAS = re.compile(r"(?<![^.])(conv|bn|linear)\.\1\." + _LEAF)  # and back
+
+
+# ---------------------------------------------------------------------------------------- arch dicts
+
+
+def _ofa_resolution(space: SearchSpace, data: Mapping[str, Any]) -> int:
+    r = data.get("image_size", data.get("r", data.get("resolution", max(space.resolutions))))
+    if isinstance(r, (list, tuple)):
+        if len(r) != 1:
+            raise ArchError(f"OFA arch dict: one resolution expected, got {r!r}")
+        r = r[0]
+    return int(r)
+
+
+def _mbv3_to_ofa(space: SearchSpace, arch: ArchConfig) -> dict[str, Any]:
+    out = space.to_ofa_dict(arch)
+    out["image_size"] = out["r"]
+    return out
+
+
+def _mbv3_from_ofa(space: SearchSpace, data: Mapping[str, Any]) -> ArchConfig:
+    return space.from_ofa_dict({**data, "r": _ofa_resolution(space, data)})
+
+
+def _relative_depths(space: SearchSpace) -> tuple[int, ...]:
+    """OFA ResNet's `depth_list`: blocks added to each stage's base depth (one list for all stages)."""
+    lists = {tuple(d - min(s.depths) for d in s.depths) for s in space.stages[1:]}
+    if len(lists) != 1:
+        raise ArchError(f"space '{space.name}' has no OFA depth list: its stages add different block counts")
+    return lists.pop()
+
+
+def _resnet_to_ofa(space: SearchSpace, arch: ArchConfig) -> dict[str, Any]:
+    """`d`: stem (0 skips its middle conv, max keeps it) then blocks added per stage; `w`: indices."""
+    arch = space.validate(arch)
+    keep = max(_relative_depths(space))
+    d = [keep if arch.depths[0] else 0]
+    d += [depth - min(s.depths) for s, depth in zip(space.stages[1:], arch.depths[1:])]
+    e = [e if e else min(slot.choices) for e, slot in zip(arch.expand_ratios, space.expand_slots)]
+    w = [choices.index(w) for w, choices in zip(arch.width_mults, space.width_choices)]
+    return {"d": d, "e": e, "w": w, "image_size": arch.resolution}
+
+
+def _resnet_from_ofa(space: SearchSpace, data: Mapping[str, Any]) -> ArchConfig:
+    missing = [k for k in ("d", "e", "w") if k not in data]
+    if missing:
+        raise ArchError(f"OFA ResNet arch dict is missing {missing}; expected keys d, e, w and image_size")
+    d, e, w = list(data["d"]), list(data["e"]), list(data["w"])
+    sizes = {"d": len(space.stages), "e": len(space.expand_slots), "w": len(space.width_choices)}
+    for name, values in (("d", d), ("e", e), ("w", w)):
+        if len(values) != sizes[name]:
+            raise ArchError(f"OFA ResNet '{name}' needs {sizes[name]} entries for space '{space.name}', got {len(values)}")
+    keep = max(_relative_depths(space))
+    if d[0] not in (0, keep):
+        raise ArchError(f"OFA ResNet d[0] = {d[0]} is ambiguous (OFA's network keeps the stem's middle conv only "
+                        f"for {keep}, its accuracy predictor for any d[0] > 0); use 0 or {keep}")
+    depths = [1 if d[0] else 0] + [min(s.depths) + int(di) for s, di in zip(space.stages[1:], d[1:])]
+    if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(c) for i, c in zip(w, space.width_choices)):
+        raise ArchError(f"OFA ResNet 'w' holds indices into the width multipliers, got {w!r}")
+    widths = tuple(choices[i] for i, choices in zip(w, space.width_choices))
+    return space.validate(ArchConfig(_ofa_resolution(space, data), tuple(depths), (), tuple(e), widths))
+
+
+# ---------------------------------------------------------------------------------------- layouts
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How OFA names one family's tensors and writes its archs."""
+
+    rules: tuple[tuple[str, str], ...]  # nasforge key prefix (regex) -> OFA's; first match wins
+    first_block: int  # OFA's `blocks` index of the first elastic block
+    skip_stages: int  # leading nasforge stages that are not in OFA's `blocks` (ResNet's stem)
+    dynamic: str  # OFA keys held by dynamic modules (regex)
+    to_ofa: Callable[[SearchSpace, ArchConfig], dict[str, Any]]
+    from_ofa: Callable[[SearchSpace, Mapping[str, Any]], ArchConfig]
+
+
+# Rules see nasforge keys whose `stages.S.P.` is already OFA's `blocks.B.`.
+_LAYOUTS: dict[str, _Layout] = {
+    "mobilenetv3": _Layout(
+        rules=(
+            (r"stem\.", "first_conv."),
+            (r"first_block\.depthwise\.", "blocks.0.conv.depth_conv."),
+            (r"first_block\.project\.", "blocks.0.conv.point_linear."),
+            (r"(blocks\.\d+)\.expand_conv\.", r"\1.conv.inverted_bottleneck.conv."),
+            (r"(blocks\.\d+)\.expand_bn\.", r"\1.conv.inverted_bottleneck.bn."),
+            (r"(blocks\.\d+)\.depthwise\.kernel_transforms\.(\d+to\d+)", r"\1.conv.depth_conv.conv.\2_matrix"),
+            (r"(blocks\.\d+)\.depthwise\.", r"\1.conv.depth_conv.conv."),
+            (r"(blocks\.\d+)\.depthwise_bn\.", r"\1.conv.depth_conv.bn."),
+            (r"(blocks\.\d+)\.se\.", r"\1.conv.depth_conv.se.fc."),
+            (r"(blocks\.\d+)\.project_conv\.", r"\1.conv.point_linear.conv."),
+            (r"(blocks\.\d+)\.project_bn\.", r"\1.conv.point_linear.bn."),
+            (r"head\.final_expand\.", "final_expand_layer."),
+            (r"head\.feature_mix\.", "feature_mix_layer.conv."),
+            (r"head\.classifier\.", "classifier.linear."),
+        ),
+        first_block=1,
+        skip_stages=0,
+        dynamic=r"blocks\.[1-9]",  # the elastic blocks; stem, first block and head are static layers
+        to_ofa=_mbv3_to_ofa,
+        from_ofa=_mbv3_from_ofa,
+    ),
+    "resnet": _Layout(
+        rules=(
+            (r"stem_conv\.", "input_stem.0."),
+            (r"stem_residual\.", "input_stem.1.conv."),
+            (r"stem_out\.", "input_stem.2."),
+            (r"(blocks\.\d+)\.", r"\1."),  # conv1, conv2, conv3, downsample: the same names
+            (r"classifier\.", "classifier.linear."),
+        ),
+        first_block=0,
+        skip_stages=1,
+        dynamic=r"",  # every module of OFAResNets is dynamic
+        to_ofa=_resnet_to_ofa,
+        from_ofa=_resnet_from_ofa,
+    ),
+}
+
+
+def _layout(space: SearchSpace, error: type[NasforgeError] = CheckpointError) -> _Layout:
+    layout = _LAYOUTS.get(space.family)
+    if layout is None:
+        raise error(f"space '{space.name}' (family {space.family}) has no Once-for-All counterpart")
+    return layout
+
+
+def _ofa_name(key: str, layout: _Layout, block_offsets: list[int]) -> str:
+    m = re.match(r"stages\.(\d+)\.(\d+)\.", key)
+    if m:
+        key = f"blocks.{block_offsets[int(m[1])] + int(m[2])}." + key[m.end():]
+    for pattern, template in layout.rules:
+        m = re.match(pattern, key)
+        if m:
+            name = m.expand(template) + key[m.end():]
+            return _DYNAMIC_LEAF.sub(r"\1.\1.\2", name) if re.match(layout.dynamic, name) else name
+    raise CheckpointError(f"no Once-for-All name for nasforge tensor {key}")
+
+
+def _plan(space: SearchSpace) -> list[tuple[str, str, Shape]]:
+    """(nasforge key, OFA key, shape) of every tensor of the space's supernet, in network order."""
+    from nasforge.supernet import build_supernet
+
+    layout = _layout(space)
+    depths = [layout.first_block] + [s.max_depth for s in space.stages[layout.skip_stages:]]
+    offsets = list(itertools.accumulate(depths))
+    with torch.device("meta"):  # shapes only: no memory, no init
+        state = build_supernet(space).state_dict()
+    return [(key, _ofa_name(key, layout, offsets), tuple(t.shape)) for key, t in state.items()]
+
+
+def ofa_key_map(space: SearchSpace) -> dict[str, str]:
+    """nasforge key -> the name OFA's own module gives that tensor."""
+    return {nf: ofa for nf, ofa, _ in _plan(space)}
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+
+
+def _unwrap(obj: Any) -> dict[str, torch.Tensor]:
+    """A bare state dict with OFA's current key forms (no `module.`, no `.mobile_inverted_conv.`)."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError("not an OFA checkpoint: expected a state dict or a dict holding 'state_dict'")
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in obj.items():
+        key = re.sub(r"^module\.", "", str(key))
+        out[re.sub(r"^(blocks\.\d+)\.mobile_inverted_conv\.", r"\1.conv.", key)] = tensor
+    return out
+
+
+def _find(ckpt: Mapping[str, torch.Tensor], ofa_key: str) -> str | None:
+    """The checkpoint's key for a tensor: OFA's current name, or the static-layer spelling of it."""
+    for key in (ofa_key, _STATIC_ALIAS.sub(r"\1.\2", ofa_key)):
+        if key in ckpt:
+            return key
+    return None
+
+
+def _shape(shape: Shape | None) -> str:
+    return "missing" if shape is None else str(list(shape))
+
+
+def read_checkpoint(path: str | Path | BinaryIO) -> dict[str, torch.Tensor]:
+    """An OFA checkpoint file as a bare state dict (loaded with weights_only: no code is unpickled)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # truncated, garbage, code
+        raise CheckpointError(f"{path}: unreadable OFA checkpoint ({type(exc).__name__})") from None
+    return _unwrap(obj)
+
+
+def ofa_to_nasforge(state_dict: Mapping[str, Any], space: SearchSpace) -> dict[str, torch.Tensor]:
+    """OFA supernet tensors under nasforge's names; CheckpointError names the first tensor that disagrees."""
+    ckpt = _unwrap(state_dict)
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    for nf_key, ofa_key, shape in _plan(space):
+        key = _find(ckpt, ofa_key)
+        if key is None and nf_key.endswith("num_batches_tracked"):  # absent from some checkpoints; unused in eval
+            out[nf_key] = torch.zeros((), dtype=torch.long)
+            continue
+        got = None if key is None else tuple(ckpt[key].shape)
+        if got != shape:
+            raise _mismatch(space, ckpt, ofa_key, shape, got)
+        out[nf_key] = ckpt[key]  # type: ignore[index]
+        used.add(key)  # type: ignore[arg-type]
+    extra = [key for key in ckpt if key not in used]
+    if extra:
+        raise CheckpointError(f"OFA checkpoint does not fit space '{space.name}' (width {space.width_mult:g}): "
+                              f"unexpected tensor {extra[0]} {list(ckpt[extra[0]].shape)}{_hint(ckpt)}")
+    return out
+
+
+def nasforge_to_ofa(state_dict: Mapping[str, Any], space: SearchSpace) -> dict[str, torch.Tensor]:
+    """nasforge supernet tensors under the names OFA's modules have (save as {"state_dict": ...} for OFA)."""
+    if isinstance(state_dict.get("model"), Mapping):  # a nasforge supernet.pt
+        state_dict = state_dict["model"]
+    plan = _plan(space)
+    out: dict[str, torch.Tensor] = {}
+    for nf_key, ofa_key, shape in plan:
+        tensor = state_dict.get(nf_key)
+        got = None if tensor is None else tuple(tensor.shape)
+        if got != shape:
+            raise CheckpointError(f"nasforge weights do not fit space '{space.name}': {nf_key} expected "
+                                  f"{list(shape)}, got {_shape(got)}")
+        out[ofa_key] = tensor  # type: ignore[assignment]
+    extra = sorted(set(state_dict) - {nf for nf, _, _ in plan})
+    if extra:
+        raise CheckpointError(f"nasforge weights do not fit space '{space.name}': unexpected tensor {extra[0]}")
+    return out
+
+
+def _guess(ckpt: Mapping[str, torch.Tensor]) -> OFANet:
+    """The published net a checkpoint's family marker and width point to (no full shape check)."""
+    for family, marker, base in _SIGNATURES:
+        key = _find(ckpt, marker)
+        if key is None:
+            continue
+        width = round(ckpt[key].shape[0] / base, 2)
+        for net in PUBLISHED.values():
+            if net.family == family and abs(net.width - width) < 1e-6:
+                return net
+        widths = [net.width for net in PUBLISHED.values() if net.family == family]
+        raise CheckpointError(f"an OFA {family} supernet of width {width:g} is not a published one "
+                              f"(published widths: {widths})")
+    raise CheckpointError("not an OFA supernet checkpoint: no first_conv/final_expand_layer/input_stem tensors")
+
+
+def _hint(ckpt: Mapping[str, torch.Tensor]) -> str:
+    try:
+        return f"; the checkpoint looks like {_guess(ckpt).name}"
+    except CheckpointError:
+        return ""
+
+
+def _mismatch(space: SearchSpace, ckpt: Mapping[str, torch.Tensor], ofa_key: str, expected: Shape,
+              got: Shape | None) -> CheckpointError:
+    return CheckpointError(f"OFA checkpoint does not fit space '{space.name}' (width {space.width_mult:g}): "
+                           f"{ofa_key} expected {list(expected)}, got {_shape(got)}{_hint(ckpt)}")
+
+
+def identify(state_dict: Mapping[str, Any]) -> tuple[str, float]:
+    """(published net name, width multiplier) of an OFA checkpoint, recognised from its tensor shapes.
+
+    Nets with a nasforge space are checked tensor by tensor (CheckpointError at the first that disagrees);
+    the ProxylessNAS net, which has none yet, by its family marker and width only.
+    """
+    ckpt = _unwrap(state_dict)
+    net = _guess(ckpt)
+    if net.space is not None:
+        ofa_to_nasforge(ckpt, net.load_space())
+    return net.name, net.width
+
+
+# ---------------------------------------------------------------------------------------- archs
+
+
+def arch_to_ofa(arch: ArchConfig, space: SearchSpace) -> dict[str, Any]:
+    """OFA's subnet dict: `set_active_subnet(**d)` takes it, and so do OFA's arch encoders (`image_size`).
+
+    MobileNetV3: ks, e, d (and r, as OFA's tutorial and DyNAS-T write it); ResNet: d, e, w (indices).
+    Inactive slots get the smallest choice, since OFA needs a value there.
+    """
+    return _layout(space, ArchError).to_ofa(space, space.validate(arch))
+
+
+def arch_from_ofa(data: Mapping[str, Any], space: SearchSpace) -> ArchConfig:
+    """The canonical nasforge arch of an OFA subnet dict (resolution from image_size, r or resolution)."""
+    if not isinstance(data, Mapping):
+        raise ArchError(f"an OFA arch must be a dict, got {type(data).__name__}")
+    return _layout(space, ArchError).from_ofa(space, data)
+
+
+__all__ = [
+    "PUBLISHED",
+    "OFANet",
+    "arch_from_ofa",
+    "arch_to_ofa",
+    "identify",
+    "nasforge_to_ofa",
+    "ofa_key_map",
+    "ofa_to_nasforge",
+    "read_checkpoint",
+]
