@@ -33,8 +33,10 @@ from nasforge.space import SearchSpace
 from nasforge.supernet import ElasticSupernet, build_supernet
 from nasforge.testing import tiny_space
 
-pytest.importorskip("ofa.imagenet_classification.elastic_nn.networks",
-                    reason="needs the `ofa` package (test extra) to compare against OFA's own classes")
+pytest.importorskip(
+    "ofa.imagenet_classification.elastic_nn.networks",
+    reason="needs the `ofa` package (test extra) to compare against OFA's own classes",
+)
 
 from nasforge.testing.ofa import calibrate_bn_, compare_subnet, logit_gap, ofa_supernet, randomize_
 
@@ -97,8 +99,11 @@ def test_every_checkpoint_form_reads_the_same(name, tmp_path):
         "static": {_static_form(k): v for k, v in theirs.items()},
     }
     if name == W10:
-        forms["mobile_inverted_conv"] = {"state_dict": {re.sub(r"^(blocks\.\d+)\.conv\.", r"\1.mobile_inverted_conv.", k): v
-                                                        for k, v in theirs.items()}}
+        forms["mobile_inverted_conv"] = {
+            "state_dict": {
+                re.sub(r"^(blocks\.\d+)\.conv\.", r"\1.mobile_inverted_conv.", k): v for k, v in theirs.items()
+            }
+        }
     expected = ofa_to_nasforge(theirs, space)
     for form, obj in forms.items():
         torch.save(obj, tmp_path / form)
@@ -226,8 +231,10 @@ def _identity_kernel_transforms(state: dict) -> dict:
 
 
 def _no_running_stats(state: dict) -> dict:
-    return {k: (torch.ones_like(v) if k.endswith("var") else torch.zeros_like(v)) if "running" in k else v
-            for k, v in state.items()}
+    return {
+        k: (torch.ones_like(v) if k.endswith("var") else torch.zeros_like(v)) if "running" in k else v
+        for k, v in state.items()
+    }
 
 
 @pytest.mark.parametrize(("name", "tamper"), [(W10, _identity_kernel_transforms), (RESNET, _no_running_stats)])
@@ -260,7 +267,8 @@ def test_arch_dicts_round_trip_and_read_ofa_samples(name):
         if name == RESNET:
             assert again["w"] == sampled["w"]
             assert [e for e, a in zip(again["e"], arch.expand_ratios) if a] == [
-                e for e, a in zip(sampled["e"], arch.expand_ratios) if a]
+                e for e, a in zip(sampled["e"], arch.expand_ratios) if a
+            ]
         else:
             active = [k > 0 for k in arch.kernel_sizes]
             assert [k for k, a in zip(again["ks"], active) if a] == [k for k, a in zip(sampled["ks"], active) if a]
@@ -283,11 +291,16 @@ def test_resnet_arch_dict_errors():
 def _ofa_predictor(name: str, image_sizes: list[int]):
     acc = pytest.importorskip("ofa.nas.accuracy_predictor")
     if name == RESNET:
-        encoder = acc.ResNetArchEncoder(image_size_list=image_sizes, depth_list=[0, 1, 2],
-                                        expand_list=[0.2, 0.25, 0.35], width_mult_list=[0.65, 0.8, 1.0])
+        encoder = acc.ResNetArchEncoder(
+            image_size_list=image_sizes,
+            depth_list=[0, 1, 2],
+            expand_list=[0.2, 0.25, 0.35],
+            width_mult_list=[0.65, 0.8, 1.0],
+        )
     else:
-        encoder = acc.MobileNetArchEncoder(image_size_list=image_sizes, ks_list=[3, 5, 7], expand_list=[3, 4, 6],
-                                           depth_list=[2, 3, 4])
+        encoder = acc.MobileNetArchEncoder(
+            image_size_list=image_sizes, ks_list=[3, 5, 7], expand_list=[3, 4, 6], depth_list=[2, 3, 4]
+        )
     with torch.random.fork_rng():  # OFA's class draws its init from the global generator
         torch.manual_seed(6)
         predictor = acc.AccuracyPredictor(encoder, hidden_size=400, n_layers=3, device="cpu")
@@ -296,8 +309,9 @@ def _ofa_predictor(name: str, image_sizes: list[int]):
     return predictor.eval()
 
 
-@pytest.mark.parametrize(("name", "image_sizes"), [(W10, [128, 160, 192, 224]),
-                                                   (RESNET, [128, 144, 160, 176, 192, 224, 240, 256])])
+@pytest.mark.parametrize(
+    ("name", "image_sizes"), [(W10, [128, 160, 192, 224]), (RESNET, [128, 144, 160, 176, 192, 224, 240, 256])]
+)
 def test_ofa_accuracy_predictor_equals_ofa(name, image_sizes, tmp_path):
     from nasforge.foreign.ofa_predictor import OFAAccuracyPredictor
 

@@ -57,15 +57,43 @@ _MBV3_ARGS = {"dropout_rate": 0, "ks_list": [3, 5, 7], "expand_ratio_list": [3, 
 PUBLISHED: dict[str, OFANet] = {
     net.name: net
     for net in (
-        OFANet("ofa_mbv3_d234_e346_k357_w1.0", "mobilenetv3", 1.0, "mobilenetv3-ofa", "OFAMobileNetV3",
-               {**_MBV3_ARGS, "width_mult": 1.0}),
-        OFANet("ofa_mbv3_d234_e346_k357_w1.2", "mobilenetv3", 1.2, "mobilenetv3-ofa", "OFAMobileNetV3",
-               {**_MBV3_ARGS, "width_mult": 1.2}),
-        OFANet("ofa_proxyless_d234_e346_k357_w1.3", "proxylessnas", 1.3, None, "OFAProxylessNASNets",
-               {**_MBV3_ARGS, "width_mult": 1.3}),
-        OFANet("ofa_resnet50", "resnet", 1.0, "resnet-ofa", "OFAResNets",
-               {"dropout_rate": 0, "depth_list": [0, 1, 2], "expand_ratio_list": [0.2, 0.25, 0.35],
-                "width_mult_list": [0.65, 0.8, 1.0]}),
+        OFANet(
+            "ofa_mbv3_d234_e346_k357_w1.0",
+            "mobilenetv3",
+            1.0,
+            "mobilenetv3-ofa",
+            "OFAMobileNetV3",
+            {**_MBV3_ARGS, "width_mult": 1.0},
+        ),
+        OFANet(
+            "ofa_mbv3_d234_e346_k357_w1.2",
+            "mobilenetv3",
+            1.2,
+            "mobilenetv3-ofa",
+            "OFAMobileNetV3",
+            {**_MBV3_ARGS, "width_mult": 1.2},
+        ),
+        OFANet(
+            "ofa_proxyless_d234_e346_k357_w1.3",
+            "proxylessnas",
+            1.3,
+            None,
+            "OFAProxylessNASNets",
+            {**_MBV3_ARGS, "width_mult": 1.3},
+        ),
+        OFANet(
+            "ofa_resnet50",
+            "resnet",
+            1.0,
+            "resnet-ofa",
+            "OFAResNets",
+            {
+                "dropout_rate": 0,
+                "depth_list": [0, 1, 2],
+                "expand_ratio_list": [0.2, 0.25, 0.35],
+                "width_mult_list": [0.65, 0.8, 1.0],
+            },
+        ),
     )
 }
 
@@ -100,7 +128,7 @@ def _mbv3_to_ofa(space: SearchSpace, arch: ArchConfig) -> dict[str, Any]:
 
 
 def _mbv3_from_ofa(space: SearchSpace, data: Mapping[str, Any]) -> ArchConfig:
-    return space.from_ofa_dict({**data, "r": _ofa_resolution(space, data)})
+    return space.parse_arch({**data, "r": _ofa_resolution(space, data)})
 
 
 def _relative_depths(space: SearchSpace) -> tuple[int, ...]:
@@ -130,13 +158,19 @@ def _resnet_from_ofa(space: SearchSpace, data: Mapping[str, Any]) -> ArchConfig:
     sizes = {"d": len(space.stages), "e": len(space.expand_slots), "w": len(space.width_choices)}
     for name, values in (("d", d), ("e", e), ("w", w)):
         if len(values) != sizes[name]:
-            raise ArchError(f"OFA ResNet '{name}' needs {sizes[name]} entries for space '{space.name}', got {len(values)}")
+            raise ArchError(
+                f"OFA ResNet '{name}' needs {sizes[name]} entries for space '{space.name}', got {len(values)}"
+            )
     keep = max(_relative_depths(space))
     if d[0] not in (0, keep):
-        raise ArchError(f"OFA ResNet d[0] = {d[0]} is ambiguous (OFA's network keeps the stem's middle conv only "
-                        f"for {keep}, its accuracy predictor for any d[0] > 0); use 0 or {keep}")
+        raise ArchError(
+            f"OFA ResNet d[0] = {d[0]} is ambiguous (OFA's network keeps the stem's middle conv only "
+            f"for {keep}, its accuracy predictor for any d[0] > 0); use 0 or {keep}"
+        )
     depths = [1 if d[0] else 0] + [min(s.depths) + int(di) for s, di in zip(space.stages[1:], d[1:])]
-    if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(c) for i, c in zip(w, space.width_choices)):
+    if any(
+        isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(c) for i, c in zip(w, space.width_choices)
+    ):
         raise ArchError(f"OFA ResNet 'w' holds indices into the width multipliers, got {w!r}")
     widths = tuple(choices[i] for i, choices in zip(w, space.width_choices))
     return space.validate(ArchConfig(_ofa_resolution(space, data), tuple(depths), (), tuple(e), widths))
@@ -200,20 +234,20 @@ _LAYOUTS: dict[str, _Layout] = {
 
 
 def _layout(space: SearchSpace, error: type[NasforgeError] = CheckpointError) -> _Layout:
-    layout = _LAYOUTS.get(space.family)
+    layout = _LAYOUTS.get(space.family.name)
     if layout is None:
-        raise error(f"space '{space.name}' (family {space.family}) has no Once-for-All counterpart")
+        raise error(f"space '{space.name}' (family {space.family.name}) has no Once-for-All counterpart")
     return layout
 
 
 def _ofa_name(key: str, layout: _Layout, block_offsets: list[int]) -> str:
     m = re.match(r"stages\.(\d+)\.(\d+)\.", key)
     if m:
-        key = f"blocks.{block_offsets[int(m[1])] + int(m[2])}." + key[m.end():]
+        key = f"blocks.{block_offsets[int(m[1])] + int(m[2])}." + key[m.end() :]
     for pattern, template in layout.rules:
         m = re.match(pattern, key)
         if m:
-            name = m.expand(template) + key[m.end():]
+            name = m.expand(template) + key[m.end() :]
             return _DYNAMIC_LEAF.sub(r"\1.\1.\2", name) if re.match(layout.dynamic, name) else name
     raise CheckpointError(f"no Once-for-All name for nasforge tensor {key}")
 
@@ -223,7 +257,7 @@ def _plan(space: SearchSpace) -> list[tuple[str, str, Shape]]:
     from nasforge.supernet import build_supernet
 
     layout = _layout(space)
-    depths = [layout.first_block] + [s.max_depth for s in space.stages[layout.skip_stages:]]
+    depths = [layout.first_block] + [s.max_depth for s in space.stages[layout.skip_stages :]]
     offsets = list(itertools.accumulate(depths))
     with torch.device("meta"):  # shapes only: no memory, no init
         state = build_supernet(space).state_dict()
@@ -291,8 +325,10 @@ def ofa_to_nasforge(state_dict: Mapping[str, Any], space: SearchSpace) -> dict[s
         used.add(key)  # type: ignore[arg-type]
     extra = [key for key in ckpt if key not in used]
     if extra:
-        raise CheckpointError(f"OFA checkpoint does not fit space '{space.name}' (width {space.width_mult:g}): "
-                              f"unexpected tensor {extra[0]} {list(ckpt[extra[0]].shape)}{_hint(ckpt)}")
+        raise CheckpointError(
+            f"OFA checkpoint does not fit space '{space.name}' (width {space.width_mult:g}): "
+            f"unexpected tensor {extra[0]} {list(ckpt[extra[0]].shape)}{_hint(ckpt)}"
+        )
     return out
 
 
@@ -306,8 +342,9 @@ def nasforge_to_ofa(state_dict: Mapping[str, Any], space: SearchSpace) -> dict[s
         tensor = state_dict.get(nf_key)
         got = None if tensor is None else tuple(tensor.shape)
         if got != shape:
-            raise CheckpointError(f"nasforge weights do not fit space '{space.name}': {nf_key} expected "
-                                  f"{list(shape)}, got {_shape(got)}")
+            raise CheckpointError(
+                f"nasforge weights do not fit space '{space.name}': {nf_key} expected {list(shape)}, got {_shape(got)}"
+            )
         out[ofa_key] = tensor  # type: ignore[assignment]
     extra = sorted(set(state_dict) - {nf for nf, _, _ in plan})
     if extra:
@@ -326,8 +363,9 @@ def _guess(ckpt: Mapping[str, torch.Tensor]) -> OFANet:
             if net.family == family and abs(net.width - width) < 1e-6:
                 return net
         widths = [net.width for net in PUBLISHED.values() if net.family == family]
-        raise CheckpointError(f"an OFA {family} supernet of width {width:g} is not a published one "
-                              f"(published widths: {widths})")
+        raise CheckpointError(
+            f"an OFA {family} supernet of width {width:g} is not a published one (published widths: {widths})"
+        )
     raise CheckpointError("not an OFA supernet checkpoint: no first_conv/final_expand_layer/input_stem tensors")
 
 
@@ -338,10 +376,13 @@ def _hint(ckpt: Mapping[str, torch.Tensor]) -> str:
         return ""
 
 
-def _mismatch(space: SearchSpace, ckpt: Mapping[str, torch.Tensor], ofa_key: str, expected: Shape,
-              got: Shape | None) -> CheckpointError:
-    return CheckpointError(f"OFA checkpoint does not fit space '{space.name}' (width {space.width_mult:g}): "
-                           f"{ofa_key} expected {list(expected)}, got {_shape(got)}{_hint(ckpt)}")
+def _mismatch(
+    space: SearchSpace, ckpt: Mapping[str, torch.Tensor], ofa_key: str, expected: Shape, got: Shape | None
+) -> CheckpointError:
+    return CheckpointError(
+        f"OFA checkpoint does not fit space '{space.name}' (width {space.width_mult:g}): "
+        f"{ofa_key} expected {list(expected)}, got {_shape(got)}{_hint(ckpt)}"
+    )
 
 
 def identify(state_dict: Mapping[str, Any]) -> tuple[str, float]:

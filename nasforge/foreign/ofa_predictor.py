@@ -61,13 +61,13 @@ class OFAAccuracyPredictor:
 
     def __init__(self, space: SearchSpace, layers: Sequence[tuple[np.ndarray, np.ndarray | None]], base_acc: float,
                  image_sizes: Sequence[int]) -> None:
-        if space.family not in _ENCODERS:
-            raise PredictorError(f"OFA's accuracy predictor has no encoding for family {space.family!r}")
+        if space.family.name not in _ENCODERS:
+            raise PredictorError(f"OFA's accuracy predictor has no encoding for family {space.family.name!r}")
         self.space = space
         self.image_sizes = tuple(int(r) for r in image_sizes)
         self.layers = [(np.asarray(w, np.float64), None if b is None else np.asarray(b, np.float64)) for w, b in layers]
         self.base_acc = float(base_acc)
-        self._encode = _ENCODERS[space.family]
+        self._encode = _ENCODERS[space.family.name]
         self.num_features = len(self.image_sizes) + sum(len(v) for v in self._encode(space, space.largest()))
         if self.layers[0][0].shape[1] != self.num_features:
             raise PredictorError(
