@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from nasforge.errors import ArchError, NasforgeError
+from nasforge.errors import ArchError, ConfigError, NasforgeError
 
 _TEMP_SUFFIX = ".tmp"
 _STALE_AFTER_S = 1.0  # a temp file younger than this may belong to a writer that has not locked it yet
@@ -118,6 +118,45 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def _check_writable_parent(path: Path, flag: str) -> None:
+    ancestor = _nearest_existing(path.parent)
+    if not ancestor.is_dir():
+        raise ConfigError(f"{flag} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {ancestor} is not writable")
+
+
+def check_output_file(path: str | Path, flag: str = "--out") -> Path:
+    """Fail before any work if `path` cannot become a file: it is a folder, or its folder cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{flag} {path} is not writable")
+    _check_writable_parent(path, flag)
+    return path
+
+
+def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Fail before any work if `path` cannot become (or be written as) a folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file; give a folder")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{flag} {path} is not writable")
+        return path
+    _check_writable_parent(path, flag)
+    return path
 
 
 def read_yaml(path: str | Path, error: type[NasforgeError], what: str) -> Any:

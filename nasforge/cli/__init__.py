@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 from typer.core import TyperGroup
@@ -17,11 +18,23 @@ from nasforge.errors import NasforgeError
 
 
 class _ErrorBoundary(TyperGroup):
-    """Maps library errors to one line and exit code 2, for `main()` and `CliRunner` alike."""
+    """Maps library errors to one line and exit code 2, and library warnings to one `warning:` line each
+    (the first time a message appears), for `main()` and `CliRunner` alike."""
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        shown: set[str] = set()
+
+        def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+            text = str(message)
+            if text not in shown:
+                shown.add(text)
+                typer.echo(f"warning: {text}", err=True)
+
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.showwarning = show
+                return super().invoke(ctx)
         except NasforgeError as exc:
             if os.environ.get("NASFORGE_DEBUG"):
                 raise

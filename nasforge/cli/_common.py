@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import os
+import sys
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 SpaceOpt = Annotated[str, typer.Option("--space", help="Shipped space name or a search-space YAML path.")]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Random seed (>= 0).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts and pipes) instead of a table.")]
 ArchOpt = Annotated[str, typer.Option("--arch", help="Arch: JSON string, JSON file, or FILE#i (nasforge or OFA form).")]
 
-console = Console()
-err_console = Console(stderr=True)
+# In a pipe or a file there is no terminal width to respect: tables get the room their content needs.
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 240)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 240)
 
 
 def warn(text: str) -> None:
     """One warning line on stderr, in the CLI's style."""
     err_console.print(f"[yellow]warning:[/] {text}", highlight=False)
+
+
+def print_json(obj: Any) -> None:
+    """One JSON document on stdout (plain: no colour, no wrapping)."""
+    typer.echo(json.dumps(obj, indent=1, default=str))
+
+
+class ResultTable(Table):
+    """A rich table whose cells wrap instead of being cut with '…': names, keys and paths stay whole in
+    pipes and 80-column terminals."""
+
+    def add_column(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        kwargs.setdefault("overflow", "fold")
+        super().add_column(*args, **kwargs)

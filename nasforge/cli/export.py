@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from nasforge.cli import app
-from nasforge.cli._common import console
+from nasforge.cli._common import ResultTable, console
 from nasforge.cli.progress import progress_bar
 from nasforge.errors import ConfigError
+from nasforge.io import check_output_file
 
 RunOpt = Annotated[Path, typer.Option("--run", help="Run folder of `nasforge train-supernet`.")]
 MaybeArch = Annotated[
@@ -57,6 +57,8 @@ def export_command(
 
     if (arch is None) == (checkpoint is None):
         raise ConfigError("give exactly one of --arch (with --run) or --checkpoint")
+    check_output_file(out)
+    check_output_file(out.with_name(out.name + ".json"), "--out (its sidecar)")
     if checkpoint is not None:
         subnet, space, extra = load_standalone(checkpoint)
         run_dir = run or (Path(extra["run"]) if extra.get("run") else None)
@@ -91,7 +93,7 @@ def export_command(
 
 
 def _print_summary(model_path: Path, sidecar_path: Path, sidecar: dict) -> None:  # type: ignore[type-arg]
-    table = Table(title=f"exported {model_path}")
+    table = ResultTable(title=f"exported {model_path}")
     table.add_column("what")
     table.add_column("value")
     table.add_row("arch", json.dumps(sidecar["arch"]))
@@ -129,9 +131,11 @@ def finetune_command(
     """Train one extracted subnet further; save a standalone checkpoint that export and evaluate accept."""
     from nasforge.train.finetune import finetune_subnet
 
+    if out is not None:
+        check_output_file(out)
     loaded = _load(run, device)
     a = _arch(loaded, arch)
-    path = out or run / "finetuned" / f"{a.key}.pt"
+    path = check_output_file(out or run / "finetuned" / f"{a.key}.pt")
     steps = epochs * loaded.data().steps_per_epoch(batch_size or loaded.config.data.batch_size)
     with progress_bar(console, "finetune", steps, extra="loss {task.fields[loss]:.3f}", loss=float("nan")) as update:
         result = finetune_subnet(
@@ -145,7 +149,7 @@ def finetune_command(
             seed=seed,
             on_step=lambda done, total, loss: update(completed=done, loss=loss),
         )
-    table = Table(title=f"fine-tuned {result.path}")
+    table = ResultTable(title=f"fine-tuned {result.path}")
     for col in ("split", "before (supernet weights)", "after"):
         table.add_column(col)
     for split in ("val", "test"):

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from nasforge.cli import app
-from nasforge.cli._common import ArchOpt, SeedOpt, SpaceOpt, console, err_console
+from nasforge.cli._common import ArchOpt, JsonOpt, ResultTable, SeedOpt, SpaceOpt, console, err_console, print_json
 from nasforge.cli.progress import progress_bar
 from nasforge.errors import ConfigError
+from nasforge.io import check_output_file
 
 TargetOpt = Annotated[str, typer.Option("--target", help="Target name (configs/targets) or a target YAML path.")]
 LutOpt = Annotated[Optional[Path], typer.Option("--lut", help="A latency table to use instead of the shipped one.")]
@@ -32,7 +32,7 @@ def _fmt_validation(meta: dict[str, Any]) -> str:
 
 
 @app.command("targets")
-def targets_command() -> None:
+def targets_command(as_json: JsonOpt = False) -> None:
     """List hardware targets, their specs and the measured latency tables shipped for them."""
     from nasforge.latency.lut import shipped_tables
     from nasforge.latency.targets import list_targets, load_target
@@ -41,7 +41,15 @@ def targets_command() -> None:
     for path in shipped_tables():
         meta = json.loads(path.read_text()).get("metadata", {})
         tables.setdefault(meta.get("target", "?"), []).append({**meta, "_file": path.name})
-    table = Table(title="nasforge hardware targets")
+    if as_json:
+        print_json([
+            {**{k: v for k, v in load_target(name).__dict__.items() if k != "calibration"},
+             "tables": [{"space": m.get("space"), "file": m["_file"], "device": m.get("device"),
+                         "validation": m.get("validation")} for m in tables.get(name, [])]}
+            for name in list_targets()
+        ])
+        return
+    table = ResultTable(title="nasforge hardware targets")
     for col in (
         "target",
         "provider",
@@ -106,7 +114,7 @@ def profile_command(
     repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per model.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs after the first (engine-building) run.")] = 10,
     threads: Annotated[
-        Optional[int], typer.Option("--threads", help="Intra-op threads (default: the target's).")
+        Optional[int], typer.Option("--threads", min=1, help="Intra-op threads (default: the target's).")
     ] = None,
     note: Annotated[
         Optional[str], typer.Option("--note", help="Free text stored in the LUT metadata (e.g. 'measured under load').")
@@ -154,8 +162,8 @@ def profile_command(
         raise ConfigError("--verify needs --bundle (top-K subnets are timed on the device)")
     from nasforge.latency.profiler import Timer, build_table, validate_table
 
+    out = check_output_file(out or SHIPPED_DIR / table_filename(t.name, s.name))
     timer = Timer(t, threads, warmup, repeats)
-    out = out or SHIPPED_DIR / table_filename(t.name, s.name)
     with progress_bar(console, "profiling blocks", len(distinct_layers(s))) as update:
         table = build_table(s, timer, out, note=note, on_progress=lambda done, total: update(completed=done))
     console.print(
@@ -171,7 +179,7 @@ def profile_command(
 
 
 def _print_validation(result: dict[str, Any]) -> None:
-    table = Table(title=f"latency validation on {result['n']} whole subnets")
+    table = ResultTable(title=f"latency validation on {result['n']} whole subnets")
     for col in ("prediction", "MAPE %", "within +-10%", "Kendall tau"):
         table.add_column(col)
     for label, key in (
@@ -230,7 +238,7 @@ def lut_import_command(
 
     s = load_space(space)
     target = LatencyTable.load(path).target
-    dest = out or SHIPPED_DIR / table_filename(target, s.name)
+    dest = check_output_file(out or SHIPPED_DIR / table_filename(target, s.name))
     table, report = import_table(path, s, dest)
     console.print(f"imported {len(table.entries)} entries measured on {table.metadata.get('device')} -> {dest}")
     if report.get("provider_warning"):
@@ -242,7 +250,7 @@ def lut_import_command(
             "warning: fewer than 5 validation subnets in this table: no calibration fitted (plain block sums)"
         )
     if report["topk"]:
-        t = Table(title="top-K subnets measured on the device")
+        t = ResultTable(title="top-K subnets measured on the device")
         for col in ("arch", "measured ms", "table predicts ms", "search predicted ms"):
             t.add_column(col)
         for row in report["topk"]:

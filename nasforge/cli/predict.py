@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from nasforge.cli import app
-from nasforge.cli._common import SeedOpt, console
+from nasforge.cli._common import ResultTable, SeedOpt, console
 from nasforge.errors import ConfigError
 from nasforge.io import read_arch_argument
+from nasforge.predictors.base import PREDICTORS
 
 RunOpt = Annotated[Path, typer.Option("--run", help="A trained supernet run folder.")]
-MODEL_CHOICES = ("mlp", "ensemble", "ridge", "gp", "gbm")
 
 
 def _dataset_name(run: Any) -> str:
@@ -52,7 +51,7 @@ def _evaluate_checkpoint(checkpoint: Path, run: Path | None, splits: list[str], 
     if as_json:
         typer.echo(json.dumps(result))
         return
-    table = Table(title=str(checkpoint))
+    table = ResultTable(title=str(checkpoint))
     for col in ("split", "top-1 %"):
         table.add_column(col)
     for s in splits:
@@ -70,7 +69,10 @@ def evaluate_command(
         Path | None, typer.Option("--checkpoint", help="A standalone subnet (`nasforge finetune`) instead of --arch.")
     ] = None,
     split: Annotated[str, typer.Option("--split", help="val, test or both.")] = "both",
-    calib_images: Annotated[int, typer.Option("--calib-images", help="Images for BN recalibration.")] = 2000,
+    calib_images: Annotated[
+        int | None,
+        typer.Option("--calib-images", help="Images for BN recalibration (default: the run's eval.calib_images)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line instead of a table.")] = False,
@@ -79,7 +81,7 @@ def evaluate_command(
     splits = {"val": ["val"], "test": ["test"], "both": ["val", "test"]}.get(split)
     if splits is None:
         raise ConfigError(f"--split must be val, test or both, got {split!r}")
-    if calib_images <= 0 or batch_size <= 0:
+    if (calib_images is not None and calib_images <= 0) or batch_size <= 0:
         raise ConfigError("--calib-images and --batch-size must be positive")
     if (arch is None) == (checkpoint is None):
         raise ConfigError("give exactly one of --arch (with --run) or --checkpoint")
@@ -93,6 +95,7 @@ def evaluate_command(
 
     r = runs.load_run(run, device=device)
     a = r.space.parse_arch(raw)
+    calib_images = calib_images or r.config.eval.calib_images
     result: dict[str, Any] = {"arch": a.to_dict(), "macs": r.space.macs(a), "params": r.space.params(a)}
     for s in splits:
         acc = runs.evaluate_subnets(r, [a], s, calib_images=calib_images, batch_size=batch_size)
@@ -100,7 +103,7 @@ def evaluate_command(
     if as_json:
         typer.echo(json.dumps(result))
         return
-    table = Table(title=f"{a.key}")
+    table = ResultTable(title=f"{a.key}")
     for col in ("split", "top-1 %"):
         table.add_column(col)
     for s in splits:
@@ -113,7 +116,7 @@ def evaluate_command(
 def build_predictor_command(
     run: RunOpt,
     samples: Annotated[int, typer.Option("--samples", help="Subnets to measure (train + held-out).")] = 1000,
-    model: Annotated[str, typer.Option("--model", help="mlp, ensemble, ridge, gp or gbm.")] = "mlp",
+    model: Annotated[str, typer.Option("--model", help=f"Predictor model: {PREDICTORS.choices_help()}.")] = "mlp",
     seed: SeedOpt = 0,
     holdout: Annotated[float, typer.Option("--holdout", help="Held-out share (<1) or count (>=1).")] = 0.2,
     out: Annotated[Path | None, typer.Option("--out", help="Predictor folder (default RUN/predictor).")] = None,
@@ -121,24 +124,33 @@ def build_predictor_command(
         Path | None, typer.Option("--store", help="Measurement cache (default RUN/measurements/val.jsonl).")
     ] = None,
     measure_batch: Annotated[int, typer.Option("--measure-batch", help="Archs per measured (and cached) batch.")] = 32,
-    calib_images: Annotated[int, typer.Option("--calib-images", help="Images for BN recalibration.")] = 2000,
+    calib_images: Annotated[
+        int | None,
+        typer.Option("--calib-images", help="Images for BN recalibration (default: the run's eval.calib_images)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 256,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Measure N subnets on the validation split (cached, resumable), fit a predictor, report held-out scores."""
-    if model not in MODEL_CHOICES:
-        raise ConfigError(f"--model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
+    if model not in PREDICTORS:
+        choices = ", ".join(PREDICTORS.names())
+        raise ConfigError(f"--model: unknown predictor model {model!r}; expected one of {choices}")
     if samples < 4:
         raise ConfigError(f"--samples must be at least 4, got {samples}")
-    if holdout <= 0 or measure_batch <= 0 or calib_images <= 0 or batch_size <= 0:
+    if holdout <= 0 or measure_batch <= 0 or (calib_images is not None and calib_images <= 0) or batch_size <= 0:
         raise ConfigError("--holdout, --measure-batch, --calib-images and --batch-size must be positive")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from nasforge.io import check_output_dir, check_output_file
     from nasforge.predictors.base import RUN_PREDICTOR_DIR
     from nasforge.predictors.build import build_predictor
     from nasforge.train import runs
 
+    out_dir = check_output_dir(out or Path(run) / RUN_PREDICTOR_DIR)
+    store_path = check_output_file(store or Path(run) / "measurements" / "val.jsonl", "--store")
     r = runs.load_run(run, device=device)
+    if calib_images is None:  # the run's own protocol: the store a quickstart or a training run left is reused
+        calib_images = r.config.eval.calib_images
 
     def measure(archs: list) -> Any:
         return runs.evaluate_subnets(r, archs, "val", calib_images=calib_images, batch_size=batch_size)
@@ -158,15 +170,15 @@ def build_predictor_command(
             model=model,
             seed=seed,
             holdout=holdout,
-            out_dir=out or Path(run) / RUN_PREDICTOR_DIR,
-            store_path=store or Path(run) / "measurements" / "val.jsonl",
+            out_dir=out_dir,
+            store_path=store_path,
             checkpoint_sha256=r.checkpoint_sha256,
             dataset=_dataset_name(r),
             batch_size=measure_batch,
             progress=progress,
             protocol={"calib_images": calib_images},
         )
-    table = Table(title=f"{model} predictor on {report.num_holdout} held-out subnets")
+    table = ResultTable(title=f"{model} predictor on {report.num_holdout} held-out subnets")
     for col in ("train", "held-out", "RMSE (pts)", "MAE (pts)", "Kendall tau", "Spearman", "measured now", "archs/s"):
         table.add_column(col, justify="right")
     m = report.metrics

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from nasforge.cli import app
-from nasforge.cli._common import console, warn
+from nasforge.cli._common import ResultTable, console, warn
 
 
 @app.command("quickstart")
@@ -73,7 +72,7 @@ def quickstart_command(
 
 
 def _print_summary(s: dict[str, Any]) -> None:
-    table = Table(title="nasforge quickstart: done")
+    table = ResultTable(title="nasforge quickstart: done")
     table.add_column("what")
     table.add_column("value", overflow="fold")
     m = s["predictor_metrics"]

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from nasforge.cli import app
-from nasforge.cli._common import console
+from nasforge.cli._common import ResultTable, console
 from nasforge.cli.progress import progress_bar
 
 
@@ -26,7 +26,7 @@ def search_command(
         list[str] | None, typer.Option("--constraint", help='Hard bound, e.g. "latency<=15ms", "macs<=300M".')
     ] = None,
     budget: Annotated[int | None, typer.Option("--budget", help="Evaluations (measurements for linas).")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Random seed (>= 0).")] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Output dir (checkpoints, study, front); default RUN_DIR/search-TARGET."),
@@ -78,6 +78,7 @@ def search_command(
             "mutation_rate": mutation_rate,
             "resume": resume,
         },
+        source=str(config) if config is not None else None,
     )
     from nasforge.pipelines.search import default_out, search_from_config
 
@@ -93,13 +94,14 @@ def search_command(
 
 
 def _print_front(result: Any) -> None:
-    from rich.table import Table
 
     from nasforge.arch import ArchConfig
 
     rows = result.front_rows()
     src = result.problem.evaluator.latency_source
-    table = Table(title=f"Pareto front ({result.engine}, {len(result.history)} evaluations, HV {result.hv[-1][2]:.4f})")
+    table = ResultTable(
+        title=f"Pareto front ({result.engine}, {len(result.history)} evaluations, HV {result.hv[-1][2]:.4f})"
+    )
     for col in ("#", "accuracy %", f"latency ms ({src})" if src else "latency ms", "MACs", "params", "arch"):
         table.add_column(col, justify="left" if col == "arch" else "right", overflow="fold")
     for i, r in enumerate(rows):

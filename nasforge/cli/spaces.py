@@ -7,10 +7,9 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.table import Table
 
 from nasforge.cli import app
-from nasforge.cli._common import ArchOpt, SeedOpt, SpaceOpt, console
+from nasforge.cli._common import ArchOpt, JsonOpt, ResultTable, SeedOpt, SpaceOpt, console, print_json
 from nasforge.errors import ConfigError
 from nasforge.io import read_arch_argument
 from nasforge.space import list_spaces, load_space
@@ -20,9 +19,12 @@ app.add_typer(space_app, name="space")
 
 
 @app.command("spaces")
-def spaces_command() -> None:
+def spaces_command(as_json: JsonOpt = False) -> None:
     """List the shipped search spaces with their subnet counts and MACs range."""
-    table = Table(title="nasforge search spaces")
+    if as_json:
+        print_json([load_space(name).describe() for name in list_spaces()])
+        return
+    table = ResultTable(title="nasforge search spaces")
     for col in ("name", "block family", "subnets", "resolutions", "MACs (min-max)", "fingerprint"):
         table.add_column(col, justify="right" if col in ("subnets", "resolutions") else "left")
     for name in list_spaces():

@@ -29,7 +29,7 @@ EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="The whole ru
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: a fresh one under runs/).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last good checkpoint.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda.")]
-SeedOverride = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
+SeedOverride = Annotated[Optional[int], typer.Option("--seed", min=0, help="Random seed (>= 0).")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Training batch size (all ranks together).")]
 LimitOpt = Annotated[Optional[int], typer.Option("--train-limit", help="Use at most this many training images.")]
 UntilOpt = Annotated[
@@ -132,8 +132,10 @@ def train_subnet_command(
 
 def _run(cfg, out: Path, resume: bool, until_epoch: int | None, quiet: bool) -> None:  # type: ignore[no-untyped-def]
     from nasforge.cli.train_progress import TrainProgress
+    from nasforge.io import check_output_dir
     from nasforge.train import train_supernet
 
+    check_output_dir(out)
     progress = [] if quiet else [TrainProgress(console)]
     try:
         result = train_supernet(cfg, out, resume=resume, until_epoch=until_epoch, callbacks=progress)

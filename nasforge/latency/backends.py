@@ -19,7 +19,6 @@ from nasforge.errors import LatencyError
 from nasforge.latency import ort_timing
 from nasforge.latency.targets import Target
 from nasforge.layers import LayerSpec, build_layer
-from nasforge.registry import Registry
 from nasforge.space import SearchSpace
 
 OPSET = 17
@@ -41,7 +40,7 @@ class TimingBackend(Protocol):
     def time_subnet(self, space: SearchSpace, arch: ArchConfig, warmup: int, repeats: int) -> dict[str, float]: ...
 
 
-TIMING_BACKENDS: Registry[Any] = Registry("timing backend", modules=(__name__,), error=LatencyError)
+from nasforge.latency.registry import TIMING_BACKENDS  # noqa: E402  (the registry lives apart, torch-free)
 
 
 def open_backend(target: Target, threads: int) -> Any:

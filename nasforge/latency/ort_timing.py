@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -224,19 +223,20 @@ def used_provider(provider: str) -> str:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-    """Temp file in the same folder, then rename: a LUT on disk is never half written."""
+    """Temp file in the same folder, fsync, then rename: a LUT on disk is never half written.
+
+    The temp file is created with mode 0666 (the kernel applies the umask), as a plain open() would.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lut.", suffix=".tmp", dir=folder)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, indent=1)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() gives, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

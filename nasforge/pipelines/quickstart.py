@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from nasforge.config import Validated, check, load_dataclass
 from nasforge.errors import ConfigError
-from nasforge.io import read_yaml
+from nasforge.io import check_output_dir, read_yaml
 from nasforge.predictors.base import PREDICTORS
 from nasforge.resources import shipped_dir
 from nasforge.search.engines.base import ENGINES
@@ -78,7 +78,7 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHook
     from nasforge.train.trainer import train_supernet
 
     hooks = hooks or QuickstartHooks()
-    out = Path(out)
+    out = check_output_dir(out)
     run_dir = out / "supernet"
     # every config first: a typo must not surface after minutes of training
     train_cfg = load_config(resolve_shipped(cfg.train_config), {

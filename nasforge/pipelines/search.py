@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from nasforge.errors import ConfigError
-from nasforge.io import atomic_write_text
+from nasforge.io import atomic_write_text, check_output_dir
 from nasforge.search import Evaluator, SearchError, SearchProblem, SearchResult, make_engine, run_search, write_outputs
 from nasforge.search.config import SearchConfig
 from nasforge.space import SearchSpace, load_space
@@ -64,6 +64,7 @@ def default_out(cfg: SearchConfig) -> Path:
 def search_from_config(cfg: SearchConfig, *, on_step: Callable[[int, int, float], None] | None = None,
                        device: str = "auto") -> SearchOutcome:
     """Load the space, predictor and latency model `cfg` names, search, and write pareto.json & co."""
+    out_dir = check_output_dir(default_out(cfg))  # before minutes of loading and searching
     run_dir = Path(cfg.run) if cfg.run else None
     run = None
     if run_dir is not None:
@@ -88,7 +89,6 @@ def search_from_config(cfg: SearchConfig, *, on_step: Callable[[int, int, float]
         measure = real_accuracy(run)
     problem = SearchProblem(space, Evaluator(space, accuracy, latency), tuple(cfg.objectives), constraints)
     engine = make_engine(cfg.engine, pop_size=cfg.pop_size, mutation_rate=cfg.mutation_rate, measure=measure)
-    out_dir = default_out(cfg)
     result = run_search(problem, engine, budget=cfg.budget, seed=cfg.seed, out_dir=out_dir, storage=cfg.storage,
                         worker=cfg.worker, resume=cfg.resume, on_step=on_step)
     paths = write_outputs(result, out_dir)

@@ -2,34 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from nasforge.config import Validated, check, load_dataclass
 from nasforge.errors import ConfigError
 from nasforge.io import read_yaml
-from nasforge.search.engines import ENGINES
+from nasforge.search.engines.base import ENGINES
 from nasforge.search.objectives import Constraint, parse_constraint, parse_objectives
 
 
 @dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(Validated):
     run: str | None = None
     space: str | None = None
     predictor: str | None = None
     target: str | None = None
     lut: str | None = None
-    engine: str = "nsga2"
+    engine: str = field(default="nsga2", metadata=check(choices=ENGINES))
     objectives: tuple[str, ...] = ("accuracy", "latency")
     constraints: tuple[str, ...] = ()
-    budget: int = 10_000
-    seed: int = 0
+    budget: int = field(default=10_000, metadata=check(gt=0))
+    seed: int = field(default=0, metadata=check(ge=0))
     out: str | None = None  # default: RUN_DIR/search-TARGET, or ./search-out without a run
     storage: str | None = None
-    worker: int = 0
-    pop_size: int = 100
-    mutation_rate: float | None = None
+    worker: int = field(default=0, metadata=check(ge=0))
+    pop_size: int = field(default=100, metadata=check(ge=4))
+    mutation_rate: float | None = field(default=None, metadata=check(gt=0, le=1))
     resume: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_objectives(self.objectives)
+        self.parsed_constraints()  # malformed constraints fail here, before anything loads
 
     def parsed_constraints(self) -> tuple[Constraint, ...]:
         return tuple(parse_constraint(c) for c in self.constraints)
@@ -61,34 +67,17 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return out
 
 
-def resolve_config(file_values: dict[str, Any], flags: dict[str, Any]) -> SearchConfig:
-    """Defaults < config file < flags given on the command line (None = not given); validated."""
+def resolve_config(file_values: dict[str, Any], flags: dict[str, Any], source: str | None = None) -> SearchConfig:
+    """Defaults < config file < flags given on the command line (None = not given); checked field by field."""
     values = {**file_values, **{k: v for k, v in flags.items() if v is not None and v != ()}}
-    cfg = SearchConfig()
-    try:
-        if "objectives" in values:
-            values["objectives"] = parse_objectives(values["objectives"])
-        if "constraints" in values:
-            c = values["constraints"]
-            values["constraints"] = (c,) if isinstance(c, str) else tuple(str(x) for x in c)
-        for key in ("budget", "seed", "worker", "pop_size"):
-            if key in values and (isinstance(values[key], bool) or not isinstance(values[key], int)):
-                raise ConfigError(f"{key} must be an integer, got {values[key]!r}")
-        for key in ("run", "space", "predictor", "target", "lut", "out", "storage"):
-            if key in values and values[key] is not None:
-                values[key] = str(values[key])
-        cfg = replace(cfg, **values)
-    except TypeError as exc:
-        raise ConfigError(f"invalid search config: {exc}") from None
-    if cfg.engine not in ENGINES:
-        raise ConfigError(f"unknown engine {cfg.engine!r}; expected one of {', '.join(ENGINES.names())}")
-    if cfg.budget <= 0:
-        raise ConfigError(f"budget must be positive, got {cfg.budget}")
-    if cfg.pop_size < 4:
-        raise ConfigError(f"pop_size must be at least 4, got {cfg.pop_size}")
-    if cfg.mutation_rate is not None and not 0 < cfg.mutation_rate <= 1:
-        raise ConfigError(f"mutation_rate must be in (0, 1], got {cfg.mutation_rate}")
+    if isinstance(values.get("objectives"), str):
+        values["objectives"] = parse_objectives(values["objectives"])
+    if isinstance(values.get("constraints"), str):
+        values["constraints"] = (values["constraints"],)
+    for key in ("run", "space", "predictor", "target", "lut", "out", "storage"):
+        if isinstance(values.get(key), Path):
+            values[key] = str(values[key])
+    cfg = load_dataclass(SearchConfig, values, source=source)
     if cfg.run is None and cfg.space is None:
         raise ConfigError("give --run RUN_DIR (a trained run) or --space SPACE with --predictor PATH")
-    cfg.parsed_constraints()  # malformed constraints fail here, before anything loads
     return cfg
