@@ -173,7 +173,8 @@ class Trainer:
         ckpt.set_rng_state(payload["rng"])
         if payload.get("teacher") is not None:
             largest = self.space.largest()
-            teacher = StaticSubnet(self.space.layers(largest), largest).to(self.device).eval().requires_grad_(False)
+            teacher = StaticSubnet(self.space.layers(largest), largest, bn_eps=self.space.bn_eps)
+            teacher = teacher.to(self.device).eval().requires_grad_(False)
             teacher = teacher.to(memory_format=torch.channels_last)  # as `_enter_phase` makes it
             teacher.load_state_dict(payload["teacher"])
             self.state.teacher = teacher
