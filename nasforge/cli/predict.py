@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from nasforge.cli import app
-from nasforge.cli._common import SeedOpt, console
+from nasforge.cli._common import DataDirOpt, LoaderOpt, SeedOpt, console, with_data
 from nasforge.errors import ConfigError
 from nasforge.io import read_arch_argument
 
@@ -31,7 +31,8 @@ def _dataset_name(run: Any) -> str:
     return "unknown"
 
 
-def _evaluate_checkpoint(checkpoint: Path, run: Path | None, splits: list[str], device: str, as_json: bool) -> None:
+def _evaluate_checkpoint(checkpoint: Path, run: Path | None, splits: list[str], device: str, as_json: bool,
+                         data: tuple[str | None, str | None] = (None, None)) -> None:
     """A standalone subnet's accuracy with its own BN statistics, on the splits of the run it came from."""
     from nasforge.supernet.standalone import load_standalone
     from nasforge.train import runs
@@ -41,7 +42,7 @@ def _evaluate_checkpoint(checkpoint: Path, run: Path | None, splits: list[str], 
     run_dir = run or (Path(extra["run"]) if extra.get("run") else None)
     if run_dir is None:
         raise ConfigError(f"{checkpoint} does not name its run; pass --run RUN_DIR for the dataset")
-    r = runs.load_run(run_dir, device=device)
+    r = with_data(runs.load_run(run_dir, device=device), *data)
     if r.space.fingerprint != space.fingerprint:
         raise ConfigError(f"{checkpoint} is a subnet of space {space.name}, not of run {run_dir}'s space")
     a = subnet.arch
@@ -74,8 +75,14 @@ def evaluate_command(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line instead of a table.")] = False,
+    data_dir: DataDirOpt = None,
+    loader: LoaderOpt = None,
 ) -> None:
-    """True top-1 accuracy of one subnet (BN recalibrated) on the validation and/or test split."""
+    """True top-1 accuracy of one subnet (BN recalibrated) on the validation and/or test split.
+
+    An imported run (`nasforge import-ofa`) reads ImageNet from --data-dir (an ImageFolder) with OFA's protocol:
+    streamed, shorter side resized to round(r / 0.875), centre crop r, ImageNet mean/std.
+    """
     splits = {"val": ["val"], "test": ["test"], "both": ["val", "test"]}.get(split)
     if splits is None:
         raise ConfigError(f"--split must be val, test or both, got {split!r}")
@@ -84,14 +91,14 @@ def evaluate_command(
     if (arch is None) == (checkpoint is None):
         raise ConfigError("give exactly one of --arch (with --run) or --checkpoint")
     if checkpoint is not None:
-        _evaluate_checkpoint(checkpoint, run, splits, device, as_json)
+        _evaluate_checkpoint(checkpoint, run, splits, device, as_json, (data_dir, loader))
         return
     if run is None:
         raise ConfigError("--arch needs --run RUN_DIR")
     raw = read_arch_argument(arch)
     from nasforge.train import runs
 
-    r = runs.load_run(run, device=device)
+    r = with_data(runs.load_run(run, device=device), data_dir, loader)
     a = r.space.parse_arch(raw)
     result: dict[str, Any] = {"arch": a.to_dict(), "macs": r.space.macs(a), "params": r.space.params(a)}
     for s in splits:
@@ -124,6 +131,8 @@ def build_predictor_command(
     calib_images: Annotated[int, typer.Option("--calib-images", help="Images for BN recalibration.")] = 2000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 256,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    data_dir: DataDirOpt = None,
+    loader: LoaderOpt = None,
 ) -> None:
     """Measure N subnets on the validation split (cached, resumable), fit a predictor, report held-out scores."""
     if model not in MODEL_CHOICES:
@@ -138,7 +147,7 @@ def build_predictor_command(
     from nasforge.predictors.build import build_predictor
     from nasforge.train import runs
 
-    r = runs.load_run(run, device=device)
+    r = with_data(runs.load_run(run, device=device), data_dir, loader)
 
     def measure(archs: list) -> Any:
         return runs.evaluate_subnets(r, archs, "val", calib_images=calib_images, batch_size=batch_size)

@@ -265,6 +265,12 @@ def _mismatch(
     )
 
 
+def recognise(state_dict: Mapping[str, Any]) -> OFANet:
+    """The published net an OFA checkpoint's family marker and width point to (its tensors are not checked yet:
+    `ofa_to_nasforge` with the net's space does that)."""
+    return _guess(_unwrap(state_dict))
+
+
 def identify(state_dict: Mapping[str, Any]) -> tuple[str, float]:
     """(published net name, width multiplier) of an OFA checkpoint, recognised from its tensor shapes.
 
@@ -323,6 +329,7 @@ __all__ = [
     "arch_to_ofa",
     "identify",
     "published_net",
+    "recognise",
     "nasforge_to_ofa",
     "ofa_key_map",
     "ofa_to_nasforge",

@@ -62,6 +62,14 @@ def _resolution_column(r: int, form: str, image_sizes: Sequence[int], nearest: b
     return int(np.argmin([abs(r - s) + (s > r) * 0.5 for s in image_sizes]))  # ties go to the smaller size
 
 
+def resolution_fallback(space: SearchSpace, form: str, image_sizes: Sequence[int]) -> dict[int, int]:
+    """The space's resolutions OFA's `nas` encoder does not list, each with the listed size used in its place."""
+    if form != "nas":
+        return {}
+    return {r: int(image_sizes[_resolution_column(r, form, image_sizes, True)])  # type: ignore[index]
+            for r in space.resolutions if r not in image_sizes}
+
+
 def ofa_feature_map(space: SearchSpace, form: str, image_sizes: Sequence[int], *, nearest: bool = True
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(M, c) with `space.features(archs) @ M + c` = OFA's encoding of the archs.
@@ -276,4 +284,5 @@ __all__ = [
     "load_ofa_predictor_file",
     "ofa_feature_map",
     "read_ofa_predictor",
+    "resolution_fallback",
 ]

@@ -141,12 +141,21 @@ class Trainer:
         self.metrics: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ set-up
-    def _setup(self) -> None:
+    def _setup(self, *, init: bool = True) -> None:
         cfg = self.cfg
         probe = load_space(cfg.space, width_mult=cfg.width_mult)  # fail fast on a bad space before loading data
+        source = None
+        if init and cfg.init:
+            from nasforge.train.transfer import read_init
+
+            source = read_init(cfg.init)  # fail fast on a bad --init too
         self.data = open_training_data(cfg, probe, self.device)
         self.space = space_for(cfg, self.data.num_classes)
         self.net = build_supernet(self.space).to(self.device)
+        if source is not None:
+            from nasforge.train.transfer import init_supernet_
+
+            init_supernet_(self.net, source)  # every weight but the classifier, before the first step
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         broadcast_module(self.net, self.ctx)
@@ -212,7 +221,7 @@ class Trainer:
                 f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
             )
         with _owned_global_rng(self.cfg.seed, self.device):
-            self._setup()
+            self._setup(init=not resume)
             if resume:
                 self._resume()
             if self.ctx.is_main:
