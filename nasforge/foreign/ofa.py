@@ -132,16 +132,24 @@ def _ofa_name(key: str, layout: OFALayout, block_offsets: list[int]) -> str:
     raise CheckpointError(f"no Once-for-All name for nasforge tensor {key}")
 
 
+_PLANS: dict[str, list[tuple[str, str, Shape]]] = {}  # by space fingerprint: a space's plan never changes
+
+
 def _plan(space: SearchSpace) -> list[tuple[str, str, Shape]]:
     """(nasforge key, OFA key, shape) of every tensor of the space's supernet, in network order."""
     from nasforge.supernet import build_supernet
 
-    layout = _layout(space)
-    depths = [layout.first_block] + [s.max_depth for s in space.stages[layout.skip_stages :]]
-    offsets = list(itertools.accumulate(depths))
-    with torch.device("meta"):  # shapes only: no memory, no init
+    plan = _PLANS.get(space.fingerprint)
+    if plan is None:
+        layout = _layout(space)
+        depths = [layout.first_block] + [s.max_depth for s in space.stages[layout.skip_stages :]]
+        offsets = list(itertools.accumulate(depths))
+        # Built on the CPU, not the meta device: initialising meta tensors imports torch._dynamo (~5 s), while
+        # a real build takes 0.1-0.5 s and its memory is freed at once.
         state = build_supernet(space).state_dict()
-    return [(key, _ofa_name(key, layout, offsets), tuple(t.shape)) for key, t in state.items()]
+        plan = [(key, _ofa_name(key, layout, offsets), tuple(t.shape)) for key, t in state.items()]
+        _PLANS[space.fingerprint] = plan
+    return list(plan)
 
 
 def ofa_key_map(space: SearchSpace) -> dict[str, str]:

@@ -72,7 +72,6 @@ def import_ofa_checkpoint(path: str | Path, out: str | Path, *, net: str | None 
     refused unless `force`.
     """
     from nasforge.data import IMAGENET
-    from nasforge.supernet import build_supernet
     from nasforge.train.checkpoint import sha256_file
     from nasforge.train.runs import IMPORT_RECORD
     from nasforge.train.trainer import save_supernet
@@ -87,10 +86,7 @@ def import_ofa_checkpoint(path: str | Path, out: str | Path, *, net: str | None 
     ckpt = read_checkpoint(path)
     chosen = PUBLISHED[net] if net is not None else recognise(ckpt)
     space = chosen.load_space()
-    state = ofa_to_nasforge(ckpt, space)  # every tensor checked: the first that disagrees is named
-    with torch.device("meta"):  # no init: the checkpoint's tensors become the supernet's
-        supernet = build_supernet(space)
-    supernet.load_state_dict(state, strict=True, assign=True)
+    state = ofa_to_nasforge(ckpt, space)  # every tensor of the supernet, checked: the first that disagrees is named
     cfg = import_config(chosen)
     out.mkdir(parents=True, exist_ok=True)
     sha = sha256_file(path)
@@ -103,7 +99,7 @@ def import_ofa_checkpoint(path: str | Path, out: str | Path, *, net: str | None 
         "resolution": max(space.resolutions), "classes": space.num_classes, "splits": None,
         "normalization": IMAGENET.to_dict(), "eval_preprocess": IMAGENET_EVAL,
     })
-    save_supernet(out / "supernet.pt", supernet, space, cfg)
+    save_supernet(out / "supernet.pt", state, space, cfg)
     atomic_write_json(out / IMPORT_RECORD, {
         "format": IMPORT_FORMAT, "imported": True, "source": str(path), "sha256": sha, "project": "once-for-all",
         "net": chosen.name, "ofa_class": chosen.ofa_class, "width": chosen.width, "space": space.name,

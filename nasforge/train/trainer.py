@@ -15,7 +15,7 @@ CLI's progress bar; the library draws nothing itself. Loss and accuracy stay on 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,11 +397,13 @@ def train_supernet(
     return Trainer(cfg, run_dir, callbacks=callbacks).fit(resume=resume, until_epoch=until_epoch)
 
 
-def save_supernet(path: Path, net: ElasticSupernet, space: SearchSpace, cfg: TrainConfig) -> None:
-    """The final artifact other stages load: weights + the space identity they belong to."""
+def save_supernet(path: Path, net: ElasticSupernet | Mapping[str, torch.Tensor], space: SearchSpace,
+                  cfg: TrainConfig) -> None:
+    """The final artifact other stages load: weights (a supernet, or its state dict) + the space they belong to."""
     from nasforge.io import atomic_write_bytes
 
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    source = net.state_dict() if isinstance(net, torch.nn.Module) else net
+    state = {k: v.detach().cpu() for k, v in source.items()}
     atomic_write_bytes(
         path,
         ckpt.to_bytes(
