@@ -145,8 +145,9 @@ def _plan(space: SearchSpace) -> list[tuple[str, str, Shape]]:
         depths = [layout.first_block] + [s.max_depth for s in space.stages[layout.skip_stages :]]
         offsets = list(itertools.accumulate(depths))
         # Built on the CPU, not the meta device: initialising meta tensors imports torch._dynamo (~5 s), while
-        # a real build takes 0.1-0.5 s and its memory is freed at once.
-        state = build_supernet(space).state_dict()
+        # a real build takes 0.1-0.5 s and its memory is freed at once. Its init leaves the global RNG alone.
+        with torch.random.fork_rng(devices=[]):
+            state = build_supernet(space).state_dict()
         plan = [(key, _ofa_name(key, layout, offsets), tuple(t.shape)) for key, t in state.items()]
         _PLANS[space.fingerprint] = plan
     return list(plan)

@@ -36,7 +36,8 @@ def read_init(source: str | Path) -> InitSource:
     if path.is_dir():
         from nasforge.train.runs import load_run
 
-        run = load_run(path, device="cpu")
+        with torch.random.fork_rng(devices=[]):  # building the run's supernet must not shift the caller's stream
+            run = load_run(path, device="cpu")
         state = {k: v.detach() for k, v in run.supernet.state_dict().items()}
         return InitSource(path, "run", run.space, _space_ref(run.config.space, run.space, path), state)
     if not path.is_file():
@@ -61,8 +62,9 @@ def _space_ref(named: str, space: SearchSpace, run_dir: Path) -> str:
 
 def classifier_keys(space: SearchSpace) -> set[str]:
     """The supernet tensors whose shape depends on the class count (two CPU builds: 0.1-0.5 s each)."""
-    ours = build_supernet(space).state_dict()
-    other = build_supernet(space.with_options(num_classes=space.num_classes + 1)).state_dict()
+    with torch.random.fork_rng(devices=[]):  # their init must not shift the run's random stream
+        ours = build_supernet(space).state_dict()
+        other = build_supernet(space.with_options(num_classes=space.num_classes + 1)).state_dict()
     return {k for k, v in ours.items() if v.shape != other[k].shape}
 
 
