@@ -11,6 +11,7 @@ weights under which every tensor shows in the logits (`nasforge.testing.ofa`) an
 
     PYTHONPATH=. python scripts/bench_ofa_import.py                 # every net (a few minutes on 2 cores)
     PYTHONPATH=. python scripts/bench_ofa_import.py --nets ofa_proxyless_d234_e346_k357_w1.3 --random 1
+    PYTHONPATH=. python scripts/bench_ofa_import.py --import-only    # import wall times alone (seconds)
 
 The last line of stdout is one JSON object with every number.
 """
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--nets", default=",".join(PUBLISHED), help="comma list of published OFA nets")
     parser.add_argument("--random", type=int, default=2, help="random subnets compared besides largest and smallest")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--import-only", action="store_true", help="time the imports, skip the logit comparison")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     results: dict[str, dict[str, float]] = {}
@@ -85,15 +87,18 @@ def main() -> None:
             torch.save({"state_dict": ofa_net.state_dict()}, ckpt)
             run_dir = Path(tmp) / f"run-{name}"
             seconds = time_import(ckpt, run_dir)
-            gaps = compare(name, ofa_net, run_dir, args.random, args.seed)
             size_mb = round(ckpt.stat().st_size / 2**20, 1)
-            results[name] = {"import_seconds": round(seconds, 2), "checkpoint_mb": size_mb, **gaps}
-            print(f"{name}: import-ofa {seconds:.2f} s ({results[name]['checkpoint_mb']} MB); max |logit diff| "
-                  f"supernet {gaps['supernet_max_abs_diff']:.2e}, extracted {gaps['extracted_max_abs_diff']:.2e} "
-                  f"over {gaps['subnets']} subnets x {gaps['resolutions']} px (spread >= {gaps['min_spread']:.2f})",
-                  flush=True)
+            results[name] = {"import_seconds": round(seconds, 2), "checkpoint_mb": size_mb}
+            line = f"{name}: import-ofa {seconds:.2f} s ({size_mb} MB)"
+            if not args.import_only:
+                gaps = compare(name, ofa_net, run_dir, args.random, args.seed)
+                results[name].update(gaps)
+                line += (f"; max |logit diff| supernet {gaps['supernet_max_abs_diff']:.2e}, extracted "
+                         f"{gaps['extracted_max_abs_diff']:.2e} over {gaps['subnets']} subnets x "
+                         f"{gaps['resolutions']} px (spread >= {gaps['min_spread']:.2f})")
+            print(line, flush=True)
     print(json.dumps({"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "nets": results}))
+                      "load_average": os.getloadavg(), "nets": results}))
 
 
 if __name__ == "__main__":

@@ -269,7 +269,7 @@ def test_proxylessnas_with_mbv3_bn_eps_is_caught():
     assert gap.supernet > 100 * TOL and gap.extracted > 100 * TOL
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [W10, RESNET])
+@pytest.mark.parametrize("name", [W10, PROXYLESS, RESNET])
 def test_mapping_is_exact_in_float64(name):
     """fp32 gaps are rounding: in float64 the largest subnet agrees to ~1e-12."""
     ofa, space, net = _ofa(name), _space(name), _supernet(name)
