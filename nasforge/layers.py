@@ -50,7 +50,7 @@ class LayerSpec:
     """One block of a static network, with its input shape.
 
     kind: a registered `BlockKind` (conv, residual_conv, maxpool, mbconv, bottleneck, mbv3_head,
-          resnet_head, ...; see `BLOCKS`).
+          mbv2_head, resnet_head, ...; see `BLOCKS`).
     mid_channels: expansion width (mbconv: 0 = no expansion conv; mbv3_head: final expand).
     """
 
@@ -245,6 +245,29 @@ class MobileNetV3Head(BlockKind):
         return n + spec.out_channels * spec.num_classes + spec.num_classes
 
     module = "nasforge.supernet.static:MobileNetV3Head"
+
+
+@BLOCKS.register("mbv2_head", summary="MobileNetV2 / ProxylessNAS head: 1x1 conv-BN-act, global pool, linear")
+class MobileNetV2Head(BlockKind):
+    @classmethod
+    def output_size(cls, spec: LayerSpec) -> int:
+        return 1
+
+    @classmethod
+    def macs(cls, spec: LayerSpec) -> int:
+        macs = _conv_macs(spec.in_channels, spec.out_channels, 1, spec.input_size)
+        return macs + spec.out_channels * spec.num_classes
+
+    @classmethod
+    def params(cls, spec: LayerSpec) -> int:
+        n = spec.in_channels * spec.out_channels + 2 * spec.out_channels
+        return n + spec.out_channels * spec.num_classes + spec.num_classes
+
+    @classmethod
+    def inner_activations(cls, spec: LayerSpec) -> int:
+        return 2 * spec.out_channels * spec.input_size**2  # the full-resolution feature mix, written then pooled
+
+    module = "nasforge.supernet.static:MobileNetV2Head"
 
 
 @BLOCKS.register("resnet_head", summary="ResNet head: global pool, linear")

@@ -455,6 +455,11 @@ class SearchSpace:
     def dropout(self) -> float:
         return self.family.dropout(self)
 
+    @property
+    def bn_eps(self) -> float:
+        """The epsilon of every BatchNorm in this space's networks (the YAML's `bn_eps`, PyTorch's 1e-5 by default)."""
+        return float(getattr(self.config, "bn_eps", 1e-5))
+
     def describe(self) -> dict[str, Any]:
         small, large = self.smallest(), self.largest()
         return {

@@ -171,7 +171,8 @@ def test_tampered_or_missing_files_are_clear_errors(data, fitted, tmp_path):
 
 
 def test_every_registered_model_is_tested():
-    assert set(FAST) == set(MODELS)
+    # kinds that are imported, not fitted (`fittable = False`: OFA's ofa-mlp) are tested where they are imported
+    assert set(FAST) == {kind for kind in MODELS if getattr(MODELS.get(kind), "fittable", True)}
 
 
 def test_unknown_model_kind():

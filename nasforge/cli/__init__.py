@@ -57,6 +57,7 @@ def _register() -> None:
     from nasforge.cli import (
         export,  # noqa: F401
         latency,  # noqa: F401
+        ofa,  # noqa: F401
         predict,  # noqa: F401
         quickstart,  # noqa: F401
         search,  # noqa: F401

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -16,9 +16,20 @@ SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Random seed (>= 0).
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts and pipes) instead of a table.")]
 ArchOpt = Annotated[str, typer.Option("--arch", help="Arch: JSON string, JSON file, or FILE#i (nasforge or OFA form).")]
 
+DataDirOpt = Annotated[
+    Optional[str],
+    typer.Option("--data-dir", help="The run's dataset folder (an imported run's: an ImageFolder, e.g. ImageNet)."),
+]
+LoaderOpt = Annotated[Optional[str], typer.Option("--loader", help="auto | memory | stream (with --data-dir).")]
+
 # In a pipe or a file there is no terminal width to respect: tables get the room their content needs.
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 240)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 240)
+
+
+def with_data(run, data_dir: str | None, loader: str | None):  # type: ignore[no-untyped-def]
+    """`run` reading its dataset from --data-dir / with --loader (unchanged when neither is given)."""
+    return run if data_dir is None and loader is None else run.with_data(data_dir, loader)
 
 
 def warn(text: str) -> None:

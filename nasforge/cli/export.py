@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from nasforge.cli import app
-from nasforge.cli._common import ResultTable, console
+from nasforge.cli._common import DataDirOpt, LoaderOpt, ResultTable, console, with_data
 from nasforge.cli.progress import progress_bar
 from nasforge.errors import ConfigError
 from nasforge.io import check_output_file
@@ -20,10 +20,10 @@ MaybeArch = Annotated[
 ]
 
 
-def _load(run_dir: Path, device: str):  # type: ignore[no-untyped-def]
+def _load(run_dir: Path, device: str, data_dir: str | None = None, loader: str | None = None):  # type: ignore[no-untyped-def]
     from nasforge.train.runs import load_run
 
-    return load_run(run_dir, device=device)
+    return with_data(load_run(run_dir, device=device), data_dir, loader)
 
 
 def _arch(run, arch: str):  # type: ignore[no-untyped-def]
@@ -41,7 +41,9 @@ def export_command(
         Optional[Path],
         typer.Option("--checkpoint", help="A fine-tuned subnet (`nasforge finetune`) instead of --arch."),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="onnx | torch.")] = "onnx",
+    fmt: Annotated[
+        str, typer.Option("--format", help="onnx | torch | ofa (the whole supernet in Once-for-All's format).")
+    ] = "onnx",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 17,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Export a dynamic batch axis.")] = False,
     quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8: ORT static quantisation.")] = None,
@@ -50,11 +52,20 @@ def export_command(
         str, typer.Option("--target", help="Latency target recorded in the sidecar ('' for none).")
     ] = "cpu",
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda (for BN recalibration).")] = "cpu",
+    bn: Annotated[
+        str, typer.Option("--bn", help="recalibrate (on training images) | stored (the supernet's statistics).")
+    ] = "recalibrate",
+    calib_bn_images: Annotated[int, typer.Option("--bn-images", help="Images for BN recalibration.")] = 2000,
+    data_dir: DataDirOpt = None,
+    loader: LoaderOpt = None,
 ) -> None:
     """Extract a subnet (BN recalibrated), export it, verify it in ONNX Runtime and write a sidecar JSON."""
     from nasforge.export.pipeline import PreparedSubnet, export_prepared, prepare_from_run
     from nasforge.supernet.standalone import load_standalone
 
+    if fmt == "ofa":
+        _export_ofa(run, out, arch, checkpoint, device)
+        return
     if (arch is None) == (checkpoint is None):
         raise ConfigError("give exactly one of --arch (with --run) or --checkpoint")
     check_output_file(out)
@@ -64,7 +75,7 @@ def export_command(
         run_dir = run or (Path(extra["run"]) if extra.get("run") else None)
         if run_dir is None:
             raise ConfigError(f"{checkpoint} does not name its run; pass --run RUN_DIR for the dataset")
-        loaded = _load(run_dir, device)
+        loaded = _load(run_dir, device, data_dir, loader)
         if loaded.space.fingerprint != space.fingerprint:
             raise ConfigError(f"{checkpoint} is a subnet of space {space.name}, not of run {run_dir}'s space")
         prepared = PreparedSubnet(
@@ -77,8 +88,10 @@ def export_command(
     else:
         if run is None:
             raise ConfigError("--arch needs --run RUN_DIR")
-        loaded = _load(run, device)
-        prepared = prepare_from_run(loaded, _arch(loaded, arch))  # type: ignore[arg-type]
+        if calib_bn_images <= 0:
+            raise ConfigError(f"--bn-images must be positive, got {calib_bn_images}")
+        loaded = _load(run, device, data_dir, loader)
+        prepared = prepare_from_run(loaded, _arch(loaded, arch), calib_images=calib_bn_images, bn=bn)  # type: ignore[arg-type]
     result = export_prepared(
         prepared,
         out,
@@ -92,6 +105,23 @@ def export_command(
     _print_summary(result.model_path, result.sidecar_path, result.sidecar)
 
 
+def _export_ofa(run: Path | None, out: Path, arch: str | None, checkpoint: Path | None, device: str) -> None:
+    """The run's whole supernet as Once-for-All's `{"state_dict": ...}` (no subnet, no ONNX)."""
+    from nasforge.foreign.ofa_runs import export_ofa_checkpoint
+
+    if run is None or arch is not None or checkpoint is not None:
+        raise ConfigError("--format ofa exports a run's whole supernet: give --run RUN_DIR, no --arch or --checkpoint")
+    sidecar = export_ofa_checkpoint(_load(run, device), out)
+    table = ResultTable(title=f"exported {out} (Once-for-All's format)")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("OFA class", f"{sidecar['ofa_class']}(**{json.dumps(sidecar['ofa_kwargs'])})")
+    table.add_row("tensors", str(sidecar["tensors"]))
+    table.add_row("load with", sidecar["load"])
+    table.add_row("sidecar", str(out.with_name(out.name + ".json")))
+    console.print(table)
+
+
 def _print_summary(model_path: Path, sidecar_path: Path, sidecar: dict) -> None:  # type: ignore[type-arg]
     table = ResultTable(title=f"exported {model_path}")
     table.add_column("what")
@@ -100,7 +130,11 @@ def _print_summary(model_path: Path, sidecar_path: Path, sidecar: dict) -> None:
     table.add_row("input", str(sidecar["input"]["shape"]))
     table.add_row("MACs / params", f"{sidecar['macs'] / 1e6:.1f}M / {sidecar['params'] / 1e6:.2f}M")
     acc = sidecar["accuracy"]
-    table.add_row("test top-1 (PyTorch)", f"{acc['test_top1']:.2f}% ({acc['source']}, {acc['test_images']} images)")
+    if acc["test_top1"] is None:
+        table.add_row("test top-1 (PyTorch)", f"{acc['source']}: {acc.get('reason', '')}")
+    else:
+        table.add_row("test top-1 (PyTorch)", f"{acc['test_top1']:.2f}% ({acc['source']}, {acc['test_images']} images)")
+    table.add_row("BN statistics", str(sidecar["provenance"].get("bn", "recalibrate")))
     if "onnx" in sidecar:
         table.add_row("ORT vs PyTorch max |diff|", f"{sidecar['onnx']['max_abs_diff_vs_torch']:.2e}")
     if "int8" in sidecar:
@@ -127,13 +161,15 @@ def finetune_command(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+    data_dir: DataDirOpt = None,
+    loader: LoaderOpt = None,
 ) -> None:
     """Train one extracted subnet further; save a standalone checkpoint that export and evaluate accept."""
     from nasforge.train.finetune import finetune_subnet
 
     if out is not None:
         check_output_file(out)
-    loaded = _load(run, device)
+    loaded = _load(run, device, data_dir, loader)
     a = _arch(loaded, arch)
     path = check_output_file(out or run / "finetuned" / f"{a.key}.pt")
     steps = epochs * loaded.data().steps_per_epoch(batch_size or loaded.config.data.batch_size)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from nasforge.cli import app
-from nasforge.cli._common import ResultTable, SeedOpt, console
+from nasforge.cli._common import DataDirOpt, LoaderOpt, ResultTable, SeedOpt, console, with_data
 from nasforge.errors import ConfigError
 from nasforge.io import read_arch_argument
 from nasforge.predictors.base import PREDICTORS
@@ -30,7 +30,8 @@ def _dataset_name(run: Any) -> str:
     return "unknown"
 
 
-def _evaluate_checkpoint(checkpoint: Path, run: Path | None, splits: list[str], device: str, as_json: bool) -> None:
+def _evaluate_checkpoint(checkpoint: Path, run: Path | None, splits: list[str], device: str, as_json: bool,
+                         data: tuple[str | None, str | None] = (None, None)) -> None:
     """A standalone subnet's accuracy with its own BN statistics, on the splits of the run it came from."""
     from nasforge.supernet.standalone import load_standalone
     from nasforge.train import runs
@@ -40,7 +41,7 @@ def _evaluate_checkpoint(checkpoint: Path, run: Path | None, splits: list[str], 
     run_dir = run or (Path(extra["run"]) if extra.get("run") else None)
     if run_dir is None:
         raise ConfigError(f"{checkpoint} does not name its run; pass --run RUN_DIR for the dataset")
-    r = runs.load_run(run_dir, device=device)
+    r = with_data(runs.load_run(run_dir, device=device), *data)
     if r.space.fingerprint != space.fingerprint:
         raise ConfigError(f"{checkpoint} is a subnet of space {space.name}, not of run {run_dir}'s space")
     a = subnet.arch
@@ -76,8 +77,14 @@ def evaluate_command(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line instead of a table.")] = False,
+    data_dir: DataDirOpt = None,
+    loader: LoaderOpt = None,
 ) -> None:
-    """True top-1 accuracy of one subnet (BN recalibrated) on the validation and/or test split."""
+    """True top-1 accuracy of one subnet (BN recalibrated) on the validation and/or test split.
+
+    An imported run (`nasforge import-ofa`) reads ImageNet from --data-dir (an ImageFolder) with OFA's protocol:
+    streamed, shorter side resized to round(r / 0.875), centre crop r, ImageNet mean/std.
+    """
     splits = {"val": ["val"], "test": ["test"], "both": ["val", "test"]}.get(split)
     if splits is None:
         raise ConfigError(f"--split must be val, test or both, got {split!r}")
@@ -86,14 +93,14 @@ def evaluate_command(
     if (arch is None) == (checkpoint is None):
         raise ConfigError("give exactly one of --arch (with --run) or --checkpoint")
     if checkpoint is not None:
-        _evaluate_checkpoint(checkpoint, run, splits, device, as_json)
+        _evaluate_checkpoint(checkpoint, run, splits, device, as_json, (data_dir, loader))
         return
     if run is None:
         raise ConfigError("--arch needs --run RUN_DIR")
     raw = read_arch_argument(arch)
     from nasforge.train import runs
 
-    r = runs.load_run(run, device=device)
+    r = with_data(runs.load_run(run, device=device), data_dir, loader)
     a = r.space.parse_arch(raw)
     calib_images = calib_images or r.config.eval.calib_images
     result: dict[str, Any] = {"arch": a.to_dict(), "macs": r.space.macs(a), "params": r.space.params(a)}
@@ -130,6 +137,8 @@ def build_predictor_command(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 256,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    data_dir: DataDirOpt = None,
+    loader: LoaderOpt = None,
 ) -> None:
     """Measure N subnets on the validation split (cached, resumable), fit a predictor, report held-out scores."""
     if model not in PREDICTORS:
@@ -148,7 +157,7 @@ def build_predictor_command(
 
     out_dir = check_output_dir(out or Path(run) / RUN_PREDICTOR_DIR)
     store_path = check_output_file(store or Path(run) / "measurements" / "val.jsonl", "--store")
-    r = runs.load_run(run, device=device)
+    r = with_data(runs.load_run(run, device=device), data_dir, loader)
     if calib_images is None:  # the run's own protocol: the store a quickstart or a training run left is reused
         calib_images = r.config.eval.calib_images
 

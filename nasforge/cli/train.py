@@ -36,6 +36,11 @@ UntilOpt = Annotated[
     Optional[int], typer.Option("--until-epoch", help="Stop after this epoch (continue with --resume).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
+InitOpt = Annotated[
+    Optional[str],
+    typer.Option("--init", help="Start from a run folder's or an OFA checkpoint's weights (classifier rebuilt for "
+                                "the dataset); without --space, the init's space is trained."),
+]
 
 
 def _fresh_out(prefix: str) -> Path:
@@ -73,9 +78,18 @@ def train_supernet_command(
     train_limit: LimitOpt = None,
     until_epoch: UntilOpt = None,
     quiet: QuietOpt = False,
+    init: InitOpt = None,
 ) -> None:
     """Train an elastic supernet (progressive / sandwich / delayed) so every subnet works without retraining."""
+    width_mult = None
+    if init is not None and space is None and not resume:
+        from nasforge.train.transfer import read_init
+
+        source = read_init(init)  # the init's space and width, unless --space names one
+        space, width_mult = source.space_ref, source.space.width_mult
     overrides = {
+        "init": init,
+        "width_mult": width_mult,
         "schedule.name": schedule,
         "space": space,
         "data.dataset": dataset,

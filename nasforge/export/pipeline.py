@@ -3,6 +3,11 @@
 The sidecar says everything a deployment needs and where each number came from: input shape and
 normalisation, class names, MACs/params, accuracy (measured on the test split here, labelled) and
 latency (from the target's table or its roofline estimate, labelled with its source).
+
+BN statistics are recalibrated for the subnet on training images (`bn="recalibrate"`, the default) or taken
+as the supernet stores them (`bn="stored"`). A run without a dataset (imported from Once-for-All, no
+--data-dir) exports with stored statistics: ONNX Runtime is checked against PyTorch on random inputs and the
+sidecar says why accuracy was not measured.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 import torch
 
 from nasforge.arch import ArchConfig
-from nasforge.data import DataSource
+from nasforge.data import DataSource, Normalization
 from nasforge.errors import ConfigError
 from nasforge.export.onnx import OnnxExportReport, export_onnx
 from nasforge.io import atomic_write_json
@@ -31,18 +36,36 @@ class PreparedSubnet:
     subnet: StaticSubnet
     space: SearchSpace
     arch: ArchConfig
-    data: DataSource
+    data: DataSource | None  # None: no dataset (nothing measured; `normalization` and `no_data` say the rest)
     provenance: dict[str, Any] = field(default_factory=dict)
+    normalization: Normalization | None = None  # without data: what the network expects (the run's record)
+    preprocess: str = ""  # without data: the evaluation protocol the run records
+    no_data: str = ""  # without data: why
 
 
-def prepare_from_run(run: Any, arch: ArchConfig, *, calib_images: int = 2000) -> PreparedSubnet:
-    """Extract `arch` from a loaded run with BN statistics recalibrated for it (supernet left unchanged)."""
+BN_CHOICES = ("recalibrate", "stored")
+
+
+def prepare_from_run(run: Any, arch: ArchConfig, *, calib_images: int = 2000, bn: str = "recalibrate"
+                     ) -> PreparedSubnet:
+    """Extract `arch` from a loaded run, BN statistics recalibrated for it or as stored (supernet left unchanged)."""
     from nasforge.train.runs import extract_recalibrated
 
+    if bn not in BN_CHOICES:
+        raise ConfigError(f"--bn must be one of {', '.join(BN_CHOICES)}, got {bn!r}")
     arch = run.space.validate(arch)
-    subnet = extract_recalibrated(run, arch, calib_images=calib_images)
-    provenance = {"run": str(run.path), "supernet_sha256": run.checkpoint_sha256, "bn_calibration_images": calib_images}
-    return PreparedSubnet(subnet.cpu().eval(), run.space, arch, run.data().to("cpu"), provenance)
+    provenance: dict[str, Any] = {"run": str(run.path), "supernet_sha256": run.checkpoint_sha256, "bn": bn}
+    if bn == "recalibrate":
+        subnet = extract_recalibrated(run, arch, calib_images=calib_images)
+        provenance["bn_calibration_images"] = calib_images
+        return PreparedSubnet(subnet.cpu().eval(), run.space, arch, run.data().to("cpu"), provenance)
+    subnet = run.supernet.extract(arch)
+    reason = run.no_data_reason()
+    if reason is None:
+        return PreparedSubnet(subnet.cpu().eval(), run.space, arch, run.data().to("cpu"), provenance)
+    record = run.data_record() or {}
+    return PreparedSubnet(subnet.cpu().eval(), run.space, arch, None, provenance, run.normalization(),
+                          str(record.get("eval_preprocess", "")), reason)
 
 
 def normalized_images(data: DataSource, split: str, resolution: int, limit: int | None = None) -> np.ndarray:
@@ -104,10 +127,25 @@ def export_prepared(
         raise ConfigError("--quantize int8 needs --format onnx")
     out = Path(out)
     space, arch, data, subnet = prepared.space, prepared.arch, prepared.data, prepared.subnet
-    test_x = normalized_images(data, "test", arch.resolution, test_limit)
-    test_y = split_labels(data, "test", test_limit)
-    accuracy = {"test_top1": torch_accuracy(subnet, test_x, test_y), "test_images": int(len(test_y)),
-                "source": "measured"}
+    if data is None:
+        if quantize:
+            raise ConfigError(f"--quantize int8 needs calibration images: {prepared.no_data}")
+        norm = prepared.normalization
+        if norm is None:
+            raise ConfigError(f"no dataset and no recorded normalisation to export with: {prepared.no_data}")
+        test_x = None
+        accuracy: dict[str, Any] = {"test_top1": None, "test_images": 0, "source": "not measured",
+                                    "reason": prepared.no_data}
+        class_names: list[str] | None = None
+        preprocess = prepared.preprocess or "resize to the input resolution"
+    else:
+        norm = data.normalization
+        test_x = normalized_images(data, "test", arch.resolution, test_limit)
+        test_y = split_labels(data, "test", test_limit)
+        accuracy = {"test_top1": torch_accuracy(subnet, test_x, test_y), "test_images": int(len(test_y)),
+                    "source": "measured"}
+        class_names = list(data.class_names)
+        preprocess = data.describe().get("eval_preprocess", "resize to the input resolution")
     sidecar: dict[str, Any] = {
         "format": fmt,
         "arch": arch.to_dict(),
@@ -119,12 +157,12 @@ def export_prepared(
             "layout": "NCHW",
             "dtype": "float32",
             "scale": "x / 255, then (x - mean) / std per channel",
-            "mean": list(data.normalization.mean),
-            "std": list(data.normalization.std),
-            "normalization": data.normalization.kind,
-            "preprocess": data.describe().get("eval_preprocess", "resize to the input resolution"),
+            "mean": list(norm.mean),
+            "std": list(norm.std),
+            "normalization": norm.kind,
+            "preprocess": preprocess,
         },
-        "class_names": list(data.class_names),
+        "class_names": class_names,
         "macs": space.macs(arch),
         "params": space.params(arch),
         "accuracy": accuracy,
@@ -137,13 +175,15 @@ def export_prepared(
     if fmt == "torch":
         save_standalone(out, subnet, space, {"sidecar": sidecar})
     else:
+        checks = None if test_x is None else torch.from_numpy(test_x[: 8 if dynamic_batch else 1])
         report = export_onnx(subnet, out, arch.resolution, opset=opset, dynamic_batch=dynamic_batch,
-                             check_inputs=torch.from_numpy(test_x[: 8 if dynamic_batch else 1]))
+                             check_inputs=checks)
         import onnxruntime
 
         sidecar["onnx"] = {"opset": opset, "max_abs_diff_vs_torch": report.max_abs_diff,
+                           "check_inputs": "random" if checks is None else "test images",
                            "onnxruntime": onnxruntime.__version__}
-        if quantize == "int8":
+        if quantize == "int8" and data is not None and test_x is not None:
             from nasforge.export.quantize import onnx_accuracy, quantize_int8
 
             int8_path = out.with_name(out.stem + ".int8.onnx")

@@ -9,7 +9,9 @@ A family owns everything that differs between, say, MobileNetV3 and ResNet space
 - `plan(space, arch)`: the static layers of an arch, each tagged with the (stage, position) of the
   elastic block it belongs to (None for fixed layers) — the one place with slot arithmetic;
 - `supernet(space)`: the elastic network (torch is imported there, lazily);
-- foreign arch forms (Once-for-All's `{ks, e, d, r}` dict) through `parse_foreign` / `foreign_forms`.
+- foreign arch forms (Once-for-All's `{ks, e, d, r}` dict) through `parse_foreign` / `foreign_forms`;
+- `ofa_layout(space)`: how Once-for-All names the tensors of the space's supernet and encodes its archs for
+  OFA's accuracy predictor (`OFALayout`; `nasforge.foreign.ofa` applies it), or None.
 
 `SearchSpace` is generic over these; nothing outside `families/` branches on a family's name.
 """
@@ -80,6 +82,23 @@ class PlacedLayer:
 
 
 @dataclass(frozen=True)
+class OFALayout:
+    """How Once-for-All lays out a space's supernet: data only, applied by `nasforge.foreign.ofa`.
+
+    `rules` rename nasforge state-dict keys (whose `stages.S.P.` already reads OFA's `blocks.B.`) to OFA's:
+    the first regex that matches a key's start wins. Keys matching `dynamic` belong to OFA's dynamic modules,
+    which nest one more `conv.` / `bn.` / `linear.`. `predictor_genes`: the genes whose one-hot blocks, in
+    this order, follow the resolution block in OFA's arch encoding (`ofa.nas.accuracy_predictor`).
+    """
+
+    rules: tuple[tuple[str, str], ...]
+    first_block: int  # OFA's `blocks` index of the first elastic block
+    skip_stages: int  # leading nasforge stages that are not in OFA's `blocks` (ResNet's stem)
+    dynamic: str
+    predictor_genes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class ParsedSpace:
     """What a family reads from a space YAML."""
 
@@ -99,6 +118,10 @@ class SpaceView(Protocol):
     width_mult: float
     kernel_slots: tuple[Gene, ...]
     expand_slots: tuple[Gene, ...]
+    genes: tuple[Gene, ...]
+    width_choices: tuple[tuple[float, ...], ...]
+
+    def genes_of(self, group: str) -> tuple[Gene, ...]: ...
 
     def validate(self, arch: ArchConfig) -> ArchConfig: ...
 
@@ -129,6 +152,7 @@ class SpaceFile:
     resolutions: tuple[int, ...] | ResolutionRange = field(metadata=check(ge=8))
     num_classes: int = field(default=1000, metadata=check(gt=0))
     description: str = ""
+    bn_eps: float = field(default=1e-5, metadata=check(gt=0, lt=1))  # every BN of the supernet and its subnets
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -216,12 +240,30 @@ class Family:
         """`arch` in every foreign form this family knows, e.g. {"ofa": {"ks": ..., ...}}."""
         return {}
 
+    def ofa_layout(self, space: SpaceView) -> OFALayout | None:
+        """How Once-for-All names this space's supernet tensors; None when OFA has no such network."""
+        return None
+
+
+def foreign_resolution(space: SpaceView, data: dict[str, Any], error: type[Exception]) -> int:
+    """The resolution of a foreign arch dict: `image_size` (OFA's encoders), `r` (OFA's tutorial, as a
+    one-element list or a number) or `resolution`; the space's largest when none is given."""
+    r = data.get("image_size", data.get("r", data.get("resolution", max(space.resolutions))))
+    if isinstance(r, (list, tuple)):
+        if len(r) != 1:
+            raise error(f"OFA arch dict: one resolution expected, got {r!r}")
+        r = r[0]
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not float(r).is_integer():
+        raise error(f"OFA arch dict: the resolution must be an integer, got {r!r}")
+    return int(r)
+
 
 __all__ = [
     "ARCH_FIELDS",
     "FAMILIES",
     "GENE_GROUPS",
     "Family",
+    "OFALayout",
     "Gene",
     "ParsedSpace",
     "PlacedLayer",
@@ -229,4 +271,5 @@ __all__ = [
     "SpaceFile",
     "StageSpec",
     "distinct_sorted",
+    "foreign_resolution",
 ]

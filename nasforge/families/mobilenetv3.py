@@ -1,9 +1,12 @@
-"""Once-for-All's MobileNetV3 family: a fixed stem and first block, elastic MBConv stages, a fixed head.
+"""Once-for-All's MobileNet family: a fixed stem and first block, elastic MBConv stages, a fixed head.
 
 Its YAML (see `search_spaces/mobilenetv3-ofa.yaml`) names the stem, the first block, the stages
 (channels, stride, activation, squeeze-excite, depth / kernel / expand choices; `defaults` fill in
-what a stage leaves out), the head and the width multipliers on offer. Once-for-All's subnet dict
-`{ks, e, d, r}` is this family's foreign arch form.
+what a stage leaves out), the head and the width multipliers on offer. The head is MobileNetV3's
+(`final_expand` given: 1x1 conv-BN-act, pool, 1x1 conv-act, linear) or MobileNetV2's / ProxylessNAS's
+(no `final_expand`: 1x1 conv-BN-act, pool, linear), so `search_spaces/proxylessnas-ofa.yaml` is a space
+of this family too. Once-for-All's subnet dict `{ks, e, d, r}` is this family's foreign arch form, and
+OFA's `OFAMobileNetV3` / `OFAProxylessNASNets` tensor names its `ofa_layout`.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ from nasforge.errors import ArchError
 from nasforge.families.base import (
     FAMILIES,
     Family,
+    OFALayout,
     ParsedSpace,
     PlacedLayer,
     SpaceFile,
     SpaceView,
     StageSpec,
     distinct_sorted,
+    foreign_resolution,
 )
 from nasforge.layers import LayerSpec, make_divisible
 
-Act = Literal["relu", "hswish"]
+Act = Literal["relu", "relu6", "hswish"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,10 @@ class MBStageSpec:
 
 @dataclass(frozen=True)
 class HeadSpec:
-    final_expand: int = field(metadata=check(gt=0))
+    """MobileNetV3's head with `final_expand`; without it MobileNetV2's / ProxylessNAS's (`mbv2_head`)."""
+
     feature_mix: int = field(metadata=check(gt=0))
+    final_expand: int | None = field(default=None, metadata=check(gt=0))
     act: Act = "hswish"
     dropout: float = field(default=0.0, metadata=check(ge=0.0, lt=1.0))
 
@@ -86,7 +93,9 @@ class MobileNetV3File(SpaceFile):
             raise field_error("width_mult", "distinct width multipliers", list(self.width_mult))
 
 
-@FAMILIES.register("mobilenetv3", summary="Once-for-All's MobileNetV3: elastic MBConv stages (SE, h-swish)")
+@FAMILIES.register(
+    "mobilenetv3", summary="Once-for-All's MobileNet spaces (MobileNetV3, ProxylessNAS): elastic MBConv stages"
+)
 class MobileNetV3Family(Family):
     name = "mobilenetv3"
     schema = MobileNetV3File
@@ -122,9 +131,13 @@ class MobileNetV3Family(Family):
                                  shortcut)
                 out.append(PlacedLayer(spec, s, p))
                 size, in_c = spec.output_size, out_c
-        head = LayerSpec("mbv3_head", in_c, make_divisible(cfg.head.feature_mix * wm), size,
-                         mid_channels=make_divisible(cfg.head.final_expand * wm), act=cfg.head.act,
-                         num_classes=num_classes)
+        feature_mix = make_divisible(cfg.head.feature_mix * wm)
+        if cfg.head.final_expand is None:
+            head = LayerSpec("mbv2_head", in_c, feature_mix, size, act=cfg.head.act, num_classes=num_classes)
+        else:
+            final_expand = make_divisible(cfg.head.final_expand * wm)
+            head = LayerSpec("mbv3_head", in_c, feature_mix, size, mid_channels=final_expand, act=cfg.head.act,
+                             num_classes=num_classes)
         out.append(PlacedLayer(head))
         return out
 
@@ -138,19 +151,18 @@ class MobileNetV3Family(Family):
 
     # ------------------------------------------------------------------ Once-for-All's subnet dict
     def parse_foreign(self, space: SpaceView, data: dict[str, Any]) -> ArchConfig | None:
-        """OFA's `{ks, e, d, r}` (as OFA and DyNAS-T write it); scalars mean "every block"; inactive slots ignored."""
+        """OFA's `{ks, e, d, r}` (as OFA and DyNAS-T write it; or `image_size`, as OFA's encoders do); scalars
+        mean "every block"; inactive slots ignored; a depth beyond a stage's blocks means all of them (OFA's
+        `set_active_subnet` clamps it too: ProxylessNAS's one-block last stage takes any `d`)."""
         if not ({"ks", "d"} & set(data)):
             return None
         missing = [k for k in ("ks", "e", "d") if k not in data]
         if missing:
             raise ArchError(f"OFA arch dict is missing {missing}; expected keys ks, e, d and r")
         n_slots, n_stages = len(space.kernel_slots), len(space.stages)
-        r = data.get("r", data.get("resolution", max(space.resolutions)))
-        if isinstance(r, (list, tuple)):
-            if len(r) != 1:
-                raise ArchError(f"OFA 'r' must be one resolution, got {r!r}")
-            r = r[0]
+        r = foreign_resolution(space, data, ArchError)
         ks, es, ds = (_per_slot(data[k], n, k) for k, n in (("ks", n_slots), ("e", n_slots), ("d", n_stages)))
+        ds = [min(d, s.max_depth) if isinstance(d, (int, float)) else d for d, s in zip(ds, space.stages)]
         arch = ArchConfig.from_dict({"resolution": r, "depths": ds, "kernel_sizes": ks, "expand_ratios": es})
         return space.validate(arch)
 
@@ -161,6 +173,38 @@ class MobileNetV3Family(Family):
         ks = [k if k else int(min(s.choices)) for k, s in zip(arch.kernel_sizes, space.kernel_slots)]
         es = [_number(e) if e else _number(min(s.choices)) for e, s in zip(arch.expand_ratios, space.expand_slots)]
         return {"ofa": {"ks": ks, "e": es, "d": list(arch.depths), "r": arch.resolution}}
+
+    def ofa_layout(self, space: SpaceView) -> OFALayout:
+        """`OFAMobileNetV3`'s names, or `OFAProxylessNASNets`' for the MobileNetV2 head (its feature mix has a BN)."""
+        if space.config.head.final_expand is None:
+            head: tuple[tuple[str, str], ...] = ((r"head\.feature_mix\.", "feature_mix_layer."),)
+        else:
+            head = (
+                (r"head\.final_expand\.", "final_expand_layer."),
+                (r"head\.feature_mix\.", "feature_mix_layer.conv."),
+            )
+        genes = [i for group in ("kernel", "expand") for i, g in enumerate(space.genes) if g.group == group]
+        return OFALayout(
+            rules=(
+                (r"stem\.", "first_conv."),
+                (r"first_block\.depthwise\.", "blocks.0.conv.depth_conv."),
+                (r"first_block\.project\.", "blocks.0.conv.point_linear."),
+                (r"(blocks\.\d+)\.expand_conv\.", r"\1.conv.inverted_bottleneck.conv."),
+                (r"(blocks\.\d+)\.expand_bn\.", r"\1.conv.inverted_bottleneck.bn."),
+                (r"(blocks\.\d+)\.depthwise\.kernel_transforms\.(\d+to\d+)", r"\1.conv.depth_conv.conv.\2_matrix"),
+                (r"(blocks\.\d+)\.depthwise\.", r"\1.conv.depth_conv.conv."),
+                (r"(blocks\.\d+)\.depthwise_bn\.", r"\1.conv.depth_conv.bn."),
+                (r"(blocks\.\d+)\.se\.", r"\1.conv.depth_conv.se.fc."),
+                (r"(blocks\.\d+)\.project_conv\.", r"\1.conv.point_linear.conv."),
+                (r"(blocks\.\d+)\.project_bn\.", r"\1.conv.point_linear.bn."),
+                *head,
+                (r"head\.classifier\.", "classifier.linear."),
+            ),
+            first_block=1,
+            skip_stages=0,
+            dynamic=r"blocks\.[1-9]",  # the elastic blocks; stem, first block and head are static layers
+            predictor_genes=tuple(genes),  # OFA's MobileNetArchEncoder: kernels of every block, then expand ratios
+        )
 
 
 def _per_slot(value: Any, n: int, key: str) -> list[Any]:

@@ -1,9 +1,9 @@
 """Once-for-All's published supernets as nasforge supernets: a checkpoint filter and OFA's arch dicts.
 
-OFA (mit-han-lab/once-for-all, `ofa` on PyPI) publishes four elastic supernets. Three are, tensor for
-tensor, the supernet of a shipped nasforge space; only the names differ. OFA's names are derived from
-nasforge's by one table of rename rules per family and two hooks: which OFA block a nasforge
-(stage, position) is, and which OFA modules are "dynamic" (they nest one more `conv.`/`bn.`/`linear.`)::
+OFA (mit-han-lab/once-for-all, `ofa` on PyPI) publishes four elastic supernets. Each is, tensor for tensor,
+the supernet of a shipped nasforge space; only the names differ. OFA's names are derived from nasforge's by
+the space's family (`Family.ofa_layout`: a table of rename rules, which OFA block a nasforge (stage, position)
+is, and which OFA modules are "dynamic", nesting one more `conv.`/`bn.`/`linear.`); this module applies it::
 
     space = load_space("mobilenetv3-ofa", width_mult=1.2)
     supernet = build_supernet(space)
@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,6 +29,7 @@ import torch
 
 from nasforge.arch import ArchConfig
 from nasforge.errors import ArchError, CheckpointError, NasforgeError
+from nasforge.families.base import OFALayout
 from nasforge.space import SearchSpace, load_space
 
 Shape = tuple[int, ...]
@@ -77,7 +78,7 @@ PUBLISHED: dict[str, OFANet] = {
             "ofa_proxyless_d234_e346_k357_w1.3",
             "proxylessnas",
             1.3,
-            None,
+            "proxylessnas-ofa",
             "OFAProxylessNASNets",
             {**_MBV3_ARGS, "width_mult": 1.3},
         ),
@@ -109,138 +110,17 @@ _DYNAMIC_LEAF = re.compile(r"(?<![^.])(conv|bn|linear)\." + _LEAF)  # conv.weigh
 _STATIC_ALIAS = re.compile(r"(?<![^.])(conv|bn|linear)\.\1\." + _LEAF)  # and back
 
 
-# ---------------------------------------------------------------------------------------- arch dicts
-
-
-def _ofa_resolution(space: SearchSpace, data: Mapping[str, Any]) -> int:
-    r = data.get("image_size", data.get("r", data.get("resolution", max(space.resolutions))))
-    if isinstance(r, (list, tuple)):
-        if len(r) != 1:
-            raise ArchError(f"OFA arch dict: one resolution expected, got {r!r}")
-        r = r[0]
-    return int(r)
-
-
-def _mbv3_to_ofa(space: SearchSpace, arch: ArchConfig) -> dict[str, Any]:
-    out = space.to_ofa_dict(arch)
-    out["image_size"] = out["r"]
-    return out
-
-
-def _mbv3_from_ofa(space: SearchSpace, data: Mapping[str, Any]) -> ArchConfig:
-    return space.parse_arch({**data, "r": _ofa_resolution(space, data)})
-
-
-def _relative_depths(space: SearchSpace) -> tuple[int, ...]:
-    """OFA ResNet's `depth_list`: blocks added to each stage's base depth (one list for all stages)."""
-    lists = {tuple(d - min(s.depths) for d in s.depths) for s in space.stages[1:]}
-    if len(lists) != 1:
-        raise ArchError(f"space '{space.name}' has no OFA depth list: its stages add different block counts")
-    return lists.pop()
-
-
-def _resnet_to_ofa(space: SearchSpace, arch: ArchConfig) -> dict[str, Any]:
-    """`d`: stem (0 skips its middle conv, max keeps it) then blocks added per stage; `w`: indices."""
-    arch = space.validate(arch)
-    keep = max(_relative_depths(space))
-    d = [keep if arch.depths[0] else 0]
-    d += [depth - min(s.depths) for s, depth in zip(space.stages[1:], arch.depths[1:])]
-    e = [e if e else min(slot.choices) for e, slot in zip(arch.expand_ratios, space.expand_slots)]
-    w = [choices.index(w) for w, choices in zip(arch.width_mults, space.width_choices)]
-    return {"d": d, "e": e, "w": w, "image_size": arch.resolution}
-
-
-def _resnet_from_ofa(space: SearchSpace, data: Mapping[str, Any]) -> ArchConfig:
-    missing = [k for k in ("d", "e", "w") if k not in data]
-    if missing:
-        raise ArchError(f"OFA ResNet arch dict is missing {missing}; expected keys d, e, w and image_size")
-    d, e, w = list(data["d"]), list(data["e"]), list(data["w"])
-    sizes = {"d": len(space.stages), "e": len(space.expand_slots), "w": len(space.width_choices)}
-    for name, values in (("d", d), ("e", e), ("w", w)):
-        if len(values) != sizes[name]:
-            raise ArchError(
-                f"OFA ResNet '{name}' needs {sizes[name]} entries for space '{space.name}', got {len(values)}"
-            )
-    keep = max(_relative_depths(space))
-    if d[0] not in (0, keep):
-        raise ArchError(
-            f"OFA ResNet d[0] = {d[0]} is ambiguous (OFA's network keeps the stem's middle conv only "
-            f"for {keep}, its accuracy predictor for any d[0] > 0); use 0 or {keep}"
-        )
-    depths = [1 if d[0] else 0] + [min(s.depths) + int(di) for s, di in zip(space.stages[1:], d[1:])]
-    if any(
-        isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(c) for i, c in zip(w, space.width_choices)
-    ):
-        raise ArchError(f"OFA ResNet 'w' holds indices into the width multipliers, got {w!r}")
-    widths = tuple(choices[i] for i, choices in zip(w, space.width_choices))
-    return space.validate(ArchConfig(_ofa_resolution(space, data), tuple(depths), (), tuple(e), widths))
-
-
 # ---------------------------------------------------------------------------------------- layouts
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """How OFA names one family's tensors and writes its archs."""
-
-    rules: tuple[tuple[str, str], ...]  # nasforge key prefix (regex) -> OFA's; first match wins
-    first_block: int  # OFA's `blocks` index of the first elastic block
-    skip_stages: int  # leading nasforge stages that are not in OFA's `blocks` (ResNet's stem)
-    dynamic: str  # OFA keys held by dynamic modules (regex)
-    to_ofa: Callable[[SearchSpace, ArchConfig], dict[str, Any]]
-    from_ofa: Callable[[SearchSpace, Mapping[str, Any]], ArchConfig]
-
-
-# Rules see nasforge keys whose `stages.S.P.` is already OFA's `blocks.B.`.
-_LAYOUTS: dict[str, _Layout] = {
-    "mobilenetv3": _Layout(
-        rules=(
-            (r"stem\.", "first_conv."),
-            (r"first_block\.depthwise\.", "blocks.0.conv.depth_conv."),
-            (r"first_block\.project\.", "blocks.0.conv.point_linear."),
-            (r"(blocks\.\d+)\.expand_conv\.", r"\1.conv.inverted_bottleneck.conv."),
-            (r"(blocks\.\d+)\.expand_bn\.", r"\1.conv.inverted_bottleneck.bn."),
-            (r"(blocks\.\d+)\.depthwise\.kernel_transforms\.(\d+to\d+)", r"\1.conv.depth_conv.conv.\2_matrix"),
-            (r"(blocks\.\d+)\.depthwise\.", r"\1.conv.depth_conv.conv."),
-            (r"(blocks\.\d+)\.depthwise_bn\.", r"\1.conv.depth_conv.bn."),
-            (r"(blocks\.\d+)\.se\.", r"\1.conv.depth_conv.se.fc."),
-            (r"(blocks\.\d+)\.project_conv\.", r"\1.conv.point_linear.conv."),
-            (r"(blocks\.\d+)\.project_bn\.", r"\1.conv.point_linear.bn."),
-            (r"head\.final_expand\.", "final_expand_layer."),
-            (r"head\.feature_mix\.", "feature_mix_layer.conv."),
-            (r"head\.classifier\.", "classifier.linear."),
-        ),
-        first_block=1,
-        skip_stages=0,
-        dynamic=r"blocks\.[1-9]",  # the elastic blocks; stem, first block and head are static layers
-        to_ofa=_mbv3_to_ofa,
-        from_ofa=_mbv3_from_ofa,
-    ),
-    "resnet": _Layout(
-        rules=(
-            (r"stem_conv\.", "input_stem.0."),
-            (r"stem_residual\.", "input_stem.1.conv."),
-            (r"stem_out\.", "input_stem.2."),
-            (r"(blocks\.\d+)\.", r"\1."),  # conv1, conv2, conv3, downsample: the same names
-            (r"classifier\.", "classifier.linear."),
-        ),
-        first_block=0,
-        skip_stages=1,
-        dynamic=r"",  # every module of OFAResNets is dynamic
-        to_ofa=_resnet_to_ofa,
-        from_ofa=_resnet_from_ofa,
-    ),
-}
-
-
-def _layout(space: SearchSpace, error: type[NasforgeError] = CheckpointError) -> _Layout:
-    layout = _LAYOUTS.get(space.family.name)
+def _layout(space: SearchSpace, error: type[NasforgeError] = CheckpointError) -> OFALayout:
+    layout = space.family.ofa_layout(space)
     if layout is None:
         raise error(f"space '{space.name}' (family {space.family.name}) has no Once-for-All counterpart")
     return layout
 
 
-def _ofa_name(key: str, layout: _Layout, block_offsets: list[int]) -> str:
+def _ofa_name(key: str, layout: OFALayout, block_offsets: list[int]) -> str:
     m = re.match(r"stages\.(\d+)\.(\d+)\.", key)
     if m:
         key = f"blocks.{block_offsets[int(m[1])] + int(m[2])}." + key[m.end() :]
@@ -252,16 +132,25 @@ def _ofa_name(key: str, layout: _Layout, block_offsets: list[int]) -> str:
     raise CheckpointError(f"no Once-for-All name for nasforge tensor {key}")
 
 
+_PLANS: dict[str, list[tuple[str, str, Shape]]] = {}  # by space fingerprint: a space's plan never changes
+
+
 def _plan(space: SearchSpace) -> list[tuple[str, str, Shape]]:
     """(nasforge key, OFA key, shape) of every tensor of the space's supernet, in network order."""
     from nasforge.supernet import build_supernet
 
-    layout = _layout(space)
-    depths = [layout.first_block] + [s.max_depth for s in space.stages[layout.skip_stages :]]
-    offsets = list(itertools.accumulate(depths))
-    with torch.device("meta"):  # shapes only: no memory, no init
-        state = build_supernet(space).state_dict()
-    return [(key, _ofa_name(key, layout, offsets), tuple(t.shape)) for key, t in state.items()]
+    plan = _PLANS.get(space.fingerprint)
+    if plan is None:
+        layout = _layout(space)
+        depths = [layout.first_block] + [s.max_depth for s in space.stages[layout.skip_stages :]]
+        offsets = list(itertools.accumulate(depths))
+        # Built on the CPU, not the meta device: initialising meta tensors imports torch._dynamo (~5 s), while
+        # a real build takes 0.1-0.5 s and its memory is freed at once. Its init leaves the global RNG alone.
+        with torch.random.fork_rng(devices=[]):
+            state = build_supernet(space).state_dict()
+        plan = [(key, _ofa_name(key, layout, offsets), tuple(t.shape)) for key, t in state.items()]
+        _PLANS[space.fingerprint] = plan
+    return list(plan)
 
 
 def ofa_key_map(space: SearchSpace) -> dict[str, str]:
@@ -385,16 +274,21 @@ def _mismatch(
     )
 
 
+def recognise(state_dict: Mapping[str, Any]) -> OFANet:
+    """The published net an OFA checkpoint's family marker and width point to (its tensors are not checked yet:
+    `ofa_to_nasforge` with the net's space does that)."""
+    return _guess(_unwrap(state_dict))
+
+
 def identify(state_dict: Mapping[str, Any]) -> tuple[str, float]:
     """(published net name, width multiplier) of an OFA checkpoint, recognised from its tensor shapes.
 
-    Nets with a nasforge space are checked tensor by tensor (CheckpointError at the first that disagrees);
-    the ProxylessNAS net, which has none yet, by its family marker and width only.
+    The family marker and width pick the net; then every tensor is checked (CheckpointError at the first
+    that disagrees).
     """
     ckpt = _unwrap(state_dict)
     net = _guess(ckpt)
-    if net.space is not None:
-        ofa_to_nasforge(ckpt, net.load_space())
+    ofa_to_nasforge(ckpt, net.load_space())
     return net.name, net.width
 
 
@@ -404,17 +298,37 @@ def identify(state_dict: Mapping[str, Any]) -> tuple[str, float]:
 def arch_to_ofa(arch: ArchConfig, space: SearchSpace) -> dict[str, Any]:
     """OFA's subnet dict: `set_active_subnet(**d)` takes it, and so do OFA's arch encoders (`image_size`).
 
-    MobileNetV3: ks, e, d (and r, as OFA's tutorial and DyNAS-T write it); ResNet: d, e, w (indices).
-    Inactive slots get the smallest choice, since OFA needs a value there.
+    MobileNet: ks, e, d (and r, as OFA's tutorial and DyNAS-T write it); ResNet: d, e, w (indices). The family
+    writes it (`space.foreign_forms`); inactive slots get the smallest choice, since OFA needs a value there.
     """
-    return _layout(space, ArchError).to_ofa(space, space.validate(arch))
+    arch = space.validate(arch)
+    forms = space.foreign_forms(arch)
+    if "ofa" not in forms:
+        raise ArchError(f"Once-for-All's dict form is not defined for {space.family.name} space '{space.name}'")
+    return {**forms["ofa"], "image_size": arch.resolution}
 
 
 def arch_from_ofa(data: Mapping[str, Any], space: SearchSpace) -> ArchConfig:
     """The canonical nasforge arch of an OFA subnet dict (resolution from image_size, r or resolution)."""
     if not isinstance(data, Mapping):
         raise ArchError(f"an OFA arch must be a dict, got {type(data).__name__}")
-    return _layout(space, ArchError).from_ofa(space, data)
+    arch = space.family.parse_foreign(space, dict(data))
+    if arch is None:
+        raise ArchError(f"not an OFA arch dict for {space.family.name} space '{space.name}': keys {sorted(data)}")
+    return arch
+
+
+def published_net(space: SearchSpace) -> OFANet | None:
+    """The published OFA net whose class builds `space` (at its width; any class count), if any."""
+    for net in PUBLISHED.values():
+        if net.space is None:
+            continue
+        theirs = net.load_space()
+        if theirs.width_mult == space.width_mult and (
+            theirs.with_options(num_classes=space.num_classes).fingerprint == space.fingerprint
+        ):
+            return net
+    return None
 
 
 __all__ = [
@@ -423,6 +337,8 @@ __all__ = [
     "arch_from_ofa",
     "arch_to_ofa",
     "identify",
+    "published_net",
+    "recognise",
     "nasforge_to_ofa",
     "ofa_key_map",
     "ofa_to_nasforge",

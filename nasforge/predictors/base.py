@@ -63,6 +63,7 @@ PREDICTORS: Registry[type[AccuracyPredictor]] = Registry(
         "nasforge.predictors.mlp": ("mlp",),
         "nasforge.predictors.ensemble": ("ensemble",),
         "nasforge.predictors.sklearn_models": ("ridge", "gp", "gbm"),
+        "nasforge.foreign.ofa_predictor": ("ofa-mlp",),  # imported from OFA's file, not fitted
     },
     error=PredictorError,
 )

@@ -48,7 +48,7 @@ class ElasticSupernet(nn.Module):
         """A standalone static copy (weights and BN statistics) of `arch` (default: the active one)."""
         arch = self._active if arch is None else self.space.validate(arch)
         specs = self.space.layers(arch)
-        subnet = StaticSubnet(specs, arch, dropout=self.dropout_rate)
+        subnet = StaticSubnet(specs, arch, dropout=self.dropout_rate, bn_eps=self.space.bn_eps)
         with self.active(arch):
             self._copy_into(subnet)
         subnet.to(next(self.parameters()).device)

@@ -1,4 +1,5 @@
-"""Once-for-All's elastic MobileNetV3: fixed stem, first block and head; elastic MBConv stages."""
+"""Once-for-All's elastic MobileNets (MobileNetV3, ProxylessNAS): fixed stem, first block and head; elastic MBConv
+stages."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from nasforge.supernet.ops import (
     permute_,
     permute_bn_,
 )
-from nasforge.supernet.static import MBConv, MobileNetV3Head, StaticSubnet
+from nasforge.supernet.static import MBConv, StaticSubnet, set_bn_eps
 
 
 class ElasticMBConv(nn.Module):
@@ -47,7 +48,9 @@ class ElasticMBConv(nn.Module):
         self.residual = stride == 1 and in_c == out_c
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x) if self.act == "relu" else F.hardswish(x)
+        if self.act == "relu":
+            return F.relu(x)
+        return F.relu6(x) if self.act == "relu6" else F.hardswish(x)
 
     def mid_channels(self, expand_ratio: float) -> int:
         return make_divisible(round(self.in_c * expand_ratio))
@@ -113,8 +116,9 @@ class ElasticMobileNetV3(ElasticSupernet):
                 )
                 in_c = out_c
             self.stages.append(blocks)
-        self.head = MobileNetV3Head(specs[-1], dropout=space.dropout)
+        self.head = build_layer(specs[-1], dropout=space.dropout)  # MobileNetV3's or MobileNetV2's head
         init_weights(self)
+        set_bn_eps(self, space.bn_eps)
         self._blocks_plan: list[tuple[ElasticMBConv, int, float]] = []
         self._plan(self._active)
 

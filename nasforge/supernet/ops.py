@@ -121,6 +121,8 @@ class ElasticLinear(nn.Linear):
 def act_fn(name: str) -> nn.Module:
     if name == "relu":
         return nn.ReLU()
+    if name == "relu6":
+        return nn.ReLU6()
     if name == "hswish":
         return nn.Hardswish()
     return nn.Identity()

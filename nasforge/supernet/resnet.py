@@ -22,7 +22,7 @@ from nasforge.supernet.ops import (
     permute_,
     permute_bn_,
 )
-from nasforge.supernet.static import Bottleneck, ConvBNAct, StaticSubnet
+from nasforge.supernet.static import Bottleneck, ConvBNAct, StaticSubnet, set_bn_eps
 
 
 class ElasticConvBN(nn.Module):
@@ -108,6 +108,7 @@ class ElasticResNet(ElasticSupernet):
             self.stages.append(blocks)
         self.classifier = ElasticLinear(in_c, space.num_classes)
         init_weights(self)
+        set_bn_eps(self, space.bn_eps)
         self._plan(self._active)
 
     def _plan(self, arch: ArchConfig) -> None:

@@ -64,7 +64,7 @@ def load_standalone(path: str | Path) -> tuple[StaticSubnet, SearchSpace, dict[s
     if space.fingerprint != payload["space_fingerprint"]:
         raise CheckpointError(f"{path}: space fingerprint mismatch (file altered?)")
     arch = space.validate(ArchConfig.from_json(payload["arch"]))
-    subnet = StaticSubnet(space.layers(arch), arch)
+    subnet = StaticSubnet(space.layers(arch), arch, bn_eps=space.bn_eps)
     try:
         subnet.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

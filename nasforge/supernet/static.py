@@ -14,6 +14,13 @@ from nasforge.arch import ArchConfig
 from nasforge.layers import LayerSpec, build_layer, se_channels
 
 
+def set_bn_eps(module: nn.Module, eps: float) -> None:
+    """Give every BatchNorm of `module` the epsilon `eps` (a space's `bn_eps`; OFA's ProxylessNAS uses 1e-3)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eps = eps
+
+
 def activation(name: str) -> nn.Module:
     if name == "relu":
         return nn.ReLU(inplace=True)
@@ -144,6 +151,24 @@ class MobileNetV3Head(nn.Module):
         return self.classifier(self.dropout(x))
 
 
+class MobileNetV2Head(nn.Module):
+    """1x1 conv-BN-act to the feature-mix width at full resolution, global pool, dropout, linear."""
+
+    def __init__(self, spec: LayerSpec, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.feature_mix = ConvBNAct(spec.in_channels, spec.out_channels, 1, 1, act=spec.act)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(spec.out_channels, spec.num_classes)
+
+    @classmethod
+    def from_spec(cls, spec: LayerSpec, dropout: float = 0.0) -> MobileNetV2Head:
+        return cls(spec, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.feature_mix(x).mean((2, 3))
+        return self.classifier(self.dropout(x))
+
+
 class ResNetHead(nn.Module):
     def __init__(self, spec: LayerSpec, dropout: float = 0.0) -> None:
         super().__init__()
@@ -167,13 +192,19 @@ class MaxPool(nn.MaxPool2d):
 
 
 class StaticSubnet(nn.Module):
-    """A standalone subnet: a sequence of static layers, rebuildable from (arch, space) alone."""
+    """A standalone subnet: a sequence of static layers, rebuildable from (arch, space) alone.
 
-    def __init__(self, layers: list[LayerSpec], arch: ArchConfig | None = None, dropout: float = 0.0) -> None:
+    `bn_eps` is the space's (`SearchSpace.bn_eps`): every BN gets it, so weights copied with
+    `load_state_dict` (which carries no eps) compute what the supernet computes.
+    """
+
+    def __init__(self, layers: list[LayerSpec], arch: ArchConfig | None = None, dropout: float = 0.0,
+                 bn_eps: float = 1e-5) -> None:
         super().__init__()
         self.specs = list(layers)
         self.arch = arch
         self.layers = nn.Sequential(*[build_layer(s, dropout) for s in self.specs])
+        set_bn_eps(self, bn_eps)
 
     @property
     def resolution(self) -> int:

@@ -147,4 +147,53 @@ def compare_subnet(ofa_net: nn.Module, supernet: ElasticSupernet, space: SearchS
     return Gap(max(g.supernet for g in gaps), max(g.extracted for g in gaps), min(g.spread for g in gaps))
 
 
-__all__ = ["Gap", "calibrate_bn_", "compare_subnet", "logit_gap", "ofa_supernet", "randomize_"]
+# ---------------------------------------------------------------------------------------- accuracy predictors
+
+
+def ofa_accuracy_predictor(name: str, image_sizes: Sequence[int], seed: int = 6, base_acc: float = 0.75) -> nn.Module:
+    """OFA's own `ofa.nas.accuracy_predictor.AccuracyPredictor` for a published net's space, random weights.
+
+    ProxylessNAS's 21 blocks take the encoder's MobileNetV2 layout (`SPACE_TYPE = "mbv2"`, 6 stages).
+    """
+    from ofa.nas import accuracy_predictor as acc
+
+    net = PUBLISHED[name]
+    kw = net.ofa_kwargs
+    if net.ofa_class == "OFAResNets":
+        encoder = acc.ResNetArchEncoder(image_size_list=list(image_sizes), depth_list=kw["depth_list"],
+                                        expand_list=kw["expand_ratio_list"], width_mult_list=kw["width_mult_list"])
+    else:
+        cls = acc.MobileNetArchEncoder
+        if net.ofa_class == "OFAProxylessNASNets":
+            cls = type("ProxylessArchEncoder", (acc.MobileNetArchEncoder,), {"SPACE_TYPE": "mbv2"})
+        encoder = cls(image_size_list=list(image_sizes), ks_list=kw["ks_list"], expand_list=kw["expand_ratio_list"],
+                      depth_list=kw["depth_list"])
+    with torch.random.fork_rng():  # OFA's class draws its init from the global generator
+        torch.manual_seed(seed)
+        predictor = acc.AccuracyPredictor(encoder, hidden_size=400, n_layers=3, device="cpu")
+    with torch.no_grad():
+        predictor.base_acc.fill_(base_acc)
+    return predictor.eval()
+
+
+def ofa_tutorial_predictor(seed: int = 6) -> object:
+    """OFA's tutorial `AccuracyPredictor` (the form of its published `acc_predictor.pth`), random weights.
+
+    Loaded from its file: `ofa.tutorial`'s package import pulls in the model zoo's download helpers.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    import ofa
+
+    path = Path(ofa.__file__).parent / "tutorial" / "accuracy_predictor.py"
+    spec = importlib.util.spec_from_file_location("_ofa_tutorial_accuracy_predictor", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return module.AccuracyPredictor(pretrained=False, device="cpu")
+
+
+__all__ = ["Gap", "calibrate_bn_", "compare_subnet", "logit_gap", "ofa_accuracy_predictor", "ofa_supernet",
+           "ofa_tutorial_predictor", "randomize_"]

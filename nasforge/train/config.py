@@ -127,6 +127,9 @@ class TrainConfig(Validated):
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # NHWC memory: tensor cores on CUDA; 10x faster depthwise backward on CPU
     checkpoint_every_steps: int = field(default=0, metadata=check(ge=0))  # 0: only at epoch ends
+    # a run folder or a Once-for-All checkpoint whose weights start the supernet, classifier rebuilt for the
+    # dataset's classes (nasforge.train.transfer); resuming ignores it
+    init: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

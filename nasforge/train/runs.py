@@ -7,10 +7,13 @@ Layout of RUN_DIR:
   metrics.jsonl        one JSON line per epoch: losses, images/s, largest/smallest/random accuracy
   checkpoints/         last.pt, prev.pt (+ phase-NAME.pt for multi-phase schedules)
   supernet.pt          final weights + space fingerprint, name, source, num_classes
+  import.json          only in runs imported from another project (`nasforge import-ofa`): the source file's
+                       sha256 and what it was; such a run has no dataset until a stage is given --data-dir
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,18 +24,19 @@ import numpy as np
 import torch
 
 from nasforge.arch import ArchConfig
-from nasforge.data import DataSource
-from nasforge.errors import CheckpointError
+from nasforge.data import DataSource, Normalization
+from nasforge.errors import CheckpointError, DataError
 from nasforge.space import SearchSpace, load_space
 from nasforge.supernet import ElasticSupernet, StaticSubnet, build_supernet, resize_to
 from nasforge.train import checkpoint as ckpt
 from nasforge.train.bn import preserved_bn, recalibrate_bn
-from nasforge.train.config import TrainConfig, read_run_config
+from nasforge.train.config import TrainConfig, apply_overrides, read_run_config
 from nasforge.train.device import resolve_device
 from nasforge.train.evaluate import evaluate_archs
 from nasforge.train.trainer import open_training_data
 
 DATA_RECORD = "data.json"
+IMPORT_RECORD = "import.json"
 
 
 @dataclass
@@ -49,19 +53,48 @@ class Run:
     def data(self) -> DataSource:
         """The run's data source (same splits and normalisation as training), opened on first use."""
         if self._data is None:
+            reason = self.no_data_reason()
+            if reason is not None:
+                raise DataError(reason)
             self._data = open_training_data(self.config, self.space, self.device, self.data_record())
         return self._data
 
+    def with_data(self, data_dir: str | None = None, loader: str | None = None) -> Run:
+        """The same run reading its dataset from `data_dir` (and/or with another loader): an imported run's
+        dataset, or a trained run's dataset that moved. Normalisation stays the run's recorded one."""
+        config = apply_overrides(self.config, {"data.data_dir": data_dir, "data.loader": loader})
+        return dataclasses.replace(self, config=config, _data=None)
+
+    def import_record(self) -> dict[str, Any] | None:
+        """What `nasforge import-ofa` recorded (None for runs trained here)."""
+        return _read_record(self.path / IMPORT_RECORD, "import record")
+
+    def no_data_reason(self) -> str | None:
+        """Why this run has no dataset to read (an imported run not given --data-dir), or None."""
+        record = self.import_record()
+        if record is None or self.config.data.data_dir is not None:
+            return None
+        return (f"run {self.path} was imported from {record.get('net', 'another project')} and has no dataset; "
+                f"pass --data-dir DIR (an ImageFolder: DIR/train/<class>/*, DIR/val/<class>/*)")
+
     def data_record(self) -> dict[str, Any] | None:
         """What training recorded of its data (None for runs made before the record existed)."""
-        path = self.path / DATA_RECORD
-        if not path.is_file():
-            return None
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{path}: unreadable data record ({exc})") from None
-        return record if isinstance(record, dict) else None
+        return _read_record(self.path / DATA_RECORD, "data record")
+
+    def normalization(self) -> Normalization | None:
+        """The normalisation the run's networks expect (its record), without opening the dataset."""
+        record = self.data_record()
+        return Normalization.from_dict(record["normalization"]) if record and "normalization" in record else None
+
+
+def _read_record(path: Path, what: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable {what} ({exc})") from None
+    return record if isinstance(record, dict) else None
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> Run:

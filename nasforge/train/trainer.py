@@ -15,7 +15,7 @@ CLI's progress bar; the library draws nothing itself. Loss and accuracy stay on 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,12 +141,21 @@ class Trainer:
         self.metrics: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ set-up
-    def _setup(self) -> None:
+    def _setup(self, *, init: bool = True) -> None:
         cfg = self.cfg
         probe = load_space(cfg.space, width_mult=cfg.width_mult)  # fail fast on a bad space before loading data
+        source = None
+        if init and cfg.init:
+            from nasforge.train.transfer import read_init
+
+            source = read_init(cfg.init)  # fail fast on a bad --init too
         self.data = open_training_data(cfg, probe, self.device)
         self.space = space_for(cfg, self.data.num_classes)
         self.net = build_supernet(self.space).to(self.device)
+        if source is not None:
+            from nasforge.train.transfer import init_supernet_
+
+            init_supernet_(self.net, source)  # every weight but the classifier, before the first step
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         broadcast_module(self.net, self.ctx)
@@ -173,7 +182,8 @@ class Trainer:
         ckpt.set_rng_state(payload["rng"])
         if payload.get("teacher") is not None:
             largest = self.space.largest()
-            teacher = StaticSubnet(self.space.layers(largest), largest).to(self.device).eval().requires_grad_(False)
+            teacher = StaticSubnet(self.space.layers(largest), largest, bn_eps=self.space.bn_eps)
+            teacher = teacher.to(self.device).eval().requires_grad_(False)
             teacher = teacher.to(memory_format=torch.channels_last)  # as `_enter_phase` makes it
             teacher.load_state_dict(payload["teacher"])
             self.state.teacher = teacher
@@ -211,7 +221,7 @@ class Trainer:
                 f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
             )
         with _owned_global_rng(self.cfg.seed, self.device):
-            self._setup()
+            self._setup(init=not resume)
             if resume:
                 self._resume()
             if self.ctx.is_main:
@@ -387,11 +397,13 @@ def train_supernet(
     return Trainer(cfg, run_dir, callbacks=callbacks).fit(resume=resume, until_epoch=until_epoch)
 
 
-def save_supernet(path: Path, net: ElasticSupernet, space: SearchSpace, cfg: TrainConfig) -> None:
-    """The final artifact other stages load: weights + the space identity they belong to."""
+def save_supernet(path: Path, net: ElasticSupernet | Mapping[str, torch.Tensor], space: SearchSpace,
+                  cfg: TrainConfig) -> None:
+    """The final artifact other stages load: weights (a supernet, or its state dict) + the space they belong to."""
     from nasforge.io import atomic_write_bytes
 
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    source = net.state_dict() if isinstance(net, torch.nn.Module) else net
+    state = {k: v.detach().cpu() for k, v in source.items()}
     atomic_write_bytes(
         path,
         ckpt.to_bytes(
