@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from nasforge.testing.synthetic import SyntheticAccuracy
 @dataclass
 class FakeConfig:
     dataset: str = "cifar10"
+    eval: types.SimpleNamespace = field(default_factory=lambda: types.SimpleNamespace(calib_images=2000))
 
 
 @dataclass

@@ -141,9 +141,9 @@ def build_predictor_command(
     loader: LoaderOpt = None,
 ) -> None:
     """Measure N subnets on the validation split (cached, resumable), fit a predictor, report held-out scores."""
-    if model not in PREDICTORS:
-        choices = ", ".join(PREDICTORS.names())
-        raise ConfigError(f"--model: unknown predictor model {model!r}; expected one of {choices}")
+    fittable = [k for k in PREDICTORS.names() if getattr(PREDICTORS.get(k), "fittable", True)]
+    if model not in fittable:  # (imported kinds such as ofa-mlp come trained: `nasforge import-ofa --predictor`)
+        raise ConfigError(f"--model must be one of {', '.join(fittable)}, got {model!r}")
     if samples < 4:
         raise ConfigError(f"--samples must be at least 4, got {samples}")
     if holdout <= 0 or measure_batch <= 0 or (calib_images is not None and calib_images <= 0) or batch_size <= 0:
