@@ -165,8 +165,9 @@ def finetune_command(
     loader: LoaderOpt = None,
 ) -> None:
     """Train one extracted subnet further; save a standalone checkpoint that export and evaluate accept."""
-    from nasforge.train.finetune import finetune_subnet
+    from nasforge.train.finetune import check_options, finetune_subnet
 
+    check_options(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     if out is not None:
         check_output_file(out)
     loaded = _load(run, device, data_dir, loader)

@@ -35,6 +35,18 @@ class FinetuneResult:
     after: dict[str, float]
 
 
+def check_options(*, epochs: int, lr: float | None, batch_size: int | None, seed: int) -> None:
+    """One line for each impossible setting (NaN learning rates included), before any work."""
+    if isinstance(epochs, bool) or epochs <= 0:
+        raise ConfigError(f"--epochs must be a positive integer, got {epochs}")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"--lr must be a positive finite number, got {lr}")
+    if batch_size is not None and batch_size <= 0:
+        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
+    if seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {seed}")
+
+
 def finetune_subnet(
     run: Run,
     arch: ArchConfig,
@@ -49,14 +61,7 @@ def finetune_subnet(
     on_step: StepCallback | None = None,
 ) -> FinetuneResult:
     """Train `arch` alone for `epochs` epochs from its supernet weights; save a standalone checkpoint to `out`."""
-    if isinstance(epochs, bool) or epochs <= 0:
-        raise ConfigError(f"--epochs must be a positive integer, got {epochs}")
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"--lr must be a positive finite number, got {lr}")
-    if batch_size is not None and batch_size <= 0:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
-    if seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {seed}")
+    check_options(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     cfg, device, data = run.config, run.device, run.data()
     arch = run.space.validate(arch)
     model = extract_recalibrated(run, arch).to(device)
