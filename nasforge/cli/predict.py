@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from nasforge.cli import app
-from nasforge.cli._common import DataDirOpt, LoaderOpt, ResultTable, SeedOpt, console, with_data
+from nasforge.cli._common import DataDirOpt, JsonOpt, LoaderOpt, ResultTable, SeedOpt, console, print_json, with_data
 from nasforge.errors import ConfigError
 from nasforge.io import read_arch_argument
 from nasforge.predictors.base import PREDICTORS
@@ -137,6 +137,7 @@ def build_predictor_command(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 256,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    as_json: JsonOpt = False,
     data_dir: DataDirOpt = None,
     loader: LoaderOpt = None,
 ) -> None:
@@ -187,6 +188,13 @@ def build_predictor_command(
             progress=progress,
             protocol={"calib_images": calib_images},
         )
+    if as_json:
+        print_json(report.to_dict())
+        return
+    _print_report(report, model)
+
+
+def _print_report(report: Any, model: str) -> None:
     table = ResultTable(title=f"{model} predictor on {report.num_holdout} held-out subnets")
     for col in ("train", "held-out", "RMSE (pts)", "MAE (pts)", "Kendall tau", "Spearman", "measured now", "archs/s"):
         table.add_column(col, justify="right")

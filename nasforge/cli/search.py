@@ -10,6 +10,7 @@ import typer
 from nasforge.cli import app
 from nasforge.cli._common import ResultTable, console
 from nasforge.cli.progress import progress_bar
+from nasforge.search.engines.base import ENGINES
 
 
 @app.command("search")
@@ -17,7 +18,7 @@ def search_command(
     run: Annotated[Path | None, typer.Option("--run", help="Trained run dir: gives the space and predictor.")] = None,
     target: Annotated[str | None, typer.Option("--target", help="Latency target (LUT or roofline estimate).")] = None,
     engine: Annotated[
-        str | None, typer.Option("--engine", help="nsga2|agemoea|nsga3|evolution|tpe|gp|random|linas.")
+        str | None, typer.Option("--engine", help=f"Search engine: {ENGINES.choices_help()}.")
     ] = None,
     objectives: Annotated[
         str | None, typer.Option("--objectives", help="Comma list of accuracy,latency,macs,params.")

@@ -11,18 +11,21 @@ import typer
 
 from nasforge.cli import app
 from nasforge.cli._common import ArchOpt, console
+from nasforge.data.registry import DATASETS, LOADER_CHOICES
 from nasforge.errors import ConfigError
+from nasforge.train.schedules.base import SCHEDULES
 
 ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", help="Training YAML (default configs/train/default.yaml).")
 ]
-ScheduleOpt = Annotated[Optional[str], typer.Option("--schedule", help="progressive | sandwich | delayed.")]
-SpaceOverride = Annotated[Optional[str], typer.Option("--space", help="Shipped space name or a space YAML path.")]
-DatasetOpt = Annotated[
-    Optional[str], typer.Option("--dataset", help="digits | cifar10 | imagefolder (a registered dataset).")
+ScheduleOpt = Annotated[
+    Optional[str], typer.Option("--schedule", help=f"Shrink schedule: {SCHEDULES.choices_help()}.")
 ]
+SpaceOverride = Annotated[Optional[str], typer.Option("--space", help="Shipped space name or a space YAML path.")]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help=f"Dataset: {DATASETS.choices_help()}.")]
 LoaderOpt = Annotated[
-    Optional[str], typer.Option("--loader", help="auto | memory | stream: how images are read (auto: by decoded size).")
+    Optional[str],
+    typer.Option("--loader", help=f"{' | '.join(LOADER_CHOICES.names())}: how images are read (auto: by size)."),
 ]
 DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Dataset folder (never downloaded).")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="The whole run's epoch budget.")]
@@ -79,6 +82,7 @@ def train_supernet_command(
     until_epoch: UntilOpt = None,
     quiet: QuietOpt = False,
     init: InitOpt = None,
+    loader: LoaderOpt = None,
 ) -> None:
     """Train an elastic supernet (progressive / sandwich / delayed) so every subnet works without retraining."""
     width_mult = None
@@ -99,6 +103,7 @@ def train_supernet_command(
         "seed": seed,
         "data.batch_size": batch_size,
         "data.train_limit": train_limit,
+        "data.loader": loader,
     }
     cfg, out = _resolve(config, out, resume, overrides)
     _run(cfg, out or _fresh_out(cfg.schedule.name), resume, until_epoch, quiet)
@@ -120,6 +125,7 @@ def train_subnet_command(
     train_limit: LimitOpt = None,
     until_epoch: UntilOpt = None,
     quiet: QuietOpt = False,
+    loader: LoaderOpt = None,
 ) -> None:
     """Train one subnet alone from scratch (the baseline a supernet's subnets are compared with)."""
     from nasforge.io import read_arch_argument
@@ -136,6 +142,7 @@ def train_subnet_command(
         "seed": seed,
         "data.batch_size": batch_size,
         "data.train_limit": train_limit,
+        "data.loader": loader,
     }
     cfg, out = _resolve(config, out, resume, overrides)
     from nasforge.space import load_space

@@ -106,6 +106,85 @@ class ExportResult:
     onnx: OnnxExportReport | None = None
 
 
+@dataclass
+class _Evidence:
+    """What the sidecar says about accuracy and inputs: measured on the test split, or why not."""
+
+    norm: Any
+    accuracy: dict[str, Any]
+    class_names: list[str] | None
+    preprocess: str
+    test_x: np.ndarray | None = None
+    test_y: np.ndarray | None = None
+
+
+def _evidence(prepared: PreparedSubnet, test_limit: int | None, quantize: str | None) -> _Evidence:
+    data, arch = prepared.data, prepared.arch
+    if data is None:
+        if quantize:
+            raise ConfigError(f"--quantize int8 needs calibration images: {prepared.no_data}")
+        if prepared.normalization is None:
+            raise ConfigError(f"no dataset and no recorded normalisation to export with: {prepared.no_data}")
+        return _Evidence(prepared.normalization,
+                         {"test_top1": None, "test_images": 0, "source": "not measured", "reason": prepared.no_data},
+                         None, prepared.preprocess or "resize to the input resolution")
+    test_x = normalized_images(data, "test", arch.resolution, test_limit)
+    test_y = split_labels(data, "test", test_limit)
+    accuracy = {"test_top1": torch_accuracy(prepared.subnet, test_x, test_y), "test_images": int(len(test_y)),
+                "source": "measured"}
+    return _Evidence(data.normalization, accuracy, list(data.class_names),
+                     data.describe().get("eval_preprocess", "resize to the input resolution"), test_x, test_y)
+
+
+def _sidecar(prepared: PreparedSubnet, ev: _Evidence, fmt: str, dynamic_batch: bool, target: str | None
+             ) -> dict[str, Any]:
+    space, arch = prepared.space, prepared.arch
+    sidecar: dict[str, Any] = {
+        "format": fmt,
+        "arch": arch.to_dict(),
+        "space": {"name": space.name, "fingerprint": space.fingerprint},
+        "input": {
+            "name": "input",
+            "shape": ["batch" if dynamic_batch else 1, 3, arch.resolution, arch.resolution],
+            "resolution": arch.resolution,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "scale": "x / 255, then (x - mean) / std per channel",
+            "mean": list(ev.norm.mean),
+            "std": list(ev.norm.std),
+            "normalization": ev.norm.kind,
+            "preprocess": ev.preprocess,
+        },
+        "class_names": ev.class_names,
+        "macs": space.macs(arch),
+        "params": space.params(arch),
+        "accuracy": ev.accuracy,
+        "latency": latency_entry(space, arch, target),
+        "provenance": prepared.provenance,
+    }
+    for form, value in space.foreign_forms(arch).items():
+        sidecar[f"{form}_arch"] = value  # e.g. ofa_arch: Once-for-All's {ks, e, d, r}
+    return sidecar
+
+
+def _int8(prepared: PreparedSubnet, ev: _Evidence, out: Path, calib_images: int) -> dict[str, Any]:
+    """The int8 twin of `out`, with fp32 and int8 test accuracy in ONNX Runtime."""
+    from nasforge.export.quantize import onnx_accuracy, quantize_int8
+
+    assert prepared.data is not None and ev.test_x is not None and ev.test_y is not None
+    int8_path = out.with_name(out.stem + ".int8.onnx")
+    calib = prepared.data.calibration_batches(calib_images, batch_size=256, resolution=prepared.arch.resolution)
+    calib_x = torch.cat([x.float().cpu() for x in calib]).numpy()
+    quantize_int8(out, int8_path, calib_x)
+    return {
+        "path": str(int8_path),
+        "calibration_images": int(len(calib_x)),
+        "fp32_test_top1": onnx_accuracy(out, ev.test_x, ev.test_y),
+        "int8_test_top1": onnx_accuracy(int8_path, ev.test_x, ev.test_y),
+        "source": "measured",
+    }
+
+
 def export_prepared(
     prepared: PreparedSubnet,
     out: str | Path,
@@ -126,77 +205,22 @@ def export_prepared(
     if quantize and fmt != "onnx":
         raise ConfigError("--quantize int8 needs --format onnx")
     out = Path(out)
-    space, arch, data, subnet = prepared.space, prepared.arch, prepared.data, prepared.subnet
-    if data is None:
-        if quantize:
-            raise ConfigError(f"--quantize int8 needs calibration images: {prepared.no_data}")
-        norm = prepared.normalization
-        if norm is None:
-            raise ConfigError(f"no dataset and no recorded normalisation to export with: {prepared.no_data}")
-        test_x = None
-        accuracy: dict[str, Any] = {"test_top1": None, "test_images": 0, "source": "not measured",
-                                    "reason": prepared.no_data}
-        class_names: list[str] | None = None
-        preprocess = prepared.preprocess or "resize to the input resolution"
-    else:
-        norm = data.normalization
-        test_x = normalized_images(data, "test", arch.resolution, test_limit)
-        test_y = split_labels(data, "test", test_limit)
-        accuracy = {"test_top1": torch_accuracy(subnet, test_x, test_y), "test_images": int(len(test_y)),
-                    "source": "measured"}
-        class_names = list(data.class_names)
-        preprocess = data.describe().get("eval_preprocess", "resize to the input resolution")
-    sidecar: dict[str, Any] = {
-        "format": fmt,
-        "arch": arch.to_dict(),
-        "space": {"name": space.name, "fingerprint": space.fingerprint},
-        "input": {
-            "name": "input",
-            "shape": ["batch" if dynamic_batch else 1, 3, arch.resolution, arch.resolution],
-            "resolution": arch.resolution,
-            "layout": "NCHW",
-            "dtype": "float32",
-            "scale": "x / 255, then (x - mean) / std per channel",
-            "mean": list(norm.mean),
-            "std": list(norm.std),
-            "normalization": norm.kind,
-            "preprocess": preprocess,
-        },
-        "class_names": class_names,
-        "macs": space.macs(arch),
-        "params": space.params(arch),
-        "accuracy": accuracy,
-        "latency": latency_entry(space, arch, target),
-        "provenance": prepared.provenance,
-    }
-    for form, value in space.foreign_forms(arch).items():
-        sidecar[f"{form}_arch"] = value  # e.g. ofa_arch: Once-for-All's {ks, e, d, r}
+    ev = _evidence(prepared, test_limit, quantize)
+    sidecar = _sidecar(prepared, ev, fmt, dynamic_batch, target)
     report = None
     if fmt == "torch":
-        save_standalone(out, subnet, space, {"sidecar": sidecar})
+        save_standalone(out, prepared.subnet, prepared.space, {"sidecar": sidecar})
     else:
-        checks = None if test_x is None else torch.from_numpy(test_x[: 8 if dynamic_batch else 1])
-        report = export_onnx(subnet, out, arch.resolution, opset=opset, dynamic_batch=dynamic_batch,
-                             check_inputs=checks)
+        checks = None if ev.test_x is None else torch.from_numpy(ev.test_x[: 8 if dynamic_batch else 1])
+        report = export_onnx(prepared.subnet, out, prepared.arch.resolution, opset=opset,
+                             dynamic_batch=dynamic_batch, check_inputs=checks)
         import onnxruntime
 
         sidecar["onnx"] = {"opset": opset, "max_abs_diff_vs_torch": report.max_abs_diff,
                            "check_inputs": "random" if checks is None else "test images",
                            "onnxruntime": onnxruntime.__version__}
-        if quantize == "int8" and data is not None and test_x is not None:
-            from nasforge.export.quantize import onnx_accuracy, quantize_int8
-
-            int8_path = out.with_name(out.stem + ".int8.onnx")
-            calib = data.calibration_batches(calib_images, batch_size=256, resolution=arch.resolution)
-            calib_x = torch.cat([x.float().cpu() for x in calib]).numpy()
-            quantize_int8(out, int8_path, calib_x)
-            sidecar["int8"] = {
-                "path": str(int8_path),
-                "calibration_images": int(len(calib_x)),
-                "fp32_test_top1": onnx_accuracy(out, test_x, test_y),
-                "int8_test_top1": onnx_accuracy(int8_path, test_x, test_y),
-                "source": "measured",
-            }
+        if quantize == "int8":
+            sidecar["int8"] = _int8(prepared, ev, out, calib_images)
     sidecar_path = out.with_name(out.name + ".json")
     atomic_write_json(sidecar_path, sidecar)
     return ExportResult(out, sidecar_path, sidecar, report)

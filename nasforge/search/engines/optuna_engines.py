@@ -163,6 +163,65 @@ class _Known:
     metrics: list[float | None]
 
 
+class _SharedStudy:
+    """This worker's view of a study other processes may fill too: its heartbeat, and the trials seen so far."""
+
+    def __init__(self, study: Any, recorder: Recorder, heartbeat_interval: float) -> None:
+        self.study, self.recorder = study, recorder
+        self.names = [f"g{i}" for i in range(recorder.problem.space.num_genes)]
+        self.me = _Worker.current()
+        self.heartbeat_interval = heartbeat_interval
+        self.known: dict[bytes, _Known] = {}
+        self.seen: set[int] = set()
+        self._last_beat = -np.inf
+
+    def beat(self, force: bool = False) -> None:
+        now = time.time()
+        if force or now - self._last_beat >= self.heartbeat_interval:
+            self.study.set_user_attr(HEARTBEAT_PREFIX + self.me.id, now)
+            self._last_beat = now
+
+    def genes_of(self, trial: Any) -> np.ndarray | None:
+        if any(n not in trial.params for n in self.names):
+            return None
+        return self.recorder.problem.evaluator.canonical(np.array([[int(trial.params[n]) for n in self.names]]))[0]
+
+    def ask(self, n: int, in_flight: list[Any]) -> np.ndarray:
+        """Ask for `n` trials (kept in `in_flight` so a crash can give them back) and their genes."""
+        for _ in range(n):
+            trial = self.study.ask()
+            in_flight.append(trial)
+            trial.set_user_attr("worker", self.me.to_dict())
+            self.beat()
+        sizes = self.recorder.problem.space.gene_sizes
+        genes = np.array([[t.suggest_int(nm, 0, int(k) - 1) for nm, k in zip(self.names, sizes)] for t in in_flight])
+        self.beat()
+        return genes
+
+    def sync(self) -> None:
+        """Record trials finished by other processes (or by an earlier, killed run)."""
+        from optuna.trial import TrialState
+
+        rows, mets = [], []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number in self.seen:
+                continue
+            self.seen.add(t.number)
+            g = self.genes_of(t)
+            metrics = t.user_attrs.get("metrics")
+            if g is None or not isinstance(metrics, list) or len(metrics) != len(COLUMNS):
+                continue
+            self.known.setdefault(g.tobytes(), _Known(t.number, list(t.values), list(metrics)))
+            if "duplicate_of" in t.user_attrs:
+                continue  # answered from an earlier trial: not an evaluation
+            rows.append(g)
+            mets.append([np.nan if v is None else float(v) for v in metrics])
+        if rows:
+            m = np.array(mets, dtype=np.float64)
+            self.recorder.evaluate(np.array(rows), {c: m[:, j] for j, c in enumerate(COLUMNS)}, within_budget=False)
+            self.recorder.end_step()
+
+
 @dataclass
 class OptunaEngine:
     name: str = "tpe"
@@ -224,94 +283,44 @@ class OptunaEngine:
     def _run(self, recorder: Recorder, ctx: EngineContext) -> None:
         from optuna.trial import TrialState
 
-        problem = recorder.problem
-        space = problem.space
         assert ctx.storage is not None
         db = ctx.storage.split(":///", 1)[-1] if ctx.storage.startswith("sqlite") else ""
         lock = Path(db + ".lock") if db and db != ":memory:" else None
-        study = self._open_study(recorder, ctx, lock)
-        names = [f"g{i}" for i in range(space.num_genes)]
-        me = _Worker.current()
+        shared = _SharedStudy(self._open_study(recorder, ctx, lock), recorder, self.heartbeat_interval)
         free_cap = recorder.budget if self.max_free_duplicates is None else int(self.max_free_duplicates)
-        known: dict[bytes, _Known] = {}
-        seen: set[int] = set()
-        last_beat = [-np.inf]
-
-        def beat(force: bool = False) -> None:
-            now = time.time()
-            if force or now - last_beat[0] >= self.heartbeat_interval:
-                study.set_user_attr(HEARTBEAT_PREFIX + me.id, now)
-                last_beat[0] = now
-
-        def genes_of(t: Any) -> np.ndarray | None:
-            if any(n not in t.params for n in names):
-                return None
-            return problem.evaluator.canonical(np.array([[int(t.params[n]) for n in names]]))[0]
-
-        def sync() -> None:
-            """Record trials finished by other processes (or by an earlier, killed run)."""
-            rows, mets = [], []
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                if t.number in seen:
-                    continue
-                seen.add(t.number)
-                g = genes_of(t)
-                metrics = t.user_attrs.get("metrics")
-                if g is None or not isinstance(metrics, list) or len(metrics) != len(COLUMNS):
-                    continue
-                known.setdefault(g.tobytes(), _Known(t.number, list(t.values), list(metrics)))
-                if "duplicate_of" in t.user_attrs:
-                    continue  # answered from an earlier trial: not an evaluation
-                rows.append(g)
-                mets.append([np.nan if v is None else float(v) for v in metrics])
-            if rows:
-                m = np.array(mets, dtype=np.float64)
-                recorder.evaluate(np.array(rows), {c: m[:, j] for j, c in enumerate(COLUMNS)}, within_budget=False)
-                recorder.end_step()
-
         in_flight: list[Any] = []
         try:
-            beat(force=True)
-            sync()
+            shared.beat(force=True)
+            shared.sync()
             waiting_since: float | None = None
             while True:
                 with _file_lock(lock):  # local workers never fail (and re-enqueue) one trial twice
-                    self._fail_stale(study, me, names)
-                trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                    self._fail_stale(shared.study, shared.me, shared.names)
+                trials = shared.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
                 running = [t for t in trials if t.state == TrialState.RUNNING]
                 free_used = sum(1 for t in trials if "duplicate_of" in t.user_attrs)
-                charged = len(trials) - free_used
-                n = min(self.batch_size, recorder.budget - charged)
+                n = min(self.batch_size, recorder.budget - (len(trials) - free_used))
                 if n <= 0:
                     # Other workers' trials are still in flight: wait for them (or for them to go stale)
                     # so this history ends complete; bounded by the grace period.
-                    if not running:
-                        break
                     now = time.monotonic()
                     waiting_since = now if waiting_since is None else waiting_since
-                    if now - waiting_since > self.grace_period + 2 * self.heartbeat_interval:
+                    if not running or now - waiting_since > self.grace_period + 2 * self.heartbeat_interval:
                         break
                     time.sleep(self.poll_interval)
-                    beat()
-                    sync()
+                    shared.beat()
+                    shared.sync()
                     continue
                 waiting_since = None
-                for _ in range(n):
-                    t = study.ask()
-                    in_flight.append(t)
-                    t.set_user_attr("worker", me.to_dict())
-                    beat()
-                genes = np.array(
-                    [[t.suggest_int(nm, 0, int(k) - 1) for nm, k in zip(names, space.gene_sizes)] for t in in_flight]
-                )
-                beat()
-                self._evaluate_and_tell(study, recorder, in_flight, genes, known, free_cap - free_used, names)
-                seen.update(t.number for t in in_flight)  # recorded already: `sync` must not add them again
+                genes = shared.ask(n, in_flight)
+                self._evaluate_and_tell(shared.study, recorder, in_flight, genes, shared.known,
+                                        free_cap - free_used, shared.names)
+                shared.seen.update(t.number for t in in_flight)  # recorded already: `sync` must not add them again
                 in_flight.clear()
-                beat()
-                sync()
+                shared.beat()
+                shared.sync()
         except BaseException:
-            self._abandon(study, in_flight, names)
+            self._abandon(shared.study, in_flight, shared.names)
             raise
 
     def _evaluate_and_tell(
