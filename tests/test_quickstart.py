@@ -37,3 +37,7 @@ def test_quickstart_fast_leaves_a_valid_model(tmp_path):
     again = runner.invoke(app, ["quickstart", "--fast", "--out", str(out)], env={"COLUMNS": "160"})
     assert again.exit_code == 0, again.output
     assert "already trained: skipping" in again.output
+    # the documented next step works with its defaults on the quickstart's run (same measurement protocol)
+    more = runner.invoke(app, ["build-predictor", "--run", str(out / "supernet"), "--samples", "30", "--json"])
+    assert more.exit_code == 0, more.output
+    assert json.loads(more.output[more.output.index("{"):])["newly_measured"] == 6

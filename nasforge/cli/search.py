@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from nasforge.cli import app
-from nasforge.cli._common import ResultTable, console
+from nasforge.cli._common import JsonOpt, ResultTable, console, print_json
 from nasforge.cli.progress import progress_bar
 from nasforge.search.engines.base import ENGINES
 
@@ -54,6 +54,7 @@ def search_command(
     resume: Annotated[
         bool | None, typer.Option("--resume/--no-resume", help="Continue from a checkpoint in --out.")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Search a trained supernet's subnets for the best accuracy/latency/MACs/params trade-offs."""
     from nasforge.search.config import load_config_file, resolve_config
@@ -87,6 +88,11 @@ def search_command(
         console, f"[bold]{cfg.engine}[/]", cfg.budget, extra="HV {task.fields[hv]:.4f}", transient=True, hv=0.0
     ) as update:
         outcome = search_from_config(cfg, on_step=lambda step, n, hv: update(completed=n, hv=hv))
+    if as_json:
+        r = outcome.result
+        print_json({"front": r.front_rows(), "evaluations": len(r.history), "hypervolume": r.hv[-1][2],
+                    "out": str(default_out(cfg)), "files": {k: str(v) for k, v in outcome.paths.items()}})
+        return
     _print_front(outcome.result)
     console.print(
         f"front: {len(outcome.result.front)} archs -> {outcome.paths['pareto']}  "
