@@ -13,7 +13,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nasforge.io import atomic_write_text
 from nasforge.train import checkpoint as ckpt
@@ -21,9 +21,24 @@ from nasforge.train.distributed import average_buffers
 
 if TYPE_CHECKING:
     from nasforge.train.schedules import Phase
-    from nasforge.train.trainer import Trainer
 
 METRICS_FILE = "metrics.jsonl"
+
+
+class Trainer(Protocol):
+    """What a callback may read of the `nasforge.train.trainer.Trainer` that calls it."""
+
+    cfg: Any  # the run's TrainConfig
+    ctx: Any  # its DistContext (rank, world size)
+    state: Any  # its TrainState (iteration, phase, lr, teacher)
+    meter: Any  # its StepMeter (loss and accuracy on the device; `read()` syncs)
+    net: Any
+    run_dir: Path
+    ckpt_dir: Path
+    steps_per_epoch: int
+    total: int
+
+    def checkpoint_payload(self) -> dict[str, Any]: ...
 
 
 class TrainCallback:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from nasforge.arch import ArchConfig
-from nasforge.data import DataSource, Normalization
+from nasforge.data import DataSource, Normalization, open_source
 from nasforge.errors import CheckpointError, DataError
 from nasforge.space import SearchSpace, load_space
 from nasforge.supernet import ElasticSupernet, StaticSubnet, build_supernet, resize_to
@@ -33,10 +33,23 @@ from nasforge.train.bn import preserved_bn, recalibrate_bn
 from nasforge.train.config import TrainConfig, apply_overrides, read_run_config
 from nasforge.train.device import resolve_device
 from nasforge.train.evaluate import evaluate_archs
-from nasforge.train.trainer import open_training_data
 
 DATA_RECORD = "data.json"
 IMPORT_RECORD = "import.json"
+
+
+def space_for(cfg: TrainConfig, num_classes: int) -> SearchSpace:
+    space = load_space(cfg.space, width_mult=cfg.width_mult)
+    return space if space.num_classes == num_classes else space.with_options(num_classes=num_classes)
+
+
+def open_training_data(
+    cfg: TrainConfig, space: SearchSpace, device: torch.device | str = "cpu", record: dict[str, Any] | None = None
+) -> DataSource:
+    """The run's data source at the space's largest resolution (a run's `record` keeps its normalisation)."""
+    norm = Normalization.from_dict(record["normalization"]) if record and "normalization" in record else None
+    return open_source(cfg.data, resolution=max(space.resolutions), device=device, normalization=norm)
+
 
 
 @dataclass

@@ -27,7 +27,6 @@ import torch.nn.functional as F
 import yaml
 
 from nasforge.arch import ArchConfig
-from nasforge.data import DataSource, open_source
 from nasforge.errors import ConfigError
 from nasforge.io import atomic_write_json, atomic_write_text
 from nasforge.space import SearchSpace, load_space
@@ -46,6 +45,7 @@ from nasforge.train.distributed import (
 )
 from nasforge.train.evaluate import evaluate_archs
 from nasforge.train.losses import soft_cross_entropy
+from nasforge.train.runs import open_training_data, space_for
 from nasforge.train.schedules import Phase, ShrinkStrategy, StepPlan, make_strategy
 
 
@@ -89,21 +89,6 @@ class StepMeter:
         loss, acc = (self._sums / max(1, self.steps)).tolist()
         seconds = time.perf_counter() - self.t0
         return {"loss": loss, "acc": acc * 100.0, "images_per_s": self.images / max(seconds, 1e-9), "seconds": seconds}
-
-
-def space_for(cfg: TrainConfig, num_classes: int) -> SearchSpace:
-    space = load_space(cfg.space, width_mult=cfg.width_mult)
-    return space if space.num_classes == num_classes else space.with_options(num_classes=num_classes)
-
-
-def open_training_data(
-    cfg: TrainConfig, space: SearchSpace, device: torch.device | str = "cpu", record: dict[str, Any] | None = None
-) -> DataSource:
-    """The run's data source at the space's largest resolution (a run's `record` keeps its normalisation)."""
-    from nasforge.data import Normalization
-
-    norm = Normalization.from_dict(record["normalization"]) if record and "normalization" in record else None
-    return open_source(cfg.data, resolution=max(space.resolutions), device=device, normalization=norm)
 
 
 def eval_archs_for(strategy: ShrinkStrategy, space: SearchSpace, cfg: TrainConfig) -> dict[str, ArchConfig]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,8 +19,13 @@ from nasforge.errors import ConfigError
 from nasforge.registry import Registry
 from nasforge.space import SearchSpace
 
-if TYPE_CHECKING:
-    from nasforge.train.config import TrainConfig
+
+class TrainSettings(Protocol):
+    """What a schedule reads of a run's `TrainConfig` (epochs, optim, schedule)."""
+
+    epochs: int
+    optim: Any
+    schedule: Any
 
 @dataclass(frozen=True)
 class SubnetTask:
@@ -132,6 +137,6 @@ def split_epochs(weights: Sequence[float], total: int) -> list[int]:
     return [int(b) + 1 for b in base]
 
 
-def make_strategy(cfg: TrainConfig, space: SearchSpace, steps_per_epoch: int) -> ShrinkStrategy:
+def make_strategy(cfg: TrainSettings, space: SearchSpace, steps_per_epoch: int) -> ShrinkStrategy:
     """The schedule `cfg.schedule.name` names, for a run of `cfg.epochs` epochs of `steps_per_epoch` steps."""
     return SCHEDULES.get(cfg.schedule.name)(cfg, space, steps_per_epoch)  # type: ignore[call-arg,no-any-return]
