@@ -2,7 +2,7 @@
 
 Every rank samples the same subnets (the per-step rng derives from (seed, iteration) alone),
 takes a disjoint shard of each batch, and after a step's gradients are accumulated over all
-its subnets they are averaged across ranks with one all-reduce per parameter. We do this by
+its subnets they are averaged across ranks in flat buckets (`GradientReducer`). We do this by
 hand instead of wrapping in DistributedDataParallel: each step runs a different set of
 subnets, several forward/backward passes and some parameters unused, which DDP only handles
 with find_unused_parameters=True and no_sync() bookkeeping; a manual all-reduce after
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,58 @@ def broadcast_module(module: nn.Module, ctx: DistContext) -> None:
         dist.broadcast(t.data, src=0)
 
 
+class GradientReducer:
+    """Mean of every gradient over ranks, in flat buckets: one all-reduce per ~`bucket_mb` MiB, not per parameter.
+
+    Buckets follow the parameters in reverse registration order (roughly the order backward finishes
+    them) and hold the gradients present after the step's backward passes; every rank trained the same
+    subnets, so every rank holds the same gradients and builds the same buckets. All buckets are
+    launched asynchronously before the first is waited on, so the collectives overlap each other's
+    flattening and copying back. The sum is divided by the world size, as a per-parameter all-reduce did.
+    """
+
+    def __init__(self, module: nn.Module, ctx: DistContext, bucket_mb: float = 25.0) -> None:
+        self.ctx = ctx
+        self.params = [p for p in reversed(list(module.parameters())) if p.requires_grad]
+        self.bucket_bytes = int(bucket_mb * 2**20)
+
+    def buckets(self) -> list[list[torch.Tensor]]:
+        """The present gradients, grouped by dtype and device into consecutive buckets of ~bucket_bytes."""
+        out: list[list[torch.Tensor]] = []
+        size = 0
+        for p in self.params:
+            g = p.grad
+            if g is None:
+                continue
+            nbytes = g.numel() * g.element_size()
+            if not out or size + nbytes > self.bucket_bytes or (out[-1][0].dtype, out[-1][0].device) != (
+                    g.dtype, g.device):
+                out.append([])
+                size = 0
+            out[-1].append(g)
+            size += nbytes
+        return out
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """All-reduce (mean) every present gradient; a no-op in a single process."""
+        if not self.ctx.enabled:
+            return
+        pending = []
+        for grads in self.buckets():
+            flat = _flatten_dense_tensors(grads)
+            pending.append((dist.all_reduce(flat, op=dist.ReduceOp.SUM, async_op=True), flat, grads))
+        for work, flat, grads in pending:
+            work.wait()
+            flat.div_(self.ctx.world_size)
+            for g, reduced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+                g.copy_(reduced)
+
+
 @torch.no_grad()
 def average_gradients(module: nn.Module, ctx: DistContext) -> None:
     """Mean of each gradient over ranks; every rank has the same None pattern (same subnets)."""
-    if not ctx.enabled:
-        return
-    for p in module.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(ctx.world_size)
+    GradientReducer(module, ctx).finish()
 
 
 @torch.no_grad()

@@ -1,0 +1,226 @@
+"""The fast training step computes what the plain eager step computes, makes no host sync, and resumes exactly.
+
+The reference (`plain_step`) is the step as nasforge ran it before issue #16, which is how Once-for-All's
+reference code runs each subnet: every subnet sliced and transformed on its own by plain autograd, the
+teacher run for every KD task, a per-parameter SGD loop. `TrainStep` shares the kernel transformation
+across a step's subnets, adds sliced gradients into `.grad` in place, runs the teacher once per
+resolution, and updates with foreach SGD; each must leave losses, gradients and weights unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nasforge.supernet import build_supernet, resize_to
+from nasforge.testing import tiny_space
+from nasforge.testing.train import tiny_train_config
+from nasforge.train.losses import soft_cross_entropy
+from nasforge.train.schedules import Phase, StepPlan, SubnetTask
+from nasforge.train.schedules.base import kd_tasks
+from nasforge.train.step import TrainStep, make_optimizer
+
+torch.set_num_threads(1)
+TOL = 1e-5
+
+
+def plain_step(net, optimizer, cfg, plan, x, y, teacher=None):
+    """The reference: nasforge's step before #16, line for line (plain autograd, teacher per task)."""
+    temp = cfg.optim.kd_temperature
+    for group in optimizer.param_groups:
+        group["lr"] = plan.lr
+    optimizer.zero_grad(set_to_none=True)
+    soft = None
+    loss0 = acc0 = torch.full((), float("nan"))
+    for j, task in enumerate(plan.tasks):
+        if task.weight == 0.0:
+            continue
+        net.set_active(task.arch)
+        xi = resize_to(x, task.arch.resolution)
+        if cfg.channels_last:
+            xi = xi.contiguous(memory_format=torch.channels_last)
+        logits = net(xi)
+        ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing)
+        loss = task.label_w * ce if task.label_w else torch.zeros(())
+        if task.kd_w:
+            if task.kd_source == "teacher":
+                with torch.no_grad():
+                    target = F.softmax(teacher(xi).float() / temp, dim=1)
+            else:
+                target = soft
+            loss = loss + task.kd_w * soft_cross_entropy(logits, target, temp)
+        (task.weight * loss).backward()
+        if j == 0:
+            soft = F.softmax(logits.detach().float() / temp, dim=1)
+            loss0 = ce.detach()
+            acc0 = (logits.detach().argmax(1) == y).float().mean()
+    optimizer.step()
+    return loss0, acc0
+
+
+def _setup(compile_mode="off", seed=0, batch=8):
+    cfg = tiny_train_config(compile=compile_mode, optim__label_smoothing=0.1, optim__weight_decay=1e-3,
+                            optim__lr=0.1)
+    space = tiny_space()
+    torch.manual_seed(seed)
+    net = build_supernet(space).to(memory_format=torch.channels_last)
+    with torch.no_grad():  # transforms away from identity, so a wrong transformation shows
+        for name, p in net.named_parameters():
+            if "kernel_transforms" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    teacher = copy.deepcopy(net).extract(space.largest()).eval().requires_grad_(False)
+    teacher = teacher.to(memory_format=torch.channels_last)
+    ref = copy.deepcopy(net)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                              nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay, foreach=False)
+    step = TrainStep(net, make_optimizer(net.parameters(), cfg.optim, torch.device("cpu")), cfg, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(seed + 1)
+    r = max(space.resolutions)
+    x = torch.randn(batch, 3, r, r, generator=gen)
+    y = torch.randint(0, space.num_classes, (batch,), generator=gen)
+    return cfg, space, step, ref, ref_opt, teacher, x, y
+
+
+def _plans(space):
+    rng = np.random.default_rng(3)
+    largest, smallest = space.largest(), space.smallest()
+    randoms = space.sample_many(rng, 3)
+    phase = Phase("p", 0, 10)
+    teacher_tasks = tuple(SubnetTask(a, 1.0, label_w=1.0, kd_w=1.0, kd_source="teacher")
+                          for a in (largest, smallest, *randoms, replace(randoms[0], resolution=smallest.resolution)))
+    return {
+        "largest": StepPlan(phase, 0.1, (SubnetTask(largest),)),
+        "smallest": StepPlan(phase, 0.1, (SubnetTask(smallest),)),
+        "random": StepPlan(phase, 0.1, (SubnetTask(randoms[1]),)),
+        "sandwich": StepPlan(phase, 0.1, (SubnetTask(largest), *kd_tasks([smallest, *randoms[:2]], 1.0))),
+        "teacher-kd": StepPlan(phase, 0.05, teacher_tasks),
+    }
+
+
+def _assert_same(step, ref, got, want):
+    for a, b in zip(got, want):
+        assert float((a - b).abs()) <= TOL
+    net = step.net
+    for (name, p), q in zip(net.named_parameters(), ref.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert float((p.grad - q.grad).abs().max()) <= TOL, name
+        assert float((p.detach() - q.detach()).abs().max()) <= TOL, name
+    for (name, b), c in zip(net.named_buffers(), ref.buffers()):
+        assert float((b.double() - c.double()).abs().max()) <= TOL, name
+
+
+@pytest.mark.parametrize("plan_name", ["largest", "smallest", "random", "sandwich", "teacher-kd"])
+def test_step_equals_plain_eager_step(plan_name):
+    """Two steps (so momentum and a weight update are in play): same losses, gradients, weights, BN stats."""
+    cfg, space, step, ref, ref_opt, teacher, x, y = _setup()
+    plan = _plans(space)[plan_name]
+    for _ in range(2):
+        got = step(plan, x, y, teacher)
+        want = plain_step(ref, ref_opt, cfg, plan, x, y, teacher)
+        _assert_same(step, ref, got, want)
+
+
+def test_shared_kernels_follow_the_weights_and_are_in_the_graph():
+    """The step's shared transformed kernel is recomputed after an in-place weight change (never stale), and
+    its gradient reaches the depthwise weight and the transform matrix by the end of the step."""
+    space = tiny_space()
+    torch.manual_seed(0)
+    net = build_supernet(space)
+    block = net.stages[0][0]
+    dw = block.depthwise
+    k = min(dw.kernel_sizes)
+    x = torch.randn(2, dw.weight.shape[0], 8, 8)
+    with net.shared_step():
+        first = dw.weight_for(4, k)
+        assert dw.weight_for(4, k).data_ptr() == first.data_ptr()  # shared within the step
+        with torch.no_grad():
+            dw.weight.mul_(2.0)  # an in-place update (as an optimizer step would make)
+        again = dw.weight_for(4, k)
+        torch.testing.assert_close(again.detach(), dw.active_weight(4, k).detach())
+        F.conv2d(x[:, :4], again, None, 1, k // 2, 1, 4).square().sum().backward()
+        assert dw.weight.grad is None  # not yet: summed over the step's subnets, carried through once at the end
+    transform = next(iter(dw.kernel_transforms.values()))
+    assert dw.weight.grad is not None and transform.grad is not None
+    assert float(dw.weight.grad.abs().sum()) > 0 and float(transform.grad.abs().sum()) > 0
+
+
+def test_sliced_gradients_are_added_in_place_without_full_size_temporaries():
+    """Inside a step a sliced conv weight's gradient lands in `.grad[:cout, :cin]`; the rest stays zero, and
+    autograd never hands AccumulateGrad a full-size gradient for it."""
+    space = tiny_space()
+    torch.manual_seed(0)
+    net = build_supernet(space)
+    conv = net.stages[1][0].expand_conv
+    x = torch.randn(2, 4, 6, 6)
+    seen = []
+    conv.weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.clone()))
+    with net.shared_step():
+        out = conv(x, 8)
+        out.sum().backward()
+    full = conv.weight.grad
+    assert full is not None and full.shape == conv.weight.shape and len(seen) == 1
+    assert float(full[8:].abs().sum()) == 0 and float(full[:, 4:].abs().sum()) == 0
+    plain = torch.autograd.grad(F.conv2d(x, conv.weight[:8, :4]).sum(), conv.weight)[0]
+    torch.testing.assert_close(full, plain)
+
+
+_SYNCS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")
+
+
+def _raise_on_sync(monkeypatch):
+    def refuse(name):
+        def method(self, *args, **kwargs):
+            raise AssertionError(f"host sync inside the training step: Tensor.{name}()")
+        return method
+
+    for name in _SYNCS:
+        monkeypatch.setattr(torch.Tensor, name, refuse(name))
+
+
+def test_a_training_step_makes_no_host_sync(monkeypatch):
+    """Batch assembly (memory source) and `Trainer`'s step: no `.item()`, `float()`, `.tolist()`, `.cpu()` ..."""
+    from nasforge.train.trainer import Trainer
+
+    cfg = tiny_train_config(schedule__name="sandwich", epochs=1, data__train_limit=32, data__batch_size=8)
+    trainer = Trainer(cfg, "unused-run-dir")
+    trainer._setup()
+    trainer.net.train()
+    batches = trainer.data.train_batches(0, batch_size=8, seed=0)
+    trainer._train_one(*next(batches))  # the first step's one-off set-up (phase entry) may read the host
+    with monkeypatch.context() as m:
+        _raise_on_sync(m)
+        with pytest.raises(AssertionError, match="host sync"):
+            float(torch.ones(()))  # the trap is armed
+        for _ in range(2):
+            x, y = next(batches)
+            trainer._train_one(x, y)
+    assert trainer.state.iteration == 3
+    assert np.isfinite(trainer.meter.read()["loss"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_training_step_makes_no_host_sync():
+    from nasforge.train.trainer import Trainer
+
+    cfg = tiny_train_config(schedule__name="sandwich", epochs=1, data__train_limit=32, data__batch_size=8,
+                            device="cuda")
+    trainer = Trainer(cfg, "unused-run-dir")
+    trainer._setup()
+    trainer.net.train()
+    batches = trainer.data.train_batches(0, batch_size=8, seed=0)
+    trainer._train_one(*next(batches))
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            trainer._train_one(*next(batches))
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert np.isfinite(trainer.meter.read()["loss"])
+
