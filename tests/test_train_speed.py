@@ -10,6 +10,7 @@ resolution, and updates with foreach SGD; each must leave losses, gradients and 
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -17,9 +18,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nasforge.space import load_space
 from nasforge.supernet import build_supernet, resize_to
 from nasforge.testing import tiny_space
 from nasforge.testing.train import tiny_train_config
+from nasforge.train.compile import StepCompiler
 from nasforge.train.losses import soft_cross_entropy
 from nasforge.train.schedules import Phase, StepPlan, SubnetTask
 from nasforge.train.schedules.base import kd_tasks
@@ -63,10 +66,27 @@ def plain_step(net, optimizer, cfg, plan, x, y, teacher=None):
     return loss0, acc0
 
 
-def _setup(compile_mode="off", seed=0, batch=8):
+MICRO_SPACE = """
+name: micro-mbv3
+family: mobilenetv3
+description: one elastic stage with two block signatures (kernel 3 and 5), cheap to compile
+num_classes: 4
+resolutions: [8, 12]
+width_mult: [1.0]
+stem: {channels: 8, stride: 1, act: hswish}
+first_block: {channels: 8, stride: 1, act: relu}
+defaults: {depths: [1, 2], kernel_sizes: [3, 5], expand_ratios: [2, 3]}
+stages:
+  - {channels: 8, stride: 1, act: hswish, se: true}
+head: {final_expand: 16, feature_mix: 16, act: hswish}
+"""
+
+
+def _setup(compile_mode="off", seed=0, batch=8, space_path=None, backend="inductor"):
+    overrides = {"space": str(space_path)} if space_path else {}
     cfg = tiny_train_config(compile=compile_mode, optim__label_smoothing=0.1, optim__weight_decay=1e-3,
-                            optim__lr=0.1)
-    space = tiny_space()
+                            optim__lr=0.1, **overrides)
+    space = load_space(space_path) if space_path else tiny_space()
     torch.manual_seed(seed)
     net = build_supernet(space).to(memory_format=torch.channels_last)
     with torch.no_grad():  # transforms away from identity, so a wrong transformation shows
@@ -79,6 +99,8 @@ def _setup(compile_mode="off", seed=0, batch=8):
     ref_opt = torch.optim.SGD(ref.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                               nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay, foreach=False)
     step = TrainStep(net, make_optimizer(net.parameters(), cfg.optim, torch.device("cpu")), cfg, torch.device("cpu"))
+    if compile_mode != "off":
+        step.compiler = StepCompiler(compile_mode, net, torch.device("cpu"), backend=backend)
     gen = torch.Generator().manual_seed(seed + 1)
     r = max(space.resolutions)
     x = torch.randn(batch, 3, r, r, generator=gen)
@@ -102,17 +124,17 @@ def _plans(space):
     }
 
 
-def _assert_same(step, ref, got, want):
+def _assert_same(step, ref, got, want, tol=TOL):
     for a, b in zip(got, want):
-        assert float((a - b).abs()) <= TOL
+        assert float((a - b).abs()) <= tol
     net = step.net
     for (name, p), q in zip(net.named_parameters(), ref.parameters()):
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
-            assert float((p.grad - q.grad).abs().max()) <= TOL, name
-        assert float((p.detach() - q.detach()).abs().max()) <= TOL, name
+            assert float((p.grad - q.grad).abs().max()) <= tol, name
+        assert float((p.detach() - q.detach()).abs().max()) <= tol, name
     for (name, b), c in zip(net.named_buffers(), ref.buffers()):
-        assert float((b.double() - c.double()).abs().max()) <= TOL, name
+        assert float((b.double() - c.double()).abs().max()) <= tol, name
 
 
 @pytest.mark.parametrize("plan_name", ["largest", "smallest", "random", "sandwich", "teacher-kd"])
@@ -168,6 +190,46 @@ def test_sliced_gradients_are_added_in_place_without_full_size_temporaries():
     assert float(full[8:].abs().sum()) == 0 and float(full[:, 4:].abs().sum()) == 0
     plain = torch.autograd.grad(F.conv2d(x, conv.weight[:8, :4]).sum(), conv.weight)[0]
     torch.testing.assert_close(full, plain)
+
+
+def test_compiled_blocks_equal_the_eager_step(tmp_path):
+    """compile: blocks (inductor, one compiled body per block signature) on a space with two signatures.
+
+    One step from equal weights: the same losses and gradients (inductor's fused kernels round differently,
+    well inside 1e-5; over many steps at a high LR a tiny net amplifies any rounding, eager included).
+    """
+    (tmp_path / "micro.yaml").write_text(MICRO_SPACE)
+    cfg, space, step, ref, ref_opt, teacher, x, y = _setup("blocks", space_path=tmp_path / "micro.yaml")
+    plan = _plans(space)["sandwich"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would hide what we test
+        got = step(plan, x, y, teacher)
+    want = plain_step(ref, ref_opt, cfg, plan, x, y, teacher)
+    _assert_same(step, ref, got, want)
+    blocks = step.compiler.blocks
+    assert blocks.signatures == 2 and 2 <= blocks.compiles() <= 2 * (blocks.max_compiles + 1)
+
+
+def test_failed_compilation_warns_once_and_runs_eagerly():
+    def broken(gm, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    cfg, space, step, ref, ref_opt, teacher, x, y = _setup("blocks", backend=broken)
+    plan = _plans(space)["sandwich"]
+    with pytest.warns(RuntimeWarning, match="running it eagerly") as caught:
+        got = step(plan, x, y, teacher)
+        got2 = step(plan, x, y, teacher)
+    assert len([w for w in caught if "eagerly" in str(w.message)]) == 1
+    want = plain_step(ref, ref_opt, cfg, plan, x, y, teacher)
+    want2 = plain_step(ref, ref_opt, cfg, plan, x, y, teacher)
+    _assert_same(step, ref, got2, want2)
+    assert float((got[0] - want[0]).abs()) == 0
+
+
+def test_graphs_without_cuda_compile_blocks_only():
+    with pytest.warns(RuntimeWarning, match="graphs needs CUDA"):
+        cfg, space, step, *_ = _setup("graphs", backend="aot_eager")
+    assert step.compiler.graphs is None and step.compiler.blocks is not None
 
 
 _SYNCS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")

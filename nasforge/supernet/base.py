@@ -53,12 +53,7 @@ class ElasticSupernet(nn.Module):
         weights they came from (so call `backward()` of every subnet inside, the optimizer step after).
         Values and gradients equal those of running each subnet on its own (see `nasforge.supernet.ops`).
         """
-        ctx = self._step_ctx
-        if ctx is None:
-            ctx = self._step_ctx = StepContext()
-            for module in self.modules():
-                if isinstance(module, StepAware):
-                    module.step_ctx = ctx
+        ctx = self.step_context()
         ctx.active = True
         try:
             yield ctx
@@ -67,6 +62,27 @@ class ElasticSupernet(nn.Module):
         finally:
             ctx.active = False
             ctx.discard()
+
+    def step_context(self) -> StepContext:
+        """The context `shared_step` turns on (created, and handed to the step-aware ops, on first use)."""
+        ctx = self._step_ctx
+        if ctx is None:
+            ctx = self._step_ctx = StepContext()
+            for module in self.modules():
+                if isinstance(module, StepAware):
+                    module.step_ctx = ctx
+        return ctx
+
+    @contextmanager
+    def outside_step(self) -> Iterator[None]:
+        """Plain autograd inside a step (e.g. while a CUDA graph is captured): nothing shared, nothing in place."""
+        ctx = self.step_context()
+        was = ctx.active
+        ctx.active = False
+        try:
+            yield
+        finally:
+            ctx.active = was
 
     def extract(self, arch: ArchConfig | None = None) -> StaticSubnet:
         """A standalone static copy (weights and BN statistics) of `arch` (default: the active one)."""

@@ -21,13 +21,14 @@ gradients:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from nasforge.errors import ConfigError
 from nasforge.supernet import ElasticSupernet, StaticSubnet, resize_to
+from nasforge.train.compile import StepCompiler
 from nasforge.train.device import autocast_for
 from nasforge.train.distributed import DistContext, GradientReducer
 from nasforge.train.losses import soft_cross_entropy
@@ -88,8 +89,6 @@ class TrainStep:
         self.ctx = ctx or DistContext()
         self.reducer = GradientReducer(net, self.ctx)
         self._nan = torch.full((), float("nan"), device=device)
-        from nasforge.train.compile import StepCompiler
-
         self.compiler = StepCompiler(cfg.compile, net, device)
 
     def __call__(self, plan: StepPlan, x: torch.Tensor, y: torch.Tensor, teacher: StaticSubnet | None = None
@@ -100,6 +99,7 @@ class TrainStep:
         """
         set_lr(self.optimizer, plan.lr)
         self.optimizer.zero_grad(set_to_none=True)
+        self.compiler.begin_step()
         live = [j for j, task in enumerate(plan.tasks) if task.weight != 0.0]
         inputs: dict[int, torch.Tensor] = {}  # the batch at each resolution of the step
         targets: dict[int, torch.Tensor] = {}  # the teacher's soft targets at each resolution
@@ -126,7 +126,7 @@ class TrainStep:
         """One subnet forward and backward; for task 0 also its soft predictions, label loss and accuracy."""
         cfg = self.cfg
         self.net.set_active(task.arch)
-        with autocast_for(self.device, cfg.amp):
+        with self._autocast():
             logits = self.compiler.forward(task.arch, xi)
         ce = None
         if task.label_w or j == 0:
@@ -146,6 +146,11 @@ class TrainStep:
         return (F.softmax(detached.float() / cfg.optim.kd_temperature, dim=1), ce.detach(),
                 (detached.argmax(1) == y).float().mean())
 
+    def _autocast(self) -> Any:
+        if self.compiler.autocast_cache or not (self.cfg.amp and self.device.type == "cuda"):
+            return autocast_for(self.device, self.cfg.amp)
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
+
     def _kd_target(self, source: str, soft: torch.Tensor | None, xi: torch.Tensor, teacher: StaticSubnet | None,
                    targets: dict[int, torch.Tensor]) -> torch.Tensor:
         if source == "teacher":
@@ -153,7 +158,7 @@ class TrainStep:
                 raise ConfigError("a KD-from-teacher step ran before the teacher was frozen")
             r = xi.shape[-1]
             if r not in targets:
-                with torch.no_grad(), autocast_for(self.device, self.cfg.amp):
+                with torch.no_grad(), self._autocast():
                     logits = self.compiler.teacher(teacher, xi)
                     targets[r] = F.softmax(logits.float() / self.cfg.optim.kd_temperature, dim=1)
             return targets[r]
