@@ -40,7 +40,9 @@ class StepContext:
         self.active = False
         # how blocks run their functional body inside a step: None = call it; else runner(fn, tensors, static)
         self.runner: BodyRunner | None = None
-        self._derived: dict[Any, tuple[tuple[Any, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = {}
+        # key -> (state when made, derived values (in the graph), their leaf copies, the sources)
+        self._derived: dict[Any, tuple[tuple[Any, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...],
+                                       tuple[torch.Tensor, ...]]] = {}
 
     def derived(self, key: Any, sources: Sequence[torch.Tensor], make: Callable[[], tuple[torch.Tensor, ...]]
                 ) -> tuple[torch.Tensor, ...]:
@@ -53,13 +55,13 @@ class StepContext:
         if not torch.is_grad_enabled():
             return values
         leaves = tuple(v.detach().requires_grad_() for v in values)
-        self._derived[key] = (state, values, leaves)
+        self._derived[key] = (state, values, leaves, tuple(sources))
         return leaves
 
     def backward(self) -> None:
         """Back-propagate the gradients the step's subnets left on derived weights (once, all ops together)."""
         outputs, grads = [], []
-        for _, values, leaves in self._derived.values():
+        for _, values, leaves, _ in self._derived.values():
             for value, leaf in zip(values, leaves):
                 if leaf.grad is not None and value.requires_grad:
                     outputs.append(value)
@@ -67,6 +69,10 @@ class StepContext:
         self._derived.clear()
         if outputs:
             torch.autograd.backward(outputs, grads)
+
+    def sources(self) -> list[torch.Tensor]:
+        """The weights this step's derived weights came from (their gradients arrive in `backward()`)."""
+        return [t for entry in self._derived.values() for t in entry[3]]
 
     def discard(self) -> None:
         self._derived.clear()

@@ -15,7 +15,8 @@ gradients:
   tensor per slice per subnet);
 - SGD runs as one foreach (CPU) or fused (CUDA) update, with the learning rate a plain float;
 - nothing reads a device value back: loss and accuracy of task 0 are returned as device tensors;
-- under torchrun, gradients are all-reduced in flat buckets (`GradientReducer`).
+- under torchrun, gradients are all-reduced in flat buckets, each launched as soon as the last subnet's
+  backward has finished its parameters (`GradientReducer`).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class TrainStep:
                 if r not in inputs:
                     xi = resize_to(x, r)
                     inputs[r] = xi.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else xi
-                out = self._task(j, task, inputs[r], y, soft, teacher, targets)
+                out = self._task(j, task, inputs[r], y, soft, teacher, targets, last=j == live[-1])
                 if out is not None:
                     soft, loss0, acc0 = out
         self.reducer.finish()
@@ -121,7 +122,7 @@ class TrainStep:
 
     def _task(
         self, j: int, task: SubnetTask, xi: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None,
-        teacher: StaticSubnet | None, targets: dict[int, torch.Tensor],
+        teacher: StaticSubnet | None, targets: dict[int, torch.Tensor], *, last: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """One subnet forward and backward; for task 0 also its soft predictions, label loss and accuracy."""
         cfg = self.cfg
@@ -138,7 +139,10 @@ class TrainStep:
             loss = kd if loss is None else loss + kd
         if loss is None:
             raise ConfigError(f"task {j} of the step has neither a label nor a KD loss")
-        (task.weight * loss).backward()
+        loss = task.weight * loss
+        if last:  # gradient buckets can go out while this backward still runs
+            self.reducer.arm(loss, self.net.step_context().sources())
+        loss.backward()
         if j != 0:
             return None
         detached = logits.detach()

@@ -40,6 +40,7 @@ from nasforge.train.distributed import (
     average_buffers,
     barrier,
     broadcast_module,
+    gather_objects,
     init_distributed,
 )
 from nasforge.train.evaluate import evaluate_archs
@@ -137,6 +138,7 @@ class Trainer:
         self.callbacks: list[TrainCallback] = [MetricsLog(), CheckpointWriter(), *callbacks]
         self.state = TrainState()
         self.metrics: list[dict[str, Any]] = []
+        self._rank_rng: list[dict[str, Any]] | None = None  # every rank's RNG state, while a checkpoint may be written
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -163,7 +165,7 @@ class Trainer:
         restore_fast_update(self.optimizer, self.device)  # older checkpoints saved the per-parameter loop
         self.state.iteration, self.state.phase = int(payload["iteration"]), str(payload["phase"])
         self.state.lr = float(payload["scheduler"]["lr"])
-        ckpt.set_rng_state(payload["rng"])
+        ckpt.set_rng_state(ckpt.rng_for_rank(payload, self.ctx.rank, self.ctx.world_size))
         if payload.get("teacher") is not None:
             largest = self.space.largest()
             teacher = StaticSubnet(self.space.layers(largest), largest).to(self.device).eval().requires_grad_(False)
@@ -189,6 +191,7 @@ class Trainer:
             "step": s.iteration % self.steps_per_epoch,
             "iteration": s.iteration,
             "rng": ckpt.rng_state(),
+            **({"rng_per_rank": self._rank_rng} if self._rank_rng is not None else {}),
             "teacher": s.teacher.state_dict() if s.teacher is not None else None,
             "space_fingerprint": self.space.fingerprint,
             "num_classes": self.space.num_classes,
@@ -318,8 +321,21 @@ class Trainer:
         self._emit("on_train_end")
 
     def _emit(self, hook: str, **kwargs: Any) -> None:
-        for callback in self.callbacks:
-            getattr(callback, hook)(self, **kwargs)
+        if self.ctx.enabled and self._may_checkpoint(hook):
+            # a collective, so every rank's generator state can go into rank 0's checkpoint
+            self._rank_rng = gather_objects(ckpt.rng_state(), self.ctx)
+        try:
+            for callback in self.callbacks:
+                getattr(callback, hook)(self, **kwargs)
+        finally:
+            self._rank_rng = None
+
+    def _may_checkpoint(self, hook: str) -> bool:
+        """Whether `CheckpointWriter` may write during `hook` (the same decision on every rank)."""
+        if hook == "on_step_end":
+            every = self.cfg.checkpoint_every_steps
+            return bool(every) and self.state.iteration % every == 0
+        return hook in ("on_epoch_end", "on_phase_end")
 
 
 @contextmanager
