@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from nasforge.space import load_space
 from nasforge.supernet import build_supernet, resize_to
-from nasforge.testing import tiny_space
+from nasforge.testing import TINY_SPACES_DIR, tiny_space
 from nasforge.testing.train import tiny_train_config
 from nasforge.train.compile import StepCompiler
 from nasforge.train.losses import soft_cross_entropy
@@ -87,10 +87,10 @@ head: {final_expand: 16, feature_mix: 16, act: hswish}
 
 
 def _setup(compile_mode="off", seed=0, batch=8, space_path=None, backend="inductor"):
-    overrides = {"space": str(space_path)} if space_path else {}
+    space_path = space_path or TINY_SPACES_DIR / "tiny-mbv3.yaml"
     cfg = tiny_train_config(compile=compile_mode, optim__label_smoothing=0.1, optim__weight_decay=1e-3,
-                            optim__lr=0.1, **overrides)
-    space = load_space(space_path) if space_path else tiny_space()
+                            optim__lr=0.1, space=str(space_path))
+    space = load_space(space_path)
     torch.manual_seed(seed)
     net = build_supernet(space).to(memory_format=torch.channels_last)
     with torch.no_grad():  # transforms away from identity, so a wrong transformation shows
@@ -141,10 +141,11 @@ def _assert_same(step, ref, got, want, tol=TOL):
         assert float((b.double() - c.double()).abs().max()) <= tol, name
 
 
+@pytest.mark.parametrize("family", ["tiny-mbv3", "tiny-resnet"])
 @pytest.mark.parametrize("plan_name", ["largest", "smallest", "random", "sandwich", "teacher-kd"])
-def test_step_equals_plain_eager_step(plan_name):
+def test_step_equals_plain_eager_step(plan_name, family):
     """Two steps (so momentum and a weight update are in play): same losses, gradients, weights, BN stats."""
-    cfg, space, step, ref, ref_opt, teacher, x, y = _setup()
+    cfg, space, step, ref, ref_opt, teacher, x, y = _setup(space_path=TINY_SPACES_DIR / f"{family}.yaml")
     plan = _plans(space)[plan_name]
     for _ in range(2):
         got = step(plan, x, y, teacher)
