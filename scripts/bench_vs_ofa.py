@@ -197,6 +197,21 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
             "step": step, "teacher": teacher, "sandwich": sandwich, "x": x, "y": y}
 
 
+@torch.no_grad()
+def same_weights_gap(b: dict[str, Any], res: int) -> float:
+    """Max |logit difference| of OFA's and nasforge's largest subnet on the batch (eval mode): the two sides
+    really start from the same network. Both are back in train mode afterwards."""
+    ofa_net, net, x = b["ofa_net"], b["step"].net, b["x"]
+    ofa_net.set_max_net()
+    ofa_net.eval()
+    net.eval()
+    with net.active(replace(net.space.largest(), resolution=res)):
+        gap = float((ofa_net(x) - net(x.contiguous(memory_format=torch.channels_last))).abs().max())
+    ofa_net.train()
+    net.train()
+    return gap
+
+
 def teacher_plan(space: SearchSpace, archs: list[ArchConfig]) -> StepPlan:
     """What the progressive schedule plans for a KD phase with these subnets (kd_ratio 1, teacher KD)."""
     tasks = tuple(SubnetTask(a, 1.0, label_w=1.0, kd_w=1.0, kd_source="teacher") for a in archs)
@@ -219,6 +234,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     space, x, y = b["space"], b["x"], b["y"]
     from ofa.imagenet_classification.elastic_nn.training.progressive_shrinking import train_one_epoch
 
+    gap = same_weights_gap(b, args.res)
+    print(f"# same weights: max |logit gap| of the largest subnet, OFA vs nasforge = {gap:.2e}")
     sandwich_strategy = make_strategy(b["cfg"], space, steps_per_epoch=1000)
     times: dict[str, list[float]] = {"ofa": [], "nasforge": [], "sandwich": []}
     for i in range(args.warmup + args.steps):
@@ -246,7 +263,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     result: dict[str, Any] = {**info, "space": space.name, "width_mult": space.width_mult, "resolution": args.res,
                               "batch": args.batch, "subnets": args.subnets, "amp": args.amp,
-                              "compile": args.compile, "steps": args.steps, "warmup": args.warmup}
+                              "compile": args.compile, "steps": args.steps, "warmup": args.warmup,
+                              "same_weights_logit_gap": gap}
     print(f"\n{'row':<36} {'median step s':>14} {'images/s':>10}")
     labels = {"ofa": f"OFA reference (teacher + {args.subnets} subnets)",
               "nasforge": f"nasforge TrainStep (teacher + {args.subnets})",
