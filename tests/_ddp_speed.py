@@ -1,14 +1,13 @@
 """Helper launched by tests/test_train_speed.py under torchrun (gloo, 2 ranks): the bucketed, overlapped
 gradient all-reduce equals a per-parameter mean, and every rank's RNG state is gathered in rank order."""
 
-import copy
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train_speed import _plans, _setup, plain_step  # noqa: E402
+from test_train_speed import _plans, _setup, _sync_reference, plain_step  # noqa: E402
 
 from nasforge.train import checkpoint as ckpt  # noqa: E402
 from nasforge.train.distributed import GradientReducer, gather_objects, init_distributed  # noqa: E402
@@ -28,9 +27,9 @@ step.reducer.finish = lambda: (early.append(len(step.reducer._launched)), real_f
 worst = 0.0
 for name in ("sandwich", "teacher-kd"):
     plan = _plans(space)[name]
+    _sync_reference(step, ref, ref_opt)
     step(plan, x, y, teacher)
     # the reference: plain backward on this rank's shard, then one all-reduce per parameter (the old way)
-    ref_before = copy.deepcopy(ref.state_dict())
     ref_opt.step = lambda: None  # take the optimizer step by hand, after averaging
     plain_step(ref, ref_opt, cfg, plan, x, y, teacher)
     for p in ref.parameters():

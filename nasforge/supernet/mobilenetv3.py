@@ -22,6 +22,7 @@ from nasforge.supernet.ops import (
     batch_norm,
     copy_bn,
     copy_conv,
+    depthwise_conv2d,
     importance_order,
     init_weights,
     permute_,
@@ -44,7 +45,7 @@ def mbconv_body(
     (kernel, stride, activation, residual, BN settings), so one compiled version serves every block
     and subnet with that signature."""
     y = _act(batch_norm(F.conv2d(x, expand_w), expand_bn, bn[0]), act)
-    y = F.conv2d(y, dw_w, None, stride, kernel_size // 2, 1, y.shape[1])
+    y = depthwise_conv2d(y, dw_w, stride, kernel_size // 2)
     y = _act(batch_norm(y, dw_bn, bn[1]), act)
     if se is not None:
         y = squeeze_excite(y, *se)
