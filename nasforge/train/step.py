@@ -129,9 +129,9 @@ class TrainStep:
         self.net.set_active(task.arch)
         with self._autocast():
             logits = self.compiler.forward(task.arch, xi)
-        ce = None
-        if task.label_w or j == 0:
-            ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing)
+        # the label loss: trained on with weight label_w, and reported for task 0 whatever its weight
+        ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing) \
+            if task.label_w or j == 0 else None
         loss = task.label_w * ce if task.label_w and ce is not None else None
         if task.kd_w:
             target = self._kd_target(task.kd_source, soft, xi, teacher, targets)
@@ -143,10 +143,9 @@ class TrainStep:
         if last:  # gradient buckets can go out while this backward still runs
             self.reducer.arm(loss, self.net.step_context().sources())
         loss.backward()
-        if j != 0:
+        if j != 0 or ce is None:
             return None
         detached = logits.detach()
-        assert ce is not None
         return (F.softmax(detached.float() / cfg.optim.kd_temperature, dim=1), ce.detach(),
                 (detached.argmax(1) == y).float().mean())
 

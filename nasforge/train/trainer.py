@@ -151,7 +151,7 @@ class Trainer:
             self.net = self.net.to(memory_format=torch.channels_last)
         broadcast_module(self.net, self.ctx)
         self.optimizer = make_optimizer(self.net.parameters(), cfg.optim, self.device)
-        self.step = TrainStep(self.net, self.optimizer, cfg, self.device, self.ctx)
+        self.stepper = TrainStep(self.net, self.optimizer, cfg, self.device, self.ctx)
         self.steps_per_epoch = self.data.steps_per_epoch(cfg.data.batch_size)
         self.strategy = make_strategy(cfg, self.space, self.steps_per_epoch)
         self.total = cfg.epochs * self.steps_per_epoch
@@ -269,7 +269,7 @@ class Trainer:
 
         Returns task 0's label loss and accuracy as device tensors (no host sync).
         """
-        return self.step(plan, x, y, self.state.teacher)
+        return self.stepper(plan, x, y, self.state.teacher)
 
     def _end_epoch(self, epoch: int, skipped: int) -> None:
         average_buffers(self.net, self.ctx)
