@@ -230,11 +230,14 @@ def test_compiled_blocks_equal_the_eager_step(tmp_path):
     assert blocks.signatures == 2 and 2 <= blocks.compiles() <= 2 * (blocks.max_compiles + 1)
 
 
-def test_failed_compilation_warns_once_and_runs_eagerly():
+@pytest.mark.parametrize("family", ["tiny-mbv3", "tiny-resnet"])
+def test_failed_compilation_warns_once_and_runs_eagerly(family):
+    """Also proves the functional block bodies (what `blocks` compiles) compute what the modules compute."""
     def broken(gm, example_inputs):
         raise RuntimeError("no compiler here")
 
-    cfg, space, step, ref, ref_opt, teacher, x, y = _setup("blocks", backend=broken)
+    cfg, space, step, ref, ref_opt, teacher, x, y = _setup("blocks", backend=broken,
+                                                            space_path=TINY_SPACES_DIR / f"{family}.yaml")
     plan = _plans(space)["sandwich"]
     with pytest.warns(RuntimeWarning, match="running it eagerly") as caught:
         got = step(plan, x, y, teacher)

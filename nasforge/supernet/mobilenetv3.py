@@ -43,7 +43,8 @@ def mbconv_body(
 ) -> torch.Tensor:
     """An elastic MBConv on its active weights: a pure function of tensors plus a static signature
     (kernel, stride, activation, residual, BN settings), so one compiled version serves every block
-    and subnet with that signature."""
+    and subnet with that signature. `ElasticMBConv.forward` computes the same through its modules
+    (so module hooks fire) except inside a compiled training step."""
     y = _act(batch_norm(F.conv2d(x, expand_w), expand_bn, bn[0]), act)
     y = depthwise_conv2d(y, dw_w, stride, kernel_size // 2)
     y = _act(batch_norm(y, dw_bn, bn[1]), act)
@@ -77,6 +78,18 @@ class ElasticMBConv(StepAware, nn.Module):
         return make_divisible(round(self.in_c * expand_ratio))
 
     def forward(self, x: torch.Tensor, kernel_size: int, expand_ratio: float) -> torch.Tensor:
+        if self.compiled_step():
+            return self._forward_body(x, kernel_size, expand_ratio)
+        mid = self.mid_channels(expand_ratio)
+        y = _act(self.expand_bn(self.expand_conv(x, mid)), self.act)
+        y = _act(self.depthwise_bn(self.depthwise(y, kernel_size)), self.act)
+        if self.se is not None:
+            y = self.se(y)
+        y = self.project_bn(self.project_conv(y, self.out_c))
+        return x + y if self.residual else y
+
+    def _forward_body(self, x: torch.Tensor, kernel_size: int, expand_ratio: float) -> torch.Tensor:
+        """The same computation as `mbconv_body` on this block's active weights, through the step's runner."""
         mid = self.mid_channels(expand_ratio)
         expand_bn, expand_static = self.expand_bn.functional(mid)
         dw_bn, dw_static = self.depthwise_bn.functional(mid)

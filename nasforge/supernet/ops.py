@@ -172,9 +172,17 @@ class StepAware:
 
     step_ctx: StepContext | None = None
 
+    def compiled_step(self) -> bool:
+        """Inside a training step whose blocks run through a runner (`compile: blocks`)."""
+        step = self.step_ctx
+        return step is not None and step.active and step.runner is not None
+
     def run_body(self, fn: Callable[..., torch.Tensor], tensors: tuple[Any, ...], static: dict[str, Any]
                  ) -> torch.Tensor:
-        """`fn(*tensors, **static)`, or inside a step through the step's runner (compiled per signature)."""
+        """`fn(*tensors, **static)`, inside a step through the step's runner (compiled per signature).
+
+        Blocks run their modules instead outside compiled steps, so module hooks see every layer.
+        """
         step = self.step_ctx
         if step is not None and step.active and step.runner is not None:
             return step.runner(fn, tensors, static)

@@ -53,7 +53,8 @@ def bottleneck_body(
     down_w: torch.Tensor | None, down_bn: BNArgs | None, *, stride: int, shortcut: str, bn: tuple[BNStatic, ...],
 ) -> torch.Tensor:
     """An elastic bottleneck on its active weights: a pure function of tensors plus a static signature
-    (stride, shortcut kind, BN settings), compiled once per signature under `compile: blocks`."""
+    (stride, shortcut kind, BN settings), compiled once per signature under `compile: blocks`.
+    `ElasticBottleneck.forward` computes the same through its modules except inside a compiled step."""
     y = F.relu(batch_norm(F.conv2d(x, w1), bn1, bn[0]))
     y = F.relu(batch_norm(F.conv2d(y, w2, None, stride, 1), bn2, bn[1]))
     y = batch_norm(F.conv2d(y, w3), bn3, bn[2])
@@ -79,6 +80,19 @@ class ElasticBottleneck(StepAware, nn.Module):
         self.downsample = ElasticConvBN(max_in, max_out, 1, 1, relu=False) if shortcut != "identity" else None
 
     def forward(self, x: torch.Tensor, out_channels: int, expand_ratio: float) -> torch.Tensor:
+        if self.compiled_step():
+            return self._forward_body(x, out_channels, expand_ratio)
+        mid = make_divisible(round(out_channels * expand_ratio))
+        y = self.conv3(self.conv2(self.conv1(x, mid), mid), out_channels)
+        shortcut = x
+        if self.shortcut == "avgpool_conv":
+            shortcut = F.avg_pool2d(shortcut, self.stride, self.stride, ceil_mode=True, count_include_pad=False)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut, out_channels)
+        return F.relu(y + shortcut)
+
+    def _forward_body(self, x: torch.Tensor, out_channels: int, expand_ratio: float) -> torch.Tensor:
+        """The same computation as `bottleneck_body` on this block's active weights, through the step's runner."""
         mid = make_divisible(round(out_channels * expand_ratio))
         bn1, s1 = self.conv1.bn.functional(mid)
         bn2, s2 = self.conv2.bn.functional(mid)

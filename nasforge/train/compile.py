@@ -6,7 +6,8 @@ signature is compiled with dynamic shapes, so one compiled body serves every blo
 signature (channel counts vary freely); the number of compiled bodies is bounded by the space's
 signatures, and each body may recompile at most `max_compiles` times (inductor on the CPU specializes
 convolutions' spatial sizes, so there each input resolution is a recompile) before it stays eager.
-Weight slicing and the kernel transformation stay outside, eager (they are what the step shares). If
+Weight slicing and the kernel transformation stay outside, eager (they are what the step shares); module
+hooks on a block's layers do not fire inside a compiled step (they do everywhere else). If
 compilation fails (no C++ compiler, an unsupported op), a warning is given once and that body runs
 eagerly; the step's results are the same either way.
 
