@@ -160,7 +160,9 @@ class CudaGraphs:
         buffers = [b.detach().clone() for b in self.net.buffers()]
         cpu_rng, cuda_rng = torch.get_rng_state(), torch.cuda.get_rng_state(x.device)
         try:
-            graphed = torch.cuda.make_graphed_callables(_Member(self.net, arch), (x.detach().clone(),))
+            # every supernet parameter is an input of the graph; the ones this member does not use get None
+            graphed = torch.cuda.make_graphed_callables(_Member(self.net, arch), (x.detach().clone(),),
+                                                        allow_unused_input=True)
         except Exception as exc:
             self._fail(exc)
             return None
