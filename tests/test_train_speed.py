@@ -43,7 +43,7 @@ def plain_step(net, optimizer, cfg, plan, x, y, teacher=None):
         group["lr"] = plan.lr
     optimizer.zero_grad(set_to_none=True)
     soft = None
-    loss0 = acc0 = torch.full((), float("nan"))
+    loss0 = acc0 = torch.full((), float("nan"), device=x.device)
     for j, task in enumerate(plan.tasks):
         if task.weight == 0.0:
             continue
@@ -53,7 +53,7 @@ def plain_step(net, optimizer, cfg, plan, x, y, teacher=None):
             xi = xi.contiguous(memory_format=torch.channels_last)
         logits = net(xi)
         ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing)
-        loss = task.label_w * ce if task.label_w else torch.zeros(())
+        loss = task.label_w * ce if task.label_w else torch.zeros((), device=x.device)
         if task.kd_w:
             if task.kd_source == "teacher":
                 with torch.no_grad():
@@ -86,13 +86,14 @@ head: {final_expand: 16, feature_mix: 16, act: hswish}
 """
 
 
-def _setup(compile_mode="off", seed=0, batch=8, space_path=None, backend="inductor"):
+def _setup(compile_mode="off", seed=0, batch=8, space_path=None, backend="inductor", device="cpu"):
     space_path = space_path or TINY_SPACES_DIR / "tiny-mbv3.yaml"
     cfg = tiny_train_config(compile=compile_mode, optim__label_smoothing=0.1, optim__weight_decay=1e-3,
-                            optim__lr=0.1, space=str(space_path))
+                            optim__lr=0.1, space=str(space_path), device=device, amp=False)
     space = load_space(space_path)
+    device = torch.device(device)
     torch.manual_seed(seed)
-    net = build_supernet(space).to(memory_format=torch.channels_last)
+    net = build_supernet(space).to(device).to(memory_format=torch.channels_last)
     with torch.no_grad():  # transforms away from identity, so a wrong transformation shows
         for name, p in net.named_parameters():
             if "kernel_transforms" in name:
@@ -102,13 +103,13 @@ def _setup(compile_mode="off", seed=0, batch=8, space_path=None, backend="induct
     ref = copy.deepcopy(net)
     ref_opt = torch.optim.SGD(ref.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                               nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay, foreach=False)
-    step = TrainStep(net, make_optimizer(net.parameters(), cfg.optim, torch.device("cpu")), cfg, torch.device("cpu"))
+    step = TrainStep(net, make_optimizer(net.parameters(), cfg.optim, device), cfg, device)
     if compile_mode != "off":
-        step.compiler = StepCompiler(compile_mode, net, torch.device("cpu"), backend=backend)
+        step.compiler = StepCompiler(compile_mode, net, device, backend=backend)
     gen = torch.Generator().manual_seed(seed + 1)
     r = max(space.resolutions)
-    x = torch.randn(batch, 3, r, r, generator=gen)
-    y = torch.randint(0, space.num_classes, (batch,), generator=gen)
+    x = torch.randn(batch, 3, r, r, generator=gen).to(device)
+    y = torch.randint(0, space.num_classes, (batch,), generator=gen).to(device)
     return cfg, space, step, ref, ref_opt, teacher, x, y
 
 
@@ -253,6 +254,29 @@ def test_graphs_without_cuda_compile_blocks_only():
     with pytest.warns(RuntimeWarning, match="graphs needs CUDA"):
         cfg, space, step, *_ = _setup("graphs", backend="aot_eager")
     assert step.compiler.graphs is None and step.compiler.blocks is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graphs_equal_the_eager_step():
+    """compile: graphs on CUDA: the sandwich's fixed members (largest at the top resolution, smallest at the
+    bottom) and the teacher replay captured graphs; losses, gradients and weights stay the eager step's
+    (blocks through aot_eager here, so only the graphs differ; TF32 off on both sides)."""
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        cfg, space, step, ref, ref_opt, teacher, x, y = _setup("graphs", backend="aot_eager", device="cuda")
+        assert step.compiler.graphs is not None
+        for name in ("sandwich", "teacher-kd", "sandwich"):  # the second sandwich replays the captured graphs
+            plan = _plans(space)[name]
+            _sync_reference(step, ref, ref_opt)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
+                got = step(plan, x, y, teacher)
+            want = plain_step(ref, ref_opt, cfg, plan, x, y, teacher)
+            _assert_same(step, ref, got, want, tol=1e-4)
+        assert step.compiler.graphs._members and not step.compiler.graphs.failed
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 _SYNCS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")
