@@ -261,8 +261,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"step {i - args.warmup + 1}/{args.steps}: "
                   + "  ".join(f"{k} {args.batch / v[-1]:.2f} img/s" for k, v in times.items()), flush=True)
 
+    amp = args.amp and device.type == "cuda"
     result: dict[str, Any] = {**info, "space": space.name, "width_mult": space.width_mult, "resolution": args.res,
                               "batch": args.batch, "subnets": args.subnets, "amp": args.amp,
+                              "ofa_dtype": "fp32", "nasforge_dtype": "bf16 autocast" if amp else "fp32",
                               "compile": args.compile, "steps": args.steps, "warmup": args.warmup,
                               "same_weights_logit_gap": gap}
     print(f"\n{'row':<36} {'median step s':>14} {'images/s':>10}")
