@@ -11,7 +11,8 @@ same subnets: the ones OFA's own seeded sampler draws for that step.
 - OFA's row runs OFA's own `train_one_epoch` on a one-batch loader (its tqdm bar silenced; on the CPU
   its `images.cuda()` is made a no-op), so it includes everything OFA does per step: its per-subnet
   accuracy `.item()`s, its teacher in train mode (OFA's code puts it there), its optimizer without
-  weight decay on BN and biases (OFA's `no_decay_keys`).
+  weight decay on BN and biases (OFA's `no_decay_keys`), fp32 and NCHW tensors (OFA has neither mixed
+  precision nor channels_last; `--ofa-channels-last` gives it nasforge's layout, for a stricter row).
 - nasforge's row runs `TrainStep`, the step `Trainer.train_step` runs, on the `StepPlan` the progressive
   schedule would make for those subnets (labels + KD from the frozen teacher, kd_ratio 1).
 - The sandwich row is nasforge's sandwich step (BigNAS: largest on labels + smallest + 2 random on
@@ -190,7 +191,12 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     ofa_net, ofa_teacher = ofa_net.to(device), ofa_teacher.to(device)
     x = torch.randn(args.batch, 3, args.res, args.res, generator=gen).to(device)
     y = torch.randint(0, space.num_classes, (args.batch,), generator=gen).to(device)
-    ofa_manager = _ofa_run_manager(ofa_net, _ofa_optimizer(ofa_net), [(x, y)])
+    ofa_x = x
+    if args.ofa_channels_last:  # not what OFA's code does; the stricter comparison
+        ofa_net = ofa_net.to(memory_format=torch.channels_last)
+        ofa_teacher = ofa_teacher.to(memory_format=torch.channels_last)
+        ofa_x = x.contiguous(memory_format=torch.channels_last)
+    ofa_manager = _ofa_run_manager(ofa_net, _ofa_optimizer(ofa_net), [(ofa_x, y)])
     ofa_args = SimpleNamespace(kd_ratio=1.0, kd_type="ce", teacher_model=ofa_teacher,
                                dynamic_batch_size=args.subnets)
     return {"space": space, "cfg": cfg, "ofa_net": ofa_net, "ofa_manager": ofa_manager, "ofa_args": ofa_args,
@@ -265,6 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {**info, "space": space.name, "width_mult": space.width_mult, "resolution": args.res,
                               "batch": args.batch, "subnets": args.subnets, "amp": args.amp,
                               "ofa_dtype": "fp32", "nasforge_dtype": "bf16 autocast" if amp else "fp32",
+                              "ofa_layout": "channels_last" if args.ofa_channels_last else "NCHW (as OFA's code)",
                               "compile": args.compile, "steps": args.steps, "warmup": args.warmup,
                               "same_weights_logit_gap": gap}
     print(f"\n{'row':<36} {'median step s':>14} {'images/s':>10}")
@@ -295,6 +302,8 @@ def main() -> None:
     ap.add_argument("--subnets", type=int, default=4, help="subnets per step besides the teacher")
     ap.add_argument("--width", type=float, default=1.0, choices=[1.0, 1.2])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ofa-channels-last", action="store_true",
+                    help="give OFA's net and batch the channels_last layout nasforge uses (OFA's code runs NCHW)")
     ap.add_argument("--json", default=None, help="also write the result here")
     args = ap.parse_args()
     result = run(args)
