@@ -44,6 +44,10 @@ class StepContext:
         self._derived: dict[Any, tuple[tuple[Any, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...],
                                        tuple[torch.Tensor, ...]]] = {}
 
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        # a copied or pickled supernet gets a fresh, idle context (no runner, nothing derived)
+        return (StepContext, ())
+
     def derived(self, key: Any, sources: Sequence[torch.Tensor], make: Callable[[], tuple[torch.Tensor, ...]]
                 ) -> tuple[torch.Tensor, ...]:
         state = (*(t._version for t in sources), torch.is_grad_enabled(),
