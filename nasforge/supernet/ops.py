@@ -185,6 +185,7 @@ class StepAware:
                  ) -> torch.Tensor:
         """`fn(*tensors, **static)`, inside a step through the step's runner (compiled per signature).
 
+        `tensors[0]` is the block's input activation, the rest its weights (nested tuples, None where absent).
         Blocks run their modules instead outside compiled steps, so module hooks see every layer.
         """
         step = self.step_ctx

@@ -66,14 +66,15 @@ class BlockCompiler:
 
     def __call__(self, fn: Callable[..., torch.Tensor], tensors: tuple[Any, ...], static: dict[str, Any]
                  ) -> torch.Tensor:
-        key = (fn, _freeze(static))
+        key = (fn, _freeze(static), _absent(tensors))  # an optional input (SE, downsample) is part of the signature
         body = self._bodies.get(key)
         if body is None:
             body = self._bodies[key] = self._compile(fn, static, len(self._bodies))
         if body.eager or body.compiles > self.max_compiles:
             return fn(*tensors, **static)
         try:
-            return body.fn(*tensors)
+            with _no_duck_sizing():
+                return body.fn(tensors[0], *_plain(tensors[1:]))
         except Exception as exc:  # compilation failed: this signature runs eagerly from now on
             body.eager = True
             self._warn(f"torch.compile of {fn.__name__} failed ({type(exc).__name__}: {str(exc)[:200]}); "
@@ -101,6 +102,40 @@ class BlockCompiler:
         if not self._warned:
             self._warned = True
             warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _absent(value: Any) -> Any:
+    """Where `value` (nested tuples of tensors) holds None: compiled code specializes on it."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_absent(v) for v in value)
+    return value is None
+
+
+def _plain(value: Any) -> Any:
+    """Weights as row-major tensor views: dynamo guards on type, strides and view-ness and gives parameters
+    static shapes, so a full-width weight (the parameter itself, maybe channels_last) and a slice of it (a
+    strided view) would each compile anew. (Small copies: weights, not activations; the input stays as is.)"""
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, torch.Tensor) and value.dim() > 1 and value.stride() != _row_major(value.shape):
+        value = value.clone(memory_format=torch.contiguous_format)
+    return value.view_as(value) if isinstance(value, torch.Tensor) else value  # always a view: guards see one kind
+
+
+def _row_major(shape: torch.Size) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+def _no_duck_sizing() -> Any:
+    """Sizes that happen to be equal (a block's width and its expanded width, say) stay separate symbols,
+    instead of a guard that recompiles the first time they differ."""
+    from torch.fx.experimental import _config
+
+    return _config.patch(use_duck_shape=False)
 
 
 def _freeze(value: Any) -> Any:
