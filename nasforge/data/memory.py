@@ -32,6 +32,7 @@ from nasforge.data.source import (
     check_split,
     epoch_order,
     holdout,
+    normalize_uint8,
 )
 from nasforge.errors import DataError
 
@@ -65,9 +66,7 @@ class DataSplits:
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 -> float, standardised per channel."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255.0 - mean) / std
+        return normalize_uint8(images, self.mean, self.std)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -109,18 +108,24 @@ def train_batch(
     data: DataSplits, order: torch.Tensor, step: int, batch_size: int, *, seed: int, epoch: int,
     pad: int = 4, flip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch `step` of an epoch: gather, pad-and-crop, flip, normalise, on the data's device."""
+    """Batch `step` of an epoch: gather, pad-and-crop, flip, normalise, on the data's device.
+
+    Nothing crosses between host and device: pass `order` already on the data's device (`MemorySource`
+    moves it once per epoch), and the crop offsets and flips are drawn by a generator on that device,
+    seeded from (seed, epoch, step). On the CPU these are the batches nasforge always drew; on CUDA the
+    draws come from the device's own generator (a different stream, just as reproducible).
+    """
     split = data.train
     n = len(split)
-    idx = order[(torch.arange(batch_size) + step * batch_size) % n]
-    gen = batch_generator(seed, 2, epoch, step)
     device = split.images.device
-    images = split.images[idx.to(device)]
-    labels = split.labels[idx.to(device)]
+    idx = order[(torch.arange(batch_size, device=order.device) + step * batch_size) % n].to(device)
+    gen = batch_generator(seed, 2, epoch, step, device=device)
+    images = split.images[idx]
+    labels = split.labels[idx]
     b, _, h, w = images.shape
     if pad > 0:
-        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(device)
-        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(device)
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=device)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=device)
         padded = F.pad(images, (pad, pad, pad, pad))
         rows = (oy[:, None] + torch.arange(h, device=device))[:, None, :, None]
         cols = (ox[:, None] + torch.arange(w, device=device))[:, None, None, :]
@@ -128,7 +133,7 @@ def train_batch(
         ci = torch.arange(images.shape[1], device=device)[None, :, None, None]
         images = padded[bi, ci, rows, cols]
     if flip:
-        mask = (torch.rand(b, generator=gen) < 0.5).to(device)
+        mask = torch.rand(b, generator=gen, device=device) < 0.5
         images = torch.where(mask[:, None, None, None], images.flip(-1), images)
     return data.normalize(images), labels
 
@@ -234,7 +239,7 @@ class MemorySource(SourceBase):
         spe = self._check_pass(batch_size, rank, world_size, start_step)
 
         def items() -> Iterator[tuple[Batch, tuple[str, ...]]]:
-            order = epoch_order(len(self.data.train), seed, epoch)
+            order = epoch_order(len(self.data.train), seed, epoch).to(self.device)  # once per epoch
             for step in range(start_step, spe):
                 x, y = train_batch(self.data, order, step, batch_size, seed=seed, epoch=epoch, pad=self.pad,
                                    flip=self.flip)

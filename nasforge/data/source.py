@@ -10,6 +10,7 @@ same batches.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,9 +58,20 @@ class Normalization:
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 -> float, standardised per channel (the same arithmetic as `DataSplits.normalize`)."""
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255.0 - mean) / std
+        return normalize_uint8(images, self.mean, self.std)
+
+
+@functools.lru_cache(maxsize=64)
+def _norm_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per (constants, device): a per-batch torch.tensor(..., device=cuda) is a blocking host copy.
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
+def normalize_uint8(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 -> float / 255, standardised per channel; the constants live on the images' device once."""
+    m, s = _norm_constants(tuple(float(v) for v in mean), tuple(float(v) for v in std), images.device)
+    return (images.float() / 255.0 - m) / s
 
 
 IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "imagenet")
@@ -215,10 +227,15 @@ class SourceBase:
 
 
 # ---------------------------------------------------------------------------- the sample plan
-def batch_generator(seed: int, *keys: int) -> torch.Generator:
-    """A CPU generator whose stream depends only on (seed, *keys)."""
+def batch_generator(seed: int, *keys: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on `device` whose stream depends only on (seed, *keys).
+
+    The seed is mixed on the host (no device work); a CUDA generator draws its numbers on the device,
+    so augmentation randomness never needs a host-to-device copy. On the CPU the stream is the one
+    nasforge has always drawn; on CUDA it is a different (Philox) stream, but equally a function of the keys.
+    """
     mixed = np.random.SeedSequence([seed & 0xFFFFFFFF, *keys]).generate_state(2, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(mixed[0] >> np.uint64(1)))
+    return torch.Generator(device=device).manual_seed(int(mixed[0] >> np.uint64(1)))
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -313,5 +330,5 @@ def data_dir_path(data_dir: str | Path | None, dataset: str, needs: str) -> Path
 __all__ = [
     "IMAGENET", "Batch", "Batches", "DataSettings", "DataSource", "Normalization",
     "SourceBase", "batch_generator", "check_share", "check_split", "decoded_bytes", "epoch_order", "holdout",
-    "open_source", "share_positions", "steps_per_epoch",
+    "normalize_uint8", "open_source", "share_positions", "steps_per_epoch",
 ]

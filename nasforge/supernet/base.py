@@ -10,7 +10,7 @@ from torch import nn
 
 from nasforge.arch import ArchConfig
 from nasforge.space import SearchSpace
-from nasforge.supernet.ops import Permutation
+from nasforge.supernet.ops import Permutation, StepAware, StepContext
 from nasforge.supernet.static import StaticSubnet
 
 
@@ -25,6 +25,7 @@ class ElasticSupernet(nn.Module):
         super().__init__()
         self.space = space
         self._active = space.largest()
+        self._step_ctx: StepContext | None = None
 
     @property
     def active_arch(self) -> ArchConfig:
@@ -43,6 +44,45 @@ class ElasticSupernet(nn.Module):
             yield self
         finally:
             self.set_active(previous)
+
+    @contextmanager
+    def shared_step(self) -> Iterator[StepContext]:
+        """One training step's subnets run inside: they share derived weights and add sliced gradients in place.
+
+        On a normal exit the gradients that reached the shared derived weights are back-propagated to the
+        weights they came from (so call `backward()` of every subnet inside, the optimizer step after).
+        Values and gradients equal those of running each subnet on its own (see `nasforge.supernet.ops`).
+        """
+        ctx = self.step_context()
+        ctx.active = True
+        try:
+            yield ctx
+            ctx.active = False
+            ctx.backward()
+        finally:
+            ctx.active = False
+            ctx.discard()
+
+    def step_context(self) -> StepContext:
+        """The context `shared_step` turns on (created, and handed to the step-aware ops, on first use)."""
+        ctx = self._step_ctx
+        if ctx is None:
+            ctx = self._step_ctx = StepContext()
+            for module in self.modules():
+                if isinstance(module, StepAware):
+                    module.step_ctx = ctx
+        return ctx
+
+    @contextmanager
+    def outside_step(self) -> Iterator[None]:
+        """Plain autograd inside a step (e.g. while a CUDA graph is captured): nothing shared, nothing in place."""
+        ctx = self.step_context()
+        was = ctx.active
+        ctx.active = False
+        try:
+            yield
+        finally:
+            ctx.active = was
 
     def extract(self, arch: ArchConfig | None = None) -> StaticSubnet:
         """A standalone static copy (weights and BN statistics) of `arch` (default: the active one)."""

@@ -12,22 +12,52 @@ from nasforge.layers import LayerSpec, build_layer, make_divisible
 from nasforge.space import SearchSpace
 from nasforge.supernet.base import ElasticSupernet
 from nasforge.supernet.ops import (
+    BNArgs,
+    BNStatic,
     ElasticBatchNorm2d,
     ElasticConv2d,
     ElasticDepthwiseConv2d,
     ElasticSqueezeExcite,
     Permutation,
+    StepAware,
+    batch_norm,
     copy_bn,
     copy_conv,
+    depthwise_conv2d,
     importance_order,
     init_weights,
     permute_,
     permute_bn_,
+    squeeze_excite,
 )
 from nasforge.supernet.static import MBConv, StaticSubnet, set_bn_eps
 
 
-class ElasticMBConv(nn.Module):
+def _act(x: torch.Tensor, act: str) -> torch.Tensor:
+    if act == "relu":
+        return F.relu(x)
+    return F.relu6(x) if act == "relu6" else F.hardswish(x)
+
+
+def mbconv_body(
+    x: torch.Tensor, expand_w: torch.Tensor, expand_bn: BNArgs, dw_w: torch.Tensor, dw_bn: BNArgs,
+    se: tuple[torch.Tensor, ...] | None, project_w: torch.Tensor, project_bn: BNArgs, *,
+    kernel_size: int, stride: int, act: str, residual: bool, bn: tuple[BNStatic, BNStatic, BNStatic],
+) -> torch.Tensor:
+    """An elastic MBConv on its active weights: a pure function of tensors plus a static signature
+    (kernel, stride, activation, residual, BN settings), so one compiled version serves every block
+    and subnet with that signature. `ElasticMBConv.forward` computes the same through its modules
+    (so module hooks fire) except inside a compiled training step."""
+    y = _act(batch_norm(F.conv2d(x, expand_w), expand_bn, bn[0]), act)
+    y = depthwise_conv2d(y, dw_w, stride, kernel_size // 2)
+    y = _act(batch_norm(y, dw_bn, bn[1]), act)
+    if se is not None:
+        y = squeeze_excite(y, *se)
+    y = batch_norm(F.conv2d(y, project_w), project_bn, bn[2])
+    return x + y if residual else y
+
+
+class ElasticMBConv(StepAware, nn.Module):
     """Inverted residual with elastic kernel (3/5/7) and expand ratio; in/out widths fixed per block."""
 
     def __init__(
@@ -47,22 +77,34 @@ class ElasticMBConv(nn.Module):
         self.project_bn = ElasticBatchNorm2d(out_c)
         self.residual = stride == 1 and in_c == out_c
 
-    def _act(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act == "relu":
-            return F.relu(x)
-        return F.relu6(x) if self.act == "relu6" else F.hardswish(x)
-
     def mid_channels(self, expand_ratio: float) -> int:
         return make_divisible(round(self.in_c * expand_ratio))
 
     def forward(self, x: torch.Tensor, kernel_size: int, expand_ratio: float) -> torch.Tensor:
+        if self.compiled_step():
+            return self._forward_body(x, kernel_size, expand_ratio)
         mid = self.mid_channels(expand_ratio)
-        y = self._act(self.expand_bn(self.expand_conv(x, mid)))
-        y = self._act(self.depthwise_bn(self.depthwise(y, kernel_size)))
+        y = _act(self.expand_bn(self.expand_conv(x, mid)), self.act)
+        y = _act(self.depthwise_bn(self.depthwise(y, kernel_size)), self.act)
         if self.se is not None:
             y = self.se(y)
         y = self.project_bn(self.project_conv(y, self.out_c))
         return x + y if self.residual else y
+
+    def _forward_body(self, x: torch.Tensor, kernel_size: int, expand_ratio: float) -> torch.Tensor:
+        """The same computation as `mbconv_body` on this block's active weights, through the step's runner."""
+        mid = self.mid_channels(expand_ratio)
+        expand_bn, expand_static = self.expand_bn.functional(mid)
+        dw_bn, dw_static = self.depthwise_bn.functional(mid)
+        project_bn, project_static = self.project_bn.functional(self.out_c)
+        tensors = (
+            x, self.expand_conv.weight_for(x.shape[1], mid), expand_bn, self.depthwise.weight_for(mid, kernel_size),
+            dw_bn, self.se.weights_for(mid) if self.se is not None else None,
+            self.project_conv.weight_for(mid, self.out_c), project_bn,
+        )
+        static = {"kernel_size": kernel_size, "stride": self.stride, "act": self.act, "residual": self.residual,
+                  "bn": (expand_static, dw_static, project_static)}
+        return self.run_body(mbconv_body, tensors, static)
 
     @torch.no_grad()
     def copy_into(self, block: MBConv, spec: LayerSpec) -> None:

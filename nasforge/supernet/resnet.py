@@ -11,10 +11,14 @@ from nasforge.layers import LayerSpec, make_divisible
 from nasforge.space import SearchSpace
 from nasforge.supernet.base import ElasticSupernet
 from nasforge.supernet.ops import (
+    BNArgs,
+    BNStatic,
     ElasticBatchNorm2d,
     ElasticConv2d,
     ElasticLinear,
     Permutation,
+    StepAware,
+    batch_norm,
     copy_bn,
     copy_conv,
     importance_order,
@@ -44,7 +48,25 @@ class ElasticConvBN(nn.Module):
         copy_bn(dst.bn, self.bn)
 
 
-class ElasticBottleneck(nn.Module):
+def bottleneck_body(
+    x: torch.Tensor, w1: torch.Tensor, bn1: BNArgs, w2: torch.Tensor, bn2: BNArgs, w3: torch.Tensor, bn3: BNArgs,
+    down_w: torch.Tensor | None, down_bn: BNArgs | None, *, stride: int, shortcut: str, bn: tuple[BNStatic, ...],
+) -> torch.Tensor:
+    """An elastic bottleneck on its active weights: a pure function of tensors plus a static signature
+    (stride, shortcut kind, BN settings), compiled once per signature under `compile: blocks`.
+    `ElasticBottleneck.forward` computes the same through its modules except inside a compiled step."""
+    y = F.relu(batch_norm(F.conv2d(x, w1), bn1, bn[0]))
+    y = F.relu(batch_norm(F.conv2d(y, w2, None, stride, 1), bn2, bn[1]))
+    y = batch_norm(F.conv2d(y, w3), bn3, bn[2])
+    s = x
+    if shortcut == "avgpool_conv":
+        s = F.avg_pool2d(s, stride, stride, ceil_mode=True, count_include_pad=False)
+    if down_w is not None and down_bn is not None:
+        s = batch_norm(F.conv2d(s, down_w), down_bn, bn[3])
+    return F.relu(y + s)
+
+
+class ElasticBottleneck(StepAware, nn.Module):
     """Bottleneck with elastic output width and expand ratio (mid = out * ratio, rounded to 8)."""
 
     def __init__(self, max_in: int, max_out: int, expand_ratios: tuple[float, ...], stride: int, shortcut: str) -> None:
@@ -58,6 +80,8 @@ class ElasticBottleneck(nn.Module):
         self.downsample = ElasticConvBN(max_in, max_out, 1, 1, relu=False) if shortcut != "identity" else None
 
     def forward(self, x: torch.Tensor, out_channels: int, expand_ratio: float) -> torch.Tensor:
+        if self.compiled_step():
+            return self._forward_body(x, out_channels, expand_ratio)
         mid = make_divisible(round(out_channels * expand_ratio))
         y = self.conv3(self.conv2(self.conv1(x, mid), mid), out_channels)
         shortcut = x
@@ -66,6 +90,23 @@ class ElasticBottleneck(nn.Module):
         if self.downsample is not None:
             shortcut = self.downsample(shortcut, out_channels)
         return F.relu(y + shortcut)
+
+    def _forward_body(self, x: torch.Tensor, out_channels: int, expand_ratio: float) -> torch.Tensor:
+        """The same computation as `bottleneck_body` on this block's active weights, through the step's runner."""
+        mid = make_divisible(round(out_channels * expand_ratio))
+        bn1, s1 = self.conv1.bn.functional(mid)
+        bn2, s2 = self.conv2.bn.functional(mid)
+        bn3, s3 = self.conv3.bn.functional(out_channels)
+        statics: tuple[BNStatic, ...] = (s1, s2, s3)
+        down_w = down_bn = None
+        if self.downsample is not None:
+            down_bn, s4 = self.downsample.bn.functional(out_channels)
+            down_w = self.downsample.conv.weight_for(x.shape[1], out_channels)
+            statics = (*statics, s4)
+        tensors = (x, self.conv1.conv.weight_for(x.shape[1], mid), bn1, self.conv2.conv.weight_for(mid, mid), bn2,
+                   self.conv3.conv.weight_for(mid, out_channels), bn3, down_w, down_bn)
+        return self.run_body(bottleneck_body, tensors, {"stride": self.stride, "shortcut": self.shortcut,
+                                                         "bn": statics})
 
     @torch.no_grad()
     def copy_into(self, block: Bottleneck) -> None:

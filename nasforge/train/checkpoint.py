@@ -5,6 +5,8 @@ been renamed to `prev.pt`; a write killed midway leaves only a stray temp file (
 save or load), and a `last.pt` that fails to load (truncated, garbage) is skipped in favour of
 `prev.pt`; one from another space is an error (an older copy would be just as foreign).
 Everything stored is a tensor or plain Python value, so `torch.load(weights_only=True)` works.
+A multi-process run also stores every rank's RNG state (`rng_per_rank`), so each rank resumes its own
+dropout stream; `rng` stays rank 0's, so older readers and older checkpoints work as before.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ def rng_state() -> dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def rng_for_rank(payload: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]:
+    """The RNG state rank `rank` resumes with: its own (`rng_per_rank`, written by multi-process runs), else
+    the checkpoint's `rng` (rank 0's; all that single-process runs and older checkpoints hold)."""
+    per_rank = payload.get("rng_per_rank")
+    if isinstance(per_rank, list) and len(per_rank) == world_size:
+        return per_rank[rank]  # type: ignore[no-any-return]
+    return payload["rng"]  # type: ignore[no-any-return]
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

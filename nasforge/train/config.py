@@ -126,6 +126,9 @@ class TrainConfig(Validated):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # NHWC memory: tensor cores on CUDA; 10x faster depthwise backward on CPU
+    # off: eager | blocks: torch.compile each elastic block signature (eager where it fails, warned once) |
+    # graphs: blocks, plus CUDA graphs for the fixed-shape members (largest, smallest, teacher; CUDA only)
+    compile: Literal["off", "blocks", "graphs"] = "off"
     checkpoint_every_steps: int = field(default=0, metadata=check(ge=0))  # 0: only at epoch ends
     # a run folder or a Once-for-All checkpoint whose weights start the supernet, classifier rebuilt for the
     # dataset's classes (nasforge.train.transfer); resuming ignores it

@@ -23,30 +23,29 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
 from nasforge.arch import ArchConfig
 from nasforge.errors import ConfigError
 from nasforge.io import atomic_write_json, atomic_write_text
 from nasforge.space import SearchSpace, load_space
-from nasforge.supernet import ElasticSupernet, StaticSubnet, build_supernet, permute_optimizer_state, resize_to
+from nasforge.supernet import ElasticSupernet, StaticSubnet, build_supernet, permute_optimizer_state
 from nasforge.train import checkpoint as ckpt
 from nasforge.train.callbacks import CheckpointWriter, MetricsLog, TrainCallback
 from nasforge.train.config import TrainConfig, save_config
-from nasforge.train.device import autocast_for, resolve_device
+from nasforge.train.device import resolve_device
 from nasforge.train.distributed import (
     DistContext,
     average_buffers,
-    average_gradients,
     barrier,
     broadcast_module,
+    gather_objects,
     init_distributed,
 )
 from nasforge.train.evaluate import evaluate_archs
-from nasforge.train.losses import soft_cross_entropy
 from nasforge.train.runs import open_training_data, space_for
 from nasforge.train.schedules import Phase, ShrinkStrategy, StepPlan, make_strategy
+from nasforge.train.step import TrainStep, make_optimizer, restore_fast_update
 
 
 @dataclass
@@ -124,6 +123,7 @@ class Trainer:
         self.callbacks: list[TrainCallback] = [MetricsLog(), CheckpointWriter(), *callbacks]
         self.state = TrainState()
         self.metrics: list[dict[str, Any]] = []
+        self._rank_rng: list[dict[str, Any]] | None = None  # every rank's RNG state, while a checkpoint may be written
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, *, init: bool = True) -> None:
@@ -144,14 +144,8 @@ class Trainer:
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         broadcast_module(self.net, self.ctx)
-        o = cfg.optim
-        self.optimizer = torch.optim.SGD(
-            self.net.parameters(),
-            lr=o.lr,
-            momentum=o.momentum,
-            nesterov=o.nesterov and o.momentum > 0,
-            weight_decay=o.weight_decay,
-        )
+        self.optimizer = make_optimizer(self.net.parameters(), cfg.optim, self.device)
+        self.stepper = TrainStep(self.net, self.optimizer, cfg, self.device, self.ctx)
         self.steps_per_epoch = self.data.steps_per_epoch(cfg.data.batch_size)
         self.strategy = make_strategy(cfg, self.space, self.steps_per_epoch)
         self.total = cfg.epochs * self.steps_per_epoch
@@ -162,9 +156,10 @@ class Trainer:
         payload, _ = ckpt.load_latest(self.ckpt_dir, self.device, self.space.fingerprint)
         self.net.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        restore_fast_update(self.optimizer, self.device)  # older checkpoints saved the per-parameter loop
         self.state.iteration, self.state.phase = int(payload["iteration"]), str(payload["phase"])
         self.state.lr = float(payload["scheduler"]["lr"])
-        ckpt.set_rng_state(payload["rng"])
+        ckpt.set_rng_state(ckpt.rng_for_rank(payload, self.ctx.rank, self.ctx.world_size))
         if payload.get("teacher") is not None:
             largest = self.space.largest()
             teacher = StaticSubnet(self.space.layers(largest), largest, bn_eps=self.space.bn_eps)
@@ -191,6 +186,7 @@ class Trainer:
             "step": s.iteration % self.steps_per_epoch,
             "iteration": s.iteration,
             "rng": ckpt.rng_state(),
+            **({"rng_per_rank": self._rank_rng} if self._rank_rng is not None else {}),
             "teacher": s.teacher.state_dict() if s.teacher is not None else None,
             "space_fingerprint": self.space.fingerprint,
             "num_classes": self.space.num_classes,
@@ -243,8 +239,6 @@ class Trainer:
         if plan.phase.name != self.state.phase:
             self._enter_phase(plan.phase)
         self.state.lr = plan.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = plan.lr
         loss0, acc0 = self.train_step(plan, x, y)
         self.meter.add(loss0, acc0, int(x.shape[0]) * self.ctx.world_size)
         self.state.iteration += 1
@@ -266,46 +260,11 @@ class Trainer:
         self.state.phase = phase.name
 
     def train_step(self, plan: StepPlan, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Accumulate every task's gradients, average over ranks, one optimizer step.
+        """Every task's gradients accumulated, averaged over ranks, one optimizer step at `plan.lr` (`TrainStep`).
 
         Returns task 0's label loss and accuracy as device tensors (no host sync).
         """
-        cfg, net, device = self.cfg, self.net, self.device
-        temp = cfg.optim.kd_temperature
-        self.optimizer.zero_grad(set_to_none=True)
-        soft: torch.Tensor | None = None
-        loss0 = acc0 = torch.full((), float("nan"), device=device)
-        for j, task in enumerate(plan.tasks):
-            if task.weight == 0.0:
-                continue
-            net.set_active(task.arch)
-            xi = resize_to(x, task.arch.resolution)
-            if cfg.channels_last:
-                xi = xi.contiguous(memory_format=torch.channels_last)
-            with autocast_for(device, cfg.amp):
-                logits = net(xi)
-            ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing)
-            loss = task.label_w * ce if task.label_w else torch.zeros((), device=device)
-            if task.kd_w:
-                loss = loss + task.kd_w * soft_cross_entropy(logits, self._kd_target(task.kd_source, soft, xi), temp)
-            (task.weight * loss).backward()
-            if j == 0:
-                soft = F.softmax(logits.detach().float() / temp, dim=1)
-                loss0 = ce.detach()
-                acc0 = (logits.detach().argmax(1) == y).float().mean()
-        average_gradients(net, self.ctx)
-        self.optimizer.step()
-        return loss0, acc0
-
-    def _kd_target(self, source: str, soft: torch.Tensor | None, xi: torch.Tensor) -> torch.Tensor:
-        if source == "teacher":
-            if self.state.teacher is None:
-                raise ConfigError("a KD-from-teacher step ran before the teacher was frozen")
-            with torch.no_grad(), autocast_for(self.device, self.cfg.amp):
-                return F.softmax(self.state.teacher(xi).float() / self.cfg.optim.kd_temperature, dim=1)
-        if soft is None:
-            raise ConfigError("in-place KD needs the largest subnet as the step's first task")
-        return soft
+        return self.stepper(plan, x, y, self.state.teacher)
 
     def _end_epoch(self, epoch: int, skipped: int) -> None:
         average_buffers(self.net, self.ctx)
@@ -357,8 +316,21 @@ class Trainer:
         self._emit("on_train_end")
 
     def _emit(self, hook: str, **kwargs: Any) -> None:
-        for callback in self.callbacks:
-            getattr(callback, hook)(self, **kwargs)
+        if self.ctx.enabled and self._may_checkpoint(hook):
+            # a collective, so every rank's generator state can go into rank 0's checkpoint
+            self._rank_rng = gather_objects(ckpt.rng_state(), self.ctx)
+        try:
+            for callback in self.callbacks:
+                getattr(callback, hook)(self, **kwargs)
+        finally:
+            self._rank_rng = None
+
+    def _may_checkpoint(self, hook: str) -> bool:
+        """Whether `CheckpointWriter` may write during `hook` (the same decision on every rank)."""
+        if hook == "on_step_end":
+            every = self.cfg.checkpoint_every_steps
+            return bool(every) and self.state.iteration % every == 0
+        return hook in ("on_epoch_end", "on_phase_end")
 
 
 @contextmanager
