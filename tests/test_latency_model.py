@@ -311,7 +311,7 @@ def test_another_machines_table_is_never_labelled_measured(tmp_path):
 def test_machine_differences_on_identity_fields_only():
     here = this_machine()
     assert machine_differences(dict(here), here) == []
-    assert machine_differences({**here, "ort_version": "0.1", "usable_cpus": 64}, here) == []  # notes, not identity
+    assert machine_differences({**here, "ort_version": "0.1", "logical_cpus": 64}, here) == []  # notes, not identity
     assert machine_differences({**here, "isa": ["sse2"]}, here) == ["isa"]
     assert machine_differences({"cpu": None}, here) == ["cpu"]
 

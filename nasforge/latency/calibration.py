@@ -203,8 +203,16 @@ def check(calibration: Any, source: str = "latency table") -> dict[str, Any] | N
     return calibration
 
 
-def apply(calibration: dict[str, Any] | None, features: Features) -> np.ndarray:
-    """Calibrated predictions (plain block sums without a calibration)."""
+def apply(
+    calibration: dict[str, Any] | None, features: Features | np.ndarray, blocks: np.ndarray | None = None
+) -> np.ndarray:
+    """Calibrated predictions (plain block sums without a calibration).
+
+    `apply(calibration, sums, blocks)` (the old form, arrays of block sums and counts) still works for
+    the `linear-sum-blocks` kind and for no calibration.
+    """
+    if blocks is not None or not isinstance(features, Mapping):
+        features = {"sum_ms": np.asarray(features, float), "blocks": np.asarray(blocks, float)}
     sums = np.asarray(features["sum_ms"], float)
     calibration = check(calibration)
     if calibration is None:
@@ -212,6 +220,9 @@ def apply(calibration: dict[str, Any] | None, features: Features) -> np.ndarray:
     if calibration.get("kind", LEGACY_KIND) == LEGACY_KIND:
         a, b, c = (float(calibration[k]) for k in ("a", "b", "c"))
         return a * sums + b * np.asarray(features["blocks"], float) + c
+    missing = [name for name in calibration["coef"] if name not in features]
+    if missing:
+        raise LatencyError(f"calibration needs feature(s) {', '.join(missing)} (pass TableFeatures' output)")
     out = np.zeros(len(sums))
     for name, value in calibration["coef"].items():
         out = out + float(value) * np.asarray(features[name], float)

@@ -164,7 +164,7 @@ def machine_notes(theirs: dict[str, Any], here: dict[str, Any] | None = None) ->
     """Softer differences on the same CPU that still move timings (ORT version, usable cores)."""
     here = this_machine() if here is None else here
     notes = []
-    for field_, what in (("ort_version", "onnxruntime"), ("usable_cpus", "usable cores")):
+    for field_, what in (("ort_version", "onnxruntime"), ("logical_cpus", "logical CPUs")):
         a, b = theirs.get(field_), here.get(field_)
         if a is not None and b is not None and a != b:
             notes.append(f"{what} {a} there, {b} here")

@@ -513,8 +513,9 @@ def run_bundle(
         threads = int(threads or cfg["intra_op_threads"])
         warmup = int(warmup if warmup is not None else cfg["warmup_runs"] - 1)
         repeats = int(repeats or cfg["repeats"])
-        cores, nice = stack.enter_context(pinned(threads))
         real_provider = used_provider(provider)
+        machine = machine_info(real_provider, threads)  # before pinning: the machine, not this process's share
+        cores, nice = stack.enter_context(pinned(threads))
         lut: dict[str, Any] = {"format": LUT_FORMAT, "metadata": {}, "entries": {}, "verify": []}
         if os.path.exists(out):
             with open(out) as fh:
@@ -526,7 +527,7 @@ def run_bundle(
             {
                 "target": manifest["target"],
                 "device": device_string(),
-                "machine": machine_info(real_provider, threads),
+                "machine": machine,
                 "ort_version": ort.__version__,
                 "provider": real_provider,
                 "threads": threads,
