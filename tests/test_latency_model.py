@@ -78,6 +78,37 @@ class FakeSession:
         return None
 
 
+def test_time_stable_many_remeasures_only_the_unsteady_ones_together():
+    script = {0: [0.02], 1: [0.5, 0.04], 2: [0.5, 0.4, 0.3]}  # per model: rounds_spread of each attempt
+    asked = []
+
+    def measure(idx):
+        asked.append(list(idx))
+        return [{"median_ms": 1.0 + i, "rounds_spread": script[i][sum(i in a for a in asked) - 1]} for i in idx]
+
+    out = ort_timing.time_stable_many(measure, 3, max_spread=0.1, retries=2)
+    assert asked == [[0, 1, 2], [1, 2], [2]]  # bounded, and only the unsteady ones again
+    assert [t["attempts"] for t in out] == [1, 2, 3] and [t["stable"] for t in out] == [True, True, False]
+    assert out[2]["rounds_spread"] == 0.3
+
+
+def test_interleaved_timing_gives_every_model_its_runs(monkeypatch):
+    monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: 0)
+    order = []
+
+    class Named(FakeSession):
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, outputs, feeds):
+            order.append(self.name)
+
+    out = ort_timing.time_interleaved([(Named("a"), {}), (Named("b"), {})], warmup=0, repeats=4, rounds=2, pause_s=0)
+    assert [t["runs"] for t in out] == [4, 4]
+    # warm-up, then per round: one untimed run and two timed ones for a, then for b
+    assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+
+
 def test_timed_runs_adds_rounds_while_preempted_and_stops_at_the_cap(monkeypatch):
     counter = iter(range(10**6))
     monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: next(counter))  # every run preempted
@@ -104,6 +135,9 @@ class FakeBackend:
         ms = 0.01 + layer_macs(spec) * 1e-8
         return {"median_ms": ms * (1.5 if shaky else 1), "p90_ms": ms * 2, "rounds_spread": 0.5 if shaky else 0.01,
                 "spread": 0.02, "preempted": 0.0}
+
+    def time_blocks(self, specs, warmup, repeats):
+        return [self.time_block(s, warmup, repeats) for s in specs]
 
     def time_overhead(self, warmup, repeats):
         return {"median_ms": 0.004, "p90_ms": 0.005, "rounds_spread": 0.0}

@@ -41,6 +41,12 @@ class TimingBackend(Protocol):
 
     def time_overhead(self, warmup: int, repeats: int) -> dict[str, float]: ...
 
+    def time_blocks(self, specs: list[LayerSpec], warmup: int, repeats: int) -> list[dict[str, float]]: ...
+
+    def time_subnets(
+        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int
+    ) -> list[dict[str, float]]: ...
+
 
 from nasforge.latency.registry import TIMING_BACKENDS  # noqa: E402  (the registry lives apart, torch-free)
 
@@ -103,7 +109,7 @@ class OrtBackend:
     def __init__(self, target: Target, threads: int, provider: str) -> None:
         self.target, self.threads, self.provider = target, threads, provider
         self.device = ort_timing.device_string()
-        self._last: tuple[tuple[str, ...], bytes] | None = None
+        self._cache: dict[tuple[str, ...], bytes] = {}
 
     @classmethod
     def open(cls, target: Target, threads: int) -> OrtBackend:
@@ -132,10 +138,32 @@ class OrtBackend:
         """The fixed per-run cost: a one-op model on a 1-element tensor."""
         return self._time(("null",), ort_timing.null_model, warmup, repeats)
 
+    def time_blocks(self, specs: list[LayerSpec], warmup: int, repeats: int) -> list[dict[str, float]]:
+        """Several blocks timed interleaved (`ort_timing.time_interleaved`)."""
+        models = [self._model(("block", s.key), lambda s=s: export_block(s, self.target.batch)) for s in specs]
+        return ort_timing.time_models(models, self.provider, self.threads, warmup, repeats)
+
+    def time_subnets(
+        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int
+    ) -> list[dict[str, float]]:
+        """Several whole subnets timed interleaved (`ort_timing.time_interleaved`)."""
+        models = [
+            self._model(("subnet", space.fingerprint, a.key), lambda a=a: export_subnet(space, a, self.target.batch))
+            for a in archs
+        ]
+        return ort_timing.time_models(models, self.provider, self.threads, warmup, repeats)
+
+    def _model(self, key: tuple[str, ...], export: Any) -> bytes:
+        """The exported model, kept for the few re-measurements of a group (a bounded cache)."""
+        model = self._cache.get(key)
+        if model is None:
+            if len(self._cache) >= 64:
+                self._cache.clear()
+            model = self._cache[key] = export()
+        return model
+
     def _time(self, key: tuple[str, ...], export: Any, warmup: int, repeats: int) -> dict[str, float]:
-        if self._last is None or self._last[0] != key:  # a retry of the same model is not exported again
-            self._last = (key, export())
-        return ort_timing.time_model(self._last[1], self.provider, self.threads, warmup, repeats)
+        return ort_timing.time_model(self._model(key, export), self.provider, self.threads, warmup, repeats)
 
 
 @TIMING_BACKENDS.register("torch-cuda", summary="PyTorch on CUDA, timed with CUDA events")
@@ -163,6 +191,14 @@ class TorchCudaBackend:
     def time_overhead(self, warmup: int, repeats: int) -> dict[str, float]:
         """CUDA events time the device work only: no host-side per-run cost to subtract."""
         return {"median_ms": 0.0, "p90_ms": 0.0, "spread": 0.0, "rounds_spread": 0.0}
+
+    def time_blocks(self, specs: list[LayerSpec], warmup: int, repeats: int) -> list[dict[str, float]]:
+        return [self.time_block(s, warmup, repeats) for s in specs]
+
+    def time_subnets(
+        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int
+    ) -> list[dict[str, float]]:
+        return [self.time_subnet(space, a, warmup, repeats) for a in archs]
 
     def time_subnet(self, space: SearchSpace, arch: ArchConfig, warmup: int, repeats: int) -> dict[str, float]:
         from nasforge.supernet.static import StaticSubnet

@@ -117,11 +117,31 @@ class Timer:
         self.stats["unstable"] += int(not timing["stable"])
         return timing
 
+    def stable_many(self, measure: Callable[[list[int]], list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
+        timings = ort_timing.time_stable_many(measure, n, self.max_spread, self.retries)
+        for timing in timings:
+            self.stats["timings"] += 1
+            self.stats["retried"] += int(timing["attempts"] > 1)
+            self.stats["unstable"] += int(not timing["stable"])
+        return timings
+
     def block(self, spec: LayerSpec) -> dict[str, Any]:
         return self.stable(lambda: self.impl.time_block(spec, self.warmup, self.repeats))
 
     def subnet(self, space: SearchSpace, arch: ArchConfig) -> dict[str, Any]:
         return self.stable(lambda: self.impl.time_subnet(space, arch, self.warmup, self.repeats))
+
+    def blocks(self, specs: list[LayerSpec]) -> list[dict[str, Any]]:
+        """Several blocks timed interleaved (one group), each re-measured while unsteady (bounded)."""
+        return self.stable_many(
+            lambda idx: self.impl.time_blocks([specs[i] for i in idx], self.warmup, self.repeats), len(specs)
+        )
+
+    def subnets(self, space: SearchSpace, archs: list[ArchConfig]) -> list[dict[str, Any]]:
+        """Several whole subnets timed interleaved (one group), each re-measured while unsteady (bounded)."""
+        return self.stable_many(
+            lambda idx: self.impl.time_subnets(space, [archs[i] for i in idx], self.warmup, self.repeats), len(archs)
+        )
 
     def overhead(self) -> float:
         """The fixed per-run cost in ms (what every isolated block timing carries once)."""
@@ -204,10 +224,12 @@ def build_table(
         table.metadata.update(cores=timer.cores, nice=timer.nice)
         if "run_overhead_ms" not in table.metadata:
             table.metadata["run_overhead_ms"] = round(timer.overhead(), 6)
-        for i, spec in enumerate(todo):
-            table.entries[spec.key] = _rounded(timer.block(spec))
+        for g in range(0, len(todo), ort_timing.BLOCK_GROUP):
+            group = todo[g : g + ort_timing.BLOCK_GROUP]
+            for spec, timing in zip(group, timer.blocks(group)):
+                table.entries[spec.key] = _rounded(timing)
             if on_progress is not None:
-                on_progress(i + 1, len(todo))
+                on_progress(g + len(group), len(todo))
             if time.perf_counter() - last > save_every_s:
                 table.metadata["build_seconds"] = round(base + time.perf_counter() - start, 1)
                 table.save(out)
@@ -311,8 +333,8 @@ def validate_table(
 ) -> dict[str, Any]:
     """Measure `n` whole subnets, check the machine was steady, fit and score the calibration.
 
-    Subnets: design points plus random ones (`choose_subnets`); at the end a tenth of the random
-    ones (at least 3) is measured again for the noise verdict. Reports raw (plain block sum)
+    Subnets: design points plus random ones (`choose_subnets`), timed interleaved in groups; at the
+    end a tenth of the random ones (at least 3) is measured again for the noise verdict. Reports raw (plain block sum)
     figures, calibrated figures in 5-fold cross-validation over the random subnets (each predicted
     by a calibration fitted without it; design points always train), in-sample ones, and the old
     linear calibration's CV for comparison. Only a trusted run is stored as the table's validation
@@ -322,22 +344,33 @@ def validate_table(
         raise LatencyError("--validate needs at least 1 subnet")
     rng = np.random.default_rng(seed)
     archs, designed = choose_subnets(space, TableFeatures(table, space), n, rng)
-    measure = measure or (lambda a: timer.subnet(space, a))
+    if measure is not None:
+        one_by_one = measure
+
+        def measure_many(group: list[ArchConfig]) -> list[dict[str, Any]]:
+            return [one_by_one(a) for a in group]
+    else:
+
+        def measure_many(group: list[ArchConfig]) -> list[dict[str, Any]]:
+            return timer.subnets(space, group)
+
     randoms = np.flatnonzero(~designed)
     again_idx = randoms[: min(len(randoms), max(3, len(archs) // 10))]
     total = len(archs) + len(again_idx)
     timings: list[dict[str, Any]] = []
+    again: list[dict[str, Any]] = []
     start = time.perf_counter()
+    step = ort_timing.SUBNET_GROUP
     with timer.pinned():
-        for i, arch in enumerate(archs):
-            timings.append(measure(arch))
+        for g in range(0, len(archs), step):
+            timings += measure_many(archs[g : g + step])
             if on_progress is not None:
-                on_progress(i + 1, total)
-        again = []
-        for j, i in enumerate(again_idx):
-            again.append(measure(archs[i]))
+                on_progress(len(timings), total)
+        # the same subnets once more, last: does this machine give the same number twice?
+        for g in range(0, len(again_idx), step):
+            again += measure_many([archs[i] for i in again_idx[g : g + step]])
             if on_progress is not None:
-                on_progress(len(archs) + j + 1, total)
+                on_progress(len(archs) + len(again), total)
     result = assess_validation(
         space, table, archs, designed, timings, again_idx, again, seed=seed, seconds=time.perf_counter() - start
     )
