@@ -7,8 +7,9 @@ Per space, on the machine it runs on (the `cpu` target, 1 pinned thread):
 1. `nasforge profile` as a user runs it (`nasforge.latency.profiler.profile`, default validation: design
    points + random subnets, noise verdict, calibration): build time, block-timing stability, its own
    5-fold CV, the noise verdict.
-2. 100 more random subnets timed whole with the protocol: the stored calibration scored on them (held
-   out), and a calibration cross-validated on them (5-fold; the old `linear-sum-blocks` fit too).
+2. 100 more random subnets timed whole with the protocol (interleaved groups): the profile's calibration
+   scored on them (held out), and a calibration cross-validated on them (5-fold; the old
+   `linear-sum-blocks` fit too).
 3. An independent check: 20 random subnets exported with nasforge's ONNX export, timed by this script's
    own loop (a plain `onnxruntime.InferenceSession`, 1 intra-op thread, default options, 20 warm-up runs,
    median of 200; no nasforge timing code), twice, against the table's calibrated prediction.
@@ -34,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nasforge.latency import calibration as cal
+from nasforge.latency import ort_timing
 from nasforge.latency.lut import LatencyTable, this_machine
 from nasforge.latency.model import TableFeatures, TableLatencyModel
 from nasforge.latency.profiler import Timer, profile
@@ -143,8 +145,10 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
     archs = list(dict.fromkeys(space.sample_many(rng, n_random)))
     timer = Timer(target)
     t1 = time.perf_counter()
-    with timer.pinned():
-        timings = [timer.subnet(space, a) for a in archs]
+    timings: list[dict[str, Any]] = []
+    with timer.pinned():  # the protocol: interleaved groups, re-measured while unsteady
+        for g in range(0, len(archs), ort_timing.SUBNET_GROUP):
+            timings += timer.subnets(space, archs[g : g + ort_timing.SUBNET_GROUP])
     measured = np.array([t["median_ms"] for t in timings])
     f = features(archs)
     stored = meta.get("calibration")
