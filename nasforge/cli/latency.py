@@ -261,9 +261,15 @@ def latency_command(target: TargetOpt, space: SpaceOpt, arch: ArchOpt, lut: LutO
             err=True,
         )
     else:
-        path = getattr(getattr(model, "table", None), "path", "")
+        table = getattr(model, "table", None)
+        path = getattr(table, "path", "")
         if model.source == "measured":
-            typer.echo(f"{ms:.3f} ms  (measured table {path})")
+            how = "" if getattr(model, "calibration", None) else (
+                "; uncalibrated block sum: its whole-subnet validation was rejected as too noisy"
+                if table is not None and table.metadata.get("validation_rejected")
+                else "; uncalibrated block sum"
+            )
+            typer.echo(f"{ms:.3f} ms  (measured table {path}{how})")
         else:
             typer.echo(f"{ms:.3f} ms  ({model.source}, not on this machine: table {path})")
             typer.echo(
