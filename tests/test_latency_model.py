@@ -224,6 +224,23 @@ def test_noise_verdict_bounds():
     assert not one_off["trusted"] and "15%" in one_off["reason"]
     shaky = noise_verdict(np.array([1.0]), np.array([1.0]), [{"stable": False}] * 3 + [{"stable": True}])
     assert not shaky["trusted"] and "unstable" in shaky["reason"]
+    drifted = noise_verdict(np.array([1.0]), np.array([1.0]), [], block_drift=0.08)
+    assert not drifted["trusted"] and "blocks timed again" in drifted["reason"]
+    assert noise_verdict(np.array([1.0]), np.array([1.0]), [], block_drift=0.01)["trusted"]
+
+
+def test_validation_times_blocks_again_to_check_the_table_still_holds(fake_timer, tmp_path):
+    from nasforge.latency.profiler import DRIFT_BLOCKS, build_table, validate_table
+
+    timer, backend = fake_timer
+    space = tiny_space("tiny-mbv3")
+    table = build_table(space, timer, tmp_path / "t.json")
+    before = sum(backend.calls.values())
+    backend.time_subnets = lambda sp, archs, w, r: [{"median_ms": 1.0 + 0.01 * len(a.key), "rounds_spread": 0.0}
+                                                    for a in archs]
+    result = validate_table(space, table, timer, 12)
+    assert sum(backend.calls.values()) - before == DRIFT_BLOCKS  # the same (steady) blocks once more
+    assert result["noise"]["block_drift"] == 0 and result["trusted"]
 
 
 # ---------------------------------------------------------------------------- calibration maths

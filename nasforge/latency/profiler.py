@@ -43,6 +43,8 @@ DEFAULT_VALIDATE = 40  # whole subnets measured when a table has no trusted cali
 REPEAT_MEDIAN = 0.03
 REPEAT_MAX = 0.10
 UNSTABLE_SHARE = 0.25  # at most this share of whole-subnet timings may miss the spread bound
+DRIFT_BLOCKS = 16  # blocks timed again after the whole subnets: is the table still this machine's state?
+DRIFT_MAX = 0.05  # ... their medians may have moved this much (median over the 16)
 TIMING_FIELDS = ("median_ms", "p90_ms", "spread", "rounds_spread", "preempted", "runs", "clean", "attempts", "stable")
 
 
@@ -290,13 +292,17 @@ def choose_subnets(
     return archs, np.array([True] * len(design) + [False] * len(random_archs))
 
 
-def noise_verdict(first: np.ndarray, again: np.ndarray, timings: list[dict[str, Any]]) -> dict[str, Any]:
+def noise_verdict(
+    first: np.ndarray, again: np.ndarray, timings: list[dict[str, Any]], block_drift: float | None = None
+) -> dict[str, Any]:
     """Whether whole-subnet timings on this machine are steady enough to validate and calibrate with.
 
     first / again: the same subnets measured twice (at the start and at the end of the validation).
     Too noisy when they disagree by more than 3% in the median or 10% at worst (a +-10% claim
-    cannot rest on a timing that moves 10% by itself), or when over a quarter of the timings
-    stayed unstable after their retries.
+    cannot rest on a timing that moves 10% by itself), when over a quarter of the timings
+    stayed unstable after their retries, or when blocks timed again now differ from the table by
+    more than 5% (median): the machine is no longer in the state the blocks were measured in, and a
+    calibration would fit that difference.
     """
     first, again = np.asarray(first, float), np.asarray(again, float)
     diff = np.abs(again / first - 1) if len(first) else np.zeros(0)
@@ -307,7 +313,9 @@ def noise_verdict(first: np.ndarray, again: np.ndarray, timings: list[dict[str, 
         "repeat_max_diff": round(float(diff.max()), 4) if len(diff) else None,
         "unstable_share": round(unstable, 4),
         "preempted_runs": round(float(np.mean([t.get("preempted", 0.0) for t in timings] or [0.0])), 4),
-        "bounds": {"repeat_median": REPEAT_MEDIAN, "repeat_max": REPEAT_MAX, "unstable_share": UNSTABLE_SHARE},
+        "block_drift": None if block_drift is None else round(float(block_drift), 4),
+        "bounds": {"repeat_median": REPEAT_MEDIAN, "repeat_max": REPEAT_MAX, "unstable_share": UNSTABLE_SHARE,
+                   "block_drift": DRIFT_MAX},
     }
     reasons = []
     if len(diff) and np.median(diff) > REPEAT_MEDIAN:
@@ -316,6 +324,8 @@ def noise_verdict(first: np.ndarray, again: np.ndarray, timings: list[dict[str, 
         reasons.append(f"up to {diff.max():.0%}")
     if unstable > UNSTABLE_SHARE:
         reasons.append(f"{unstable:.0%} of whole-subnet timings stayed unstable after retries")
+    if block_drift is not None and block_drift > DRIFT_MAX:
+        reasons.append(f"blocks timed again differ from the table by {block_drift:.1%} (median)")
     verdict["trusted"] = not reasons
     verdict["reason"] = "; ".join(reasons) if reasons else None
     return verdict
@@ -371,12 +381,24 @@ def validate_table(
             again += measure_many([archs[i] for i in again_idx[g : g + step]])
             if on_progress is not None:
                 on_progress(len(archs) + len(again), total)
+        drift = None if measure is not None else measure_block_drift(space, table, timer, rng)
     result = assess_validation(
-        space, table, archs, designed, timings, again_idx, again, seed=seed, seconds=time.perf_counter() - start
+        space, table, archs, designed, timings, again_idx, again, seed=seed, seconds=time.perf_counter() - start,
+        block_drift=drift,
     )
     if table.path:
         table.save(table.path)
     return result
+
+
+def measure_block_drift(space: SearchSpace, table: LatencyTable, timer: Timer, rng: np.random.Generator) -> float:
+    """Median relative change of `DRIFT_BLOCKS` random blocks timed again now against the table."""
+    specs = [s for s in distinct_layers(space) if s.key in table.entries]
+    pick = sorted(rng.choice(len(specs), min(DRIFT_BLOCKS, len(specs)), replace=False))
+    group = [specs[i] for i in pick]
+    now = np.array([t["median_ms"] for t in timer.blocks(group)])
+    then = np.array([table.ms(s.key) for s in group])
+    return float(np.median(np.abs(now / then - 1)))
 
 
 def assess_validation(
@@ -390,6 +412,7 @@ def assess_validation(
     *,
     seed: int = 0,
     seconds: float | None = None,
+    block_drift: float | None = None,
 ) -> dict[str, Any]:
     """Noise verdict, calibration fit and scores for whole subnets measured on the table's machine.
 
@@ -399,7 +422,9 @@ def assess_validation(
     designed = np.asarray(designed, bool)
     again_idx = np.asarray(again_idx, dtype=np.int64)
     measured = np.array([t["median_ms"] for t in timings])
-    verdict = noise_verdict(measured[again_idx], np.array([t["median_ms"] for t in again]), timings + again)
+    verdict = noise_verdict(
+        measured[again_idx], np.array([t["median_ms"] for t in again]), timings + again, block_drift
+    )
     f = TableFeatures(table, space)(archs)
     calibration = cal.fit(f, measured)
     if (~designed).sum() >= 5:  # score the random subnets; the design points always train
