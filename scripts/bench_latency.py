@@ -237,7 +237,8 @@ def print_space(row: dict[str, Any]) -> None:
     console.print(
         f"noise verdict of the profile: trusted={pv.get('trusted')} "
         f"(repeat median {noise.get('repeat_median_diff')}, max {noise.get('repeat_max_diff')}, "
-        f"whole-subnet runs preempted {noise.get('preempted_runs')}); reason: {noise.get('reason')}\n"
+        f"block drift {noise.get('block_drift')}, whole-subnet runs preempted {noise.get('preempted_runs')}); "
+        f"reason: {noise.get('reason')}\n"
         f"smallest subnet: {pv.get('smallest')}\n"
         f"100 random subnets: {r['seconds']} s, {r['preempted_runs']:.0%} of runs preempted, {r['unstable']} unstable; "
         f"calibration fitted on them: {r['calibration_on_these']['coef']}\n"
