@@ -10,6 +10,18 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _nasforge_home(tmp_path_factory):
+    """Tables the tests measure go to a throwaway user folder, never into ~/.cache/nasforge or the checkout."""
+    old = os.environ.get("NASFORGE_HOME")
+    os.environ["NASFORGE_HOME"] = str(tmp_path_factory.mktemp("nasforge-home"))
+    yield
+    if old is None:
+        os.environ.pop("NASFORGE_HOME", None)
+    else:
+        os.environ["NASFORGE_HOME"] = old
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

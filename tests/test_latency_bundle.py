@@ -51,7 +51,9 @@ def test_bundle_round_trip(tmp_path):
         names = set(zf.namelist())
     assert "manifest.json" in names and "profile_bundle.py" in names
     assert all(b["file"] in names for b in manifest["blocks"])
-    assert [v["role"] for v in manifest["verify"]].count("topk") == 2
+    roles = [v["role"] for v in manifest["verify"]]
+    assert roles.count("topk") == 2 and roles.count("validation") == 6 and roles.count("repeat") == 3
+    assert [v["design"] for v in manifest["verify"] if v["role"] == "validation"] == [True] * 2 + [False] * 4
 
     out = tmp_path / "lut.json"
     proc = run_runner(bundle, out)
@@ -68,7 +70,12 @@ def test_bundle_round_trip(tmp_path):
 
     dest = tmp_path / "imported.json"
     table, report = import_table(out, space, dest)
-    assert report["validation"]["n"] == 6 and "calibration" in table.metadata
+    v = report["validation"]
+    assert v["n"] == 6 and v["noise"]["repeat_n"] == 3  # repeat timings ran last on the "device"
+    # stored as the calibration only when the device's repeated timings agreed (a loaded CI box may not)
+    assert ("calibration" in table.metadata) == v["trusted"]
+    assert ("validation_rejected" in table.metadata) == (not v["trusted"])
+    assert table.metadata["machine"]["cpu"] and table.metadata["run_overhead_ms"] > 0
     assert len(report["topk"]) == 2 and all(r["measured_ms"] > 0 for r in report["topk"])
     assert report["provider_warning"] is None  # cpu target, CPU EP: what was asked ran
     model = load_latency_model("cpu", space, dest)

@@ -32,23 +32,36 @@ def test_kendall_tau_matches_scipy():
     assert cal.kendall_tau(a, b) == pytest.approx(stats.kendalltau(a, b).statistic)
 
 
-def test_fit_recovers_known_calibration_and_cv_is_out_of_fold():
+def _features(sums, blocks, **extra):
+    n = len(sums)
+    f = {"sum_ms": sums, "net_ms": sums, "weight_mb": np.zeros(n), "act_mb": np.zeros(n), "blocks": blocks,
+         "one": np.ones(n)}
+    return {**f, **extra}
+
+
+def test_legacy_linear_fit_recovers_known_calibration_and_cv_is_out_of_fold():
     rng = np.random.default_rng(0)
     sums = rng.uniform(1, 5, 50)
     blocks = rng.integers(10, 25, 50).astype(float)
     measured = 0.8 * sums - 0.01 * blocks + 0.3
-    c = cal.fit(sums, blocks, measured)
+    c = cal.fit_linear(sums, blocks, measured)
+    assert c["kind"] == cal.LEGACY_KIND
     assert (c["a"], c["b"], c["c"]) == pytest.approx((0.8, -0.01, 0.3), abs=1e-9)
-    assert cal.apply(c, sums, blocks) == pytest.approx(measured)
-    assert cal.metrics(cal.cross_validated(sums, blocks, measured), measured)["mape"] < 1e-6
+    f = _features(sums, blocks)
+    assert cal.apply(c, f) == pytest.approx(measured)  # the old kind still applies (tables made before)
+
+    def linear(g, m):
+        return cal.fit_linear(g["sum_ms"], g["blocks"], m)
+
+    assert cal.metrics(cal.cross_validated(f, measured, fitter=linear), measured)["mape"] < 1e-6
     noisy = measured * rng.uniform(0.8, 1.2, 50)
-    cv = cal.mape(cal.cross_validated(sums, blocks, noisy), noisy)
-    insample = cal.mape(cal.apply(cal.fit(sums, blocks, noisy), sums, blocks), noisy)
+    cv = cal.mape(cal.cross_validated(f, noisy, fitter=linear), noisy)
+    insample = cal.mape(cal.apply(linear(f, noisy), f), noisy)
     assert cv > insample  # held-out error is honest: larger than the in-sample one
 
 
-def test_fit_with_constant_block_count_is_not_singular():
+def test_legacy_fit_with_constant_block_count_is_not_singular():
     sums = np.array([1.0, 2.0, 3.0])
-    c = cal.fit(sums, np.array([5.0, 5.0, 5.0]), 2 * sums + 1)
+    c = cal.fit_linear(sums, np.array([5.0, 5.0, 5.0]), 2 * sums + 1)
     assert (c["a"], c["b"], c["c"]) == pytest.approx((2.0, 0.0, 1.0))
-    assert cal.apply(None, sums, sums) is not None
+    assert cal.apply(None, _features(sums, sums)) is not None

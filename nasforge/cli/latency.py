@@ -11,7 +11,7 @@ import typer
 from nasforge.cli import app
 from nasforge.cli._common import ArchOpt, JsonOpt, ResultTable, SeedOpt, SpaceOpt, console, err_console, print_json
 from nasforge.cli.progress import progress_bar
-from nasforge.errors import ConfigError
+from nasforge.errors import ConfigError, NasforgeError
 from nasforge.io import check_output_file
 
 TargetOpt = Annotated[str, typer.Option("--target", help="Target name (configs/targets) or a target YAML path.")]
@@ -24,6 +24,8 @@ app.add_typer(lut_app, name="lut")
 def _fmt_validation(meta: dict[str, Any]) -> str:
     v = meta.get("validation")
     if not v:
+        if meta.get("validation_rejected"):
+            return "uncalibrated block sums (whole-net validation rejected: machine too noisy)"
         if meta.get("validation_under_load"):
             return "uncalibrated block sums (whole-net validation under load discarded, see BENCHMARKS.md)"
         return "not validated"
@@ -34,13 +36,17 @@ def _fmt_validation(meta: dict[str, Any]) -> str:
 @app.command("targets")
 def targets_command(as_json: JsonOpt = False) -> None:
     """List hardware targets, their specs and the measured latency tables shipped for them."""
-    from nasforge.latency.lut import shipped_tables
+    from nasforge.latency.lut import table_dirs
     from nasforge.latency.targets import list_targets, load_target
 
     tables: dict[str, list[dict[str, Any]]] = {}
-    for path in shipped_tables():
-        meta = json.loads(path.read_text()).get("metadata", {})
-        tables.setdefault(meta.get("target", "?"), []).append({**meta, "_file": path.name})
+    for folder in table_dirs():  # the user folder's tables, then the shipped examples
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                meta = json.loads(path.read_text()).get("metadata", {})
+            except (OSError, json.JSONDecodeError, AttributeError):
+                continue
+            tables.setdefault(meta.get("target", "?"), []).append({**meta, "_file": str(path)})
     if as_json:
         print_json([
             {**{k: v for k, v in load_target(name).__dict__.items() if k != "calibration"},
@@ -64,7 +70,7 @@ def targets_command(as_json: JsonOpt = False) -> None:
     for name in list_targets():
         t = load_target(name)
         luts = tables.get(name, [])
-        lut_text = "\n".join(f"{m['space']}: {_fmt_validation(m)} [{m.get('device', '?')}]" for m in luts)
+        lut_text = "\n".join(f"{m['space']}: {_fmt_validation(m)} [{m.get('device', '?')}; {m['_file']}]" for m in luts)
         table.add_row(
             name,
             t.provider.replace("ExecutionProvider", ""),
@@ -93,12 +99,21 @@ def profile_command(
     space: SpaceOpt,
     out: Annotated[
         Optional[Path],
-        typer.Option("--out", help="LUT file (default predictors/latency/TARGET__SPACE.json); re-running resumes it."),
+        typer.Option(
+            "--out",
+            help="LUT file (default: $NASFORGE_HOME/latency/TARGET__SPACE__MACHINE.json, ~/.cache/nasforge "
+            "without NASFORGE_HOME); re-running resumes it.",
+        ),
     ] = None,
     validate: Annotated[
-        int,
-        typer.Option("--validate", help="Also measure N random whole subnets: MAPE, +-10%, Kendall tau, calibration."),
-    ] = 0,
+        Optional[int],
+        typer.Option(
+            "--validate",
+            help="Whole subnets to measure for the noise verdict, the calibration and its 5-fold CV "
+            "(default 40, nasforge.latency.profiler.DEFAULT_VALIDATE, unless the table is calibrated already; "
+            "0: none).",
+        ),
+    ] = None,
     bundle: Annotated[
         Optional[Path],
         typer.Option("--bundle", help="Write an on-device bundle (ONNX blocks + manifest) instead of timing here."),
@@ -121,13 +136,12 @@ def profile_command(
     ] = None,
     seed: SeedOpt = 0,
 ) -> None:
-    """Measure a latency lookup table for TARGET x SPACE (or write a bundle to measure on the device)."""
+    """Measure a latency lookup table for TARGET x SPACE on this machine (or write a bundle for the device)."""
     from nasforge.latency.enumerate import distinct_layers
-    from nasforge.latency.lut import SHIPPED_DIR, table_filename
     from nasforge.latency.targets import load_target
     from nasforge.space import load_space
 
-    if repeats < 1 or warmup < 0 or validate < 0 or top_k < 1:
+    if repeats < 1 or warmup < 0 or (validate is not None and validate < 0) or top_k < 1:
         raise ConfigError("--repeats and --top-k must be >= 1, --warmup and --validate >= 0")
     t = load_target(target)
     s = load_space(space)
@@ -139,13 +153,16 @@ def profile_command(
         from nasforge.latency.bundle import write_bundle
 
         topk = _read_archs(verify, s, top_k) if verify else []
-        n_models = len(distinct_layers(s)) + validate + len(topk)
+        from nasforge.latency.profiler import DEFAULT_VALIDATE
+
+        n_val = DEFAULT_VALIDATE if validate is None else validate
+        n_models = len(distinct_layers(s)) + n_val + len(topk)
         with progress_bar(console, "exporting ONNX models", n_models, transient=True) as update:
             manifest = write_bundle(
                 bundle,
                 s,
                 t,
-                validate=validate,
+                validate=n_val,
                 topk=topk,
                 seed=seed,
                 warmup=warmup,
@@ -160,37 +177,62 @@ def profile_command(
         return
     if verify is not None:
         raise ConfigError("--verify needs --bundle (top-K subnets are timed on the device)")
-    from nasforge.latency.profiler import Timer, build_table, validate_table
+    from nasforge.latency.profiler import Timer, build_table, default_table_path, validate_table, validation_size
 
-    out = check_output_file(out or SHIPPED_DIR / table_filename(t.name, s.name))
+    out = check_output_file(out or default_table_path(t, s))
     timer = Timer(t, threads, warmup, repeats)
     with progress_bar(console, "profiling blocks", len(distinct_layers(s))) as update:
         table = build_table(s, timer, out, note=note, on_progress=lambda done, total: update(completed=done))
+    st = table.metadata.get("stability", {})
     console.print(
         f"{out}: {len(table.entries)} entries, {table.metadata['build_seconds']:.0f} s of profiling in total "
-        f"({timer.provider}, {timer.threads} thread(s), {table.metadata['device']})"
+        f"({timer.provider}, {timer.threads} thread(s), {table.metadata['device']}); block timings: round spread "
+        f"median {st.get('rounds_spread_median', 0):.1%}, {st.get('blocks_retried', 0)} re-measured, "
+        f"{st.get('blocks_unstable', 0)} still above {st.get('max_spread', 0):.0%}, "
+        f"{st.get('preempted_runs', 0):.1%} of runs preempted"
     )
-    if validate:
-        with progress_bar(console, "measuring whole subnets", validate) as update:
+    n = validation_size(table, validate)
+    if n:
+        with progress_bar(console, "measuring whole subnets", n) as update:
             result = validate_table(
-                s, table, timer, validate, seed=seed, on_progress=lambda done, total: update(completed=done)
+                s, table, timer, n, seed=seed,
+                on_progress=lambda done, total: update(completed=done, total=total),
             )
         _print_validation(result)
+    elif validate is None:
+        console.print("table already calibrated: no whole subnets measured (pass --validate N to measure again)")
 
 
 def _print_validation(result: dict[str, Any]) -> None:
-    table = ResultTable(title=f"latency validation on {result['n']} whole subnets")
+    scored = result.get("n_scored", result["n"])
+    table = ResultTable(
+        title=f"latency validation: {result['n']} whole subnets, scored on {scored} random ones"
+    )
     for col in ("prediction", "MAPE %", "within +-10%", "Kendall tau"):
         table.add_column(col)
     for label, key in (
         ("block sum (raw)", "raw"),
         ("calibrated, 5-fold CV", "calibrated_cv5"),
         ("calibrated, in-sample", "calibrated_in_sample"),
+        ("old linear calibration, 5-fold CV", "linear_sum_blocks_cv5"),
     ):
         m = result.get(key)
         if m:
             table.add_row(label, f"{m['mape']:.2f}", f"{m['within_10pct'] * 100:.0f}%", f"{m['kendall_tau']:.3f}")
     console.print(table)
+    noise = result.get("noise")
+    if noise and noise.get("repeat_n"):
+        console.print(
+            f"repeatability: {noise['repeat_n']} subnets measured twice differ by {noise['repeat_median_diff']:.1%} "
+            f"(median), {noise['repeat_max_diff']:.1%} (max); {noise['preempted_runs']:.0%} of whole-subnet runs "
+            "were preempted by other processes (dropped)"
+        )
+    if result.get("trusted") is False:
+        typer.echo(
+            f"warning: this machine was too noisy to trust the whole-subnet timings ({noise['reason']}): "
+            "the calibration was NOT stored (kept as validation_rejected); re-run with --validate N when it is quieter",
+            err=True,
+        )
 
 
 @app.command("latency")
@@ -219,8 +261,20 @@ def latency_command(target: TargetOpt, space: SpaceOpt, arch: ArchOpt, lut: LutO
             err=True,
         )
     else:
-        path = getattr(getattr(model, "table", None), "path", "")
-        typer.echo(f"{ms:.3f} ms  (measured table {path})")
+        table = getattr(model, "table", None)
+        path = getattr(table, "path", "")
+        if model.source == "measured":
+            how = "" if getattr(model, "calibration", None) else (
+                "; uncalibrated block sum: its whole-subnet validation was rejected as too noisy"
+                if table is not None and table.metadata.get("validation_rejected")
+                else "; uncalibrated block sum"
+            )
+            typer.echo(f"{ms:.3f} ms  (measured table {path}{how})")
+        else:
+            typer.echo(f"{ms:.3f} ms  ({model.source}, not on this machine: table {path})")
+            typer.echo(
+                f"warning: measure this machine with `{measure_cmd(model.target, s)}`", err=True
+            )
 
 
 @lut_app.command("import")
@@ -228,17 +282,24 @@ def lut_import_command(
     path: Annotated[Path, typer.Argument(help="LUT JSON written on the device by `python bundle.zip --out lut.json`.")],
     space: SpaceOpt,
     out: Annotated[
-        Optional[Path], typer.Option("--out", help="Where to store it (default predictors/latency/TARGET__SPACE.json).")
+        Optional[Path],
+        typer.Option("--out", help="Where to store it (default: the user folder, $NASFORGE_HOME/latency/)."),
     ] = None,
 ) -> None:
     """Take in a LUT measured on a device: check it, calibrate on its validation subnets, report top-K picks."""
     from nasforge.latency.bundle import import_table
-    from nasforge.latency.lut import SHIPPED_DIR, LatencyTable, table_filename
+    from nasforge.latency.lut import LatencyTable, table_filename, user_tables_dir
+    from nasforge.latency.targets import load_target
     from nasforge.space import load_space
 
     s = load_space(space)
-    target = LatencyTable.load(path).target
-    dest = check_output_file(out or SHIPPED_DIR / table_filename(target, s.name))
+    lut = LatencyTable.load(path)
+    try:
+        local = load_target(lut.target).local
+    except NasforgeError:
+        local = False
+    name = table_filename(lut.target, s.name, lut.machine if local else None)
+    dest = check_output_file(out or user_tables_dir() / name)
     table, report = import_table(path, s, dest)
     console.print(f"imported {len(table.entries)} entries measured on {table.metadata.get('device')} -> {dest}")
     if report.get("provider_warning"):

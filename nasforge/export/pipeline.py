@@ -89,13 +89,26 @@ def torch_accuracy(model: StaticSubnet, images: np.ndarray, labels: np.ndarray, 
 
 
 def latency_entry(space: SearchSpace, arch: ArchConfig, target: str | None) -> dict[str, Any] | None:
-    """Latency on `target` with its source (measured table or roofline estimate), or None without a target."""
+    """Latency on `target` with its source, or None without a target.
+
+    source: "measured" (a table of this machine, or of the device a remote target names), "measured on
+    <CPU>" (a `cpu` table from another machine: not this machine's latency) or "estimated" (roofline);
+    table / device / calibrated say which table and whether a whole-subnet calibration was applied.
+    """
     if not target:
         return None
     from nasforge.latency import load_latency_model
 
     model = load_latency_model(target, space)
-    return {"target": target, "ms": float(model.predict([arch])[0]), "source": model.source}
+    entry = {"target": target, "ms": float(model.predict([arch])[0]), "source": model.source}
+    table = getattr(model, "table", None)
+    if table is not None:
+        entry.update(
+            table=table.path,
+            device=table.machine.get("cpu"),
+            calibrated=bool(getattr(model, "calibration", None)),
+        )
+    return entry
 
 
 @dataclass

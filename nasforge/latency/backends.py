@@ -39,6 +39,14 @@ class TimingBackend(Protocol):
 
     def time_subnet(self, space: SearchSpace, arch: ArchConfig, warmup: int, repeats: int) -> dict[str, float]: ...
 
+    def time_overhead(self, warmup: int, repeats: int) -> dict[str, float]: ...
+
+    def time_blocks(self, specs: list[LayerSpec], warmup: int, repeats: int) -> list[dict[str, float]]: ...
+
+    def time_subnets(
+        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int
+    ) -> list[dict[str, float]]: ...
+
 
 from nasforge.latency.registry import TIMING_BACKENDS  # noqa: E402  (the registry lives apart, torch-free)
 
@@ -101,6 +109,7 @@ class OrtBackend:
     def __init__(self, target: Target, threads: int, provider: str) -> None:
         self.target, self.threads, self.provider = target, threads, provider
         self.device = ort_timing.device_string()
+        self._cache: dict[tuple[str, ...], bytes] = {}
 
     @classmethod
     def open(cls, target: Target, threads: int) -> OrtBackend:
@@ -119,13 +128,42 @@ class OrtBackend:
         return cls(target, threads, provider)
 
     def time_block(self, spec: LayerSpec, warmup: int, repeats: int) -> dict[str, float]:
-        return self._time(export_block(spec, self.target.batch), warmup, repeats)
+        return self._time(("block", spec.key), lambda: export_block(spec, self.target.batch), warmup, repeats)
 
     def time_subnet(self, space: SearchSpace, arch: ArchConfig, warmup: int, repeats: int) -> dict[str, float]:
-        return self._time(export_subnet(space, arch, self.target.batch), warmup, repeats)
+        export = lambda: export_subnet(space, arch, self.target.batch)  # noqa: E731
+        return self._time(("subnet", space.fingerprint, arch.key), export, warmup, repeats)
 
-    def _time(self, model: bytes, warmup: int, repeats: int) -> dict[str, float]:
-        return ort_timing.time_model(model, self.provider, self.threads, warmup, repeats)
+    def time_overhead(self, warmup: int, repeats: int) -> dict[str, float]:
+        """The fixed per-run cost: a one-op model on a 1-element tensor."""
+        return self._time(("null",), ort_timing.null_model, warmup, repeats)
+
+    def time_blocks(self, specs: list[LayerSpec], warmup: int, repeats: int) -> list[dict[str, float]]:
+        """Several blocks timed interleaved (`ort_timing.time_interleaved`)."""
+        models = [self._model(("block", s.key), lambda s=s: export_block(s, self.target.batch)) for s in specs]
+        return ort_timing.time_models(models, self.provider, self.threads, warmup, repeats)
+
+    def time_subnets(
+        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int
+    ) -> list[dict[str, float]]:
+        """Several whole subnets timed interleaved (`ort_timing.time_interleaved`)."""
+        models = [
+            self._model(("subnet", space.fingerprint, a.key), lambda a=a: export_subnet(space, a, self.target.batch))
+            for a in archs
+        ]
+        return ort_timing.time_models(models, self.provider, self.threads, warmup, repeats)
+
+    def _model(self, key: tuple[str, ...], export: Any) -> bytes:
+        """The exported model, kept for the few re-measurements of a group (a bounded cache)."""
+        model = self._cache.get(key)
+        if model is None:
+            if len(self._cache) >= 64:
+                self._cache.clear()
+            model = self._cache[key] = export()
+        return model
+
+    def _time(self, key: tuple[str, ...], export: Any, warmup: int, repeats: int) -> dict[str, float]:
+        return ort_timing.time_model(self._model(key, export), self.provider, self.threads, warmup, repeats)
 
 
 @TIMING_BACKENDS.register("torch-cuda", summary="PyTorch on CUDA, timed with CUDA events")
@@ -149,6 +187,18 @@ class TorchCudaBackend:
 
     def time_block(self, spec: LayerSpec, warmup: int, repeats: int) -> dict[str, float]:
         return time_torch_cuda(build_layer(spec), block_input_shape(spec, self.target.batch), warmup, repeats)
+
+    def time_overhead(self, warmup: int, repeats: int) -> dict[str, float]:
+        """CUDA events time the device work only: no host-side per-run cost to subtract."""
+        return {"median_ms": 0.0, "p90_ms": 0.0, "spread": 0.0, "rounds_spread": 0.0}
+
+    def time_blocks(self, specs: list[LayerSpec], warmup: int, repeats: int) -> list[dict[str, float]]:
+        return [self.time_block(s, warmup, repeats) for s in specs]
+
+    def time_subnets(
+        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int
+    ) -> list[dict[str, float]]:
+        return [self.time_subnet(space, a, warmup, repeats) for a in archs]
 
     def time_subnet(self, space: SearchSpace, arch: ArchConfig, warmup: int, repeats: int) -> dict[str, float]:
         from nasforge.supernet.static import StaticSubnet
@@ -177,4 +227,4 @@ def time_torch_cuda(module: Any, input_shape: tuple[int, ...], warmup: int, repe
             end.record()
             torch.cuda.synchronize()
             times[i] = start.elapsed_time(end)
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
+    return ort_timing.summarise(times)  # the same statistic and spreads as the ORT protocol (one round)

@@ -4,12 +4,14 @@ Bundle layout:
   manifest.json        target, provider, batch, protocol, space + fingerprint, blocks [{key, file, input_shape}],
                        verify [{key, role, arch, predicted_ms, file}]
   blocks/NNNNN.onnx    one model per distinct block of the space
-  verify/NNNNN.onnx    whole subnets: role "validation" (random, to calibrate and validate the table)
-                       or "topk" (a search's picks, to check on the device that they meet the constraint)
+  verify/NNNNN.onnx    whole subnets: role "validation" (design points + random ones, to calibrate and
+                       validate the table), "topk" (a search's picks, to check on the device that they
+                       meet the constraint), "repeat" (a few validation subnets again, last: the noise verdict)
   profile_bundle.py    the runner (a copy of nasforge/latency/ort_timing.py)
   __main__.py          so the zip runs itself: `python bundle.zip --out lut.json`
 `import_table` reads the runner's LUT back, fits the calibration on the validation subnets and
-reports predicted vs measured for the top-K picks.
+reports predicted vs measured for the top-K picks; like `nasforge profile`, it stores the calibration
+only when the device's repeated timings agree (`nasforge.latency.profiler.noise_verdict`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from nasforge.latency import calibration as cal
 from nasforge.latency import ort_timing
 from nasforge.latency.enumerate import distinct_layers
 from nasforge.latency.lut import LatencyTable
-from nasforge.latency.model import BlockSum, load_latency_model
+from nasforge.latency.model import TableFeatures, load_latency_model
 from nasforge.latency.targets import Target
 from nasforge.space import SearchSpace
 
@@ -65,9 +67,15 @@ def write_bundle(
 
     path = Path(path)
     _check_destination(path)  # before minutes of ONNX exports
+    from nasforge.latency.model import BlockFeatures, roofline_ms
+    from nasforge.latency.profiler import choose_subnets
+
     specs = distinct_layers(space)
     rng = np.random.default_rng(seed)
-    val_archs = list(dict.fromkeys(space.sample_many(rng, validate))) if validate else []
+    # design points chosen on roofline features (no timings yet); the device measures them all
+    guess = BlockFeatures(space, lambda spec: roofline_ms(spec, target), 0.0, target.batch)
+    val_archs, designed = choose_subnets(space, guess, validate, rng)
+    n_repeat = min(int((~designed).sum()), max(3, len(val_archs) // 10)) if validate else 0
     topk = [space.validate(a) for a in topk]
     predicted: list[float | None] = [None] * len(topk)
     predicted_source = None
@@ -93,6 +101,7 @@ def write_bundle(
     }
     tmp = path.with_name(f".{path.name}.tmp")
     total = len(specs) + len(val_archs) + len(topk)
+    design_flags = [bool(d) for d in designed]
     try:
         done = 0
 
@@ -109,21 +118,27 @@ def write_bundle(
                 shape = list(block_input_shape(spec, target.batch))
                 manifest["blocks"].append({"key": spec.key, "file": name, "input_shape": shape})
                 advance()
+            files: dict[str, str] = {}
             for role, archs, preds in (("validation", val_archs, [None] * len(val_archs)), ("topk", topk, predicted)):
-                for arch, pred in zip(archs, preds):
+                for i, (arch, pred) in enumerate(zip(archs, preds)):
                     name = f"verify/{len(manifest['verify']):05d}.onnx"
                     zf.writestr(name, export_subnet(space, arch, target.batch))
+                    files[f"{role}:{arch.key}"] = name
                     manifest["verify"].append(
                         {
                             "key": f"{role}:{arch.key}",
                             "role": role,
                             "arch": arch.to_dict(),
+                            "design": design_flags[i] if role == "validation" else False,
                             "predicted_ms": pred,
                             "predicted_source": predicted_source if role == "topk" else None,
                             "file": name,
                         }
                     )
                     advance()
+            randoms = [v for v in manifest["verify"] if v["role"] == "validation" and not v["design"]]
+            for v in randoms[:n_repeat]:  # timed last, minutes after the first time: the noise verdict
+                manifest["verify"].append({**v, "key": f"repeat:{v['key'].split(':', 1)[1]}", "role": "repeat"})
             zf.writestr("manifest.json", json.dumps(manifest, indent=1))
             zf.write(RUNNER, "profile_bundle.py")
             zf.writestr("__main__.py", MAIN)
@@ -167,7 +182,7 @@ def import_table(
             f"{lut_path} lacks {len(missing)} block(s) of {space.name!r}, e.g. {missing[0]!r}; "
             "re-run the runner to resume"
         )
-    summer = BlockSum(space, lambda spec: table.ms(spec.key))
+    features = TableFeatures(table, space)
     report: dict[str, Any] = {"validation": None, "topk": [], "provider_warning": None}
     try:
         from nasforge.latency.targets import load_target
@@ -183,24 +198,26 @@ def import_table(
         )
     val = [v for v in table.verify if v.get("role") == "validation"]
     if len(val) >= 5:
+        from nasforge.latency.profiler import assess_validation
+
         archs = [space.parse_arch(v["arch"]) for v in val]
-        sums, blocks = summer(archs)
-        measured = np.array([v["median_ms"] for v in val])
-        calibration = cal.fit(sums, blocks, measured)
-        report["validation"] = {
-            "n": len(val),
-            "raw": cal.metrics(sums, measured),
-            "calibrated_cv5": cal.metrics(cal.cross_validated(sums, blocks, measured), measured),
-            "calibrated_in_sample": cal.metrics(cal.apply(calibration, sums, blocks), measured),
-        }
-        table.metadata["validation"] = report["validation"]
-        table.metadata["calibration"] = calibration
+        index = {v["key"].split(":", 1)[1]: i for i, v in enumerate(val)}
+        repeats = [v for v in table.verify if v.get("role") == "repeat" and v["key"].split(":", 1)[1] in index]
+        result = assess_validation(
+            space,
+            table,
+            archs,
+            np.array([bool(v.get("design", False)) for v in val]),
+            val,
+            np.array([index[v["key"].split(":", 1)[1]] for v in repeats], dtype=np.int64),
+            repeats,
+        )
+        report["validation"] = result
     for v in table.verify:
         if v.get("role") != "topk":
             continue
         arch = space.parse_arch(v["arch"])
-        sums, blocks = summer([arch])
-        pred = float(cal.apply(table.metadata.get("calibration"), sums, blocks)[0])
+        pred = float(cal.apply(table.metadata.get("calibration"), features([arch]))[0])
         report["topk"].append(
             {
                 "arch": arch.key,

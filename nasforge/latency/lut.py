@@ -1,14 +1,23 @@
 """Latency lookup tables on disk: per-block median/p90 timings plus the metadata that made them.
 
 File format (JSON, `format: nasforge-lut/1`):
-  metadata: target, device, ort_version, provider, threads, batch, date, protocol, space,
-            space_fingerprint, build_seconds, [validation], [calibration], [note]
-  entries:  {LayerSpec.key: {median_ms, p90_ms}}
-  verify:   [{key, arch, predicted_ms, median_ms, p90_ms}]  (whole subnets timed on the device)
+  metadata: target, device, machine (CPU model and id, ISA flags, core count, caches, ORT version,
+            provider, threads), ort_version, provider, threads, batch, date, protocol, space,
+            space_fingerprint, build_seconds, run_overhead_ms, stability, [validation],
+            [calibration], [validation_rejected], [note]
+  entries:  {LayerSpec.key: {median_ms, p90_ms, spread, rounds_spread, preempted, ...}}
+  verify:   [{key, role, arch, predicted_ms, median_ms, p90_ms, ...}]  (whole subnets timed on the device)
+
+Where tables live: the user folder (`user_dir("latency")`, i.e. `$NASFORGE_HOME/latency`) holds what
+`nasforge profile` and `lut import` write, one file per target x space x machine; the shipped folder
+holds read-only examples measured on the machine their metadata names. A table knows its machine:
+`machine_differences` says whether it was measured on the machine at hand.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -18,8 +27,8 @@ from typing import Any
 from nasforge.errors import LatencyError
 from nasforge.io import atomic_write_json
 from nasforge.latency import calibration as cal
-from nasforge.latency.ort_timing import LUT_FORMAT
-from nasforge.resources import shipped_dir
+from nasforge.latency.ort_timing import LUT_FORMAT, machine_info
+from nasforge.resources import shipped_dir, user_dir
 
 SHIPPED_DIR = shipped_dir("predictors", "latency")
 MAX_MS = 1e6  # no block or subnet takes 1000 s: a larger time is a corrupt table (1e308 would sum to inf)
@@ -48,6 +57,14 @@ class LatencyTable:
     @property
     def target(self) -> str:
         return str(self.metadata.get("target", "?"))
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        """The machine it was measured on (tables older than `metadata.machine` name only the CPU)."""
+        machine = self.metadata.get("machine")
+        if isinstance(machine, dict):
+            return machine
+        return {"cpu": self.metadata.get("device"), "ort_version": self.metadata.get("ort_version")}
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": LUT_FORMAT, "metadata": self.metadata, "entries": self.entries, "verify": self.verify}
@@ -105,17 +122,75 @@ def shipped_tables(directory: Path = SHIPPED_DIR) -> list[Path]:
     return sorted(directory.glob("*.json"))
 
 
+def user_tables_dir() -> Path:
+    """Where `nasforge profile` and `lut import` write: `$NASFORGE_HOME/latency` (read at call time)."""
+    return user_dir("latency")
+
+
+def table_dirs() -> list[Path]:
+    """Where tables are looked up, in order: the user folder, then the shipped examples."""
+    return [user_tables_dir(), SHIPPED_DIR]
+
+
+@functools.lru_cache(maxsize=1)
+def this_machine() -> dict[str, Any]:
+    """`machine_info()` of the machine at hand (read once per process)."""
+    return machine_info()
+
+
+def machine_key(machine: dict[str, Any]) -> str:
+    """Eight hex digits naming a machine by CPU model, id and ISA flags (a file-name tag)."""
+    text = json.dumps([machine.get("cpu"), machine.get("cpu_id"), machine.get("isa")], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def machine_differences(theirs: dict[str, Any], here: dict[str, Any] | None = None) -> list[str]:
+    """The identifying fields (CPU model, CPU id, ISA flags) in which a table's machine differs from `here`.
+
+    Empty: the same machine (as far as the table records it; old tables record the CPU model only).
+    """
+    here = this_machine() if here is None else here
+    diffs = []
+    for field_ in ("cpu", "cpu_id", "isa"):
+        a, b = theirs.get(field_), here.get(field_)
+        if a is not None and b is not None and a != b:
+            diffs.append(field_)
+    if theirs.get("cpu") is None:
+        diffs.append("cpu")  # a table that does not say where it was measured is not from here
+    return diffs
+
+
+def machine_notes(theirs: dict[str, Any], here: dict[str, Any] | None = None) -> list[str]:
+    """Softer differences on the same CPU that still move timings (ORT version, usable cores)."""
+    here = this_machine() if here is None else here
+    notes = []
+    for field_, what in (("ort_version", "onnxruntime"), ("logical_cpus", "logical CPUs")):
+        a, b = theirs.get(field_), here.get(field_)
+        if a is not None and b is not None and a != b:
+            notes.append(f"{what} {a} there, {b} here")
+    return notes
+
+
+def find_tables(target: str, fingerprint: str, directories: list[Path] | None = None) -> list[Path]:
+    """Every table for (target, space fingerprint) in `directories` (default: user folder, then shipped)."""
+    found = []
+    for directory in table_dirs() if directories is None else directories:
+        for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+            try:
+                meta = json.loads(path.read_text()).get("metadata", {})
+            except (OSError, json.JSONDecodeError, AttributeError):
+                continue
+            if meta.get("target") == target and meta.get("space_fingerprint") == fingerprint:
+                found.append(path)
+    return found
+
+
 def find_table(target: str, fingerprint: str, directory: Path = SHIPPED_DIR) -> Path | None:
-    """A shipped table measured for (target, space fingerprint), if any."""
-    for path in shipped_tables(directory):
-        try:
-            meta = json.loads(path.read_text()).get("metadata", {})
-        except (OSError, json.JSONDecodeError):
-            continue
-        if meta.get("target") == target and meta.get("space_fingerprint") == fingerprint:
-            return path
-    return None
+    """A table measured for (target, space fingerprint) in one folder, if any."""
+    found = find_tables(target, fingerprint, [directory])
+    return found[0] if found else None
 
 
-def table_filename(target: str, space: str) -> str:
-    return f"{target}__{space}.json"
+def table_filename(target: str, space: str, machine: dict[str, Any] | None = None) -> str:
+    """`TARGET__SPACE.json`, or `TARGET__SPACE__MACHINE.json` for a table of the machine at hand."""
+    return f"{target}__{space}.json" if machine is None else f"{target}__{space}__{machine_key(machine)}.json"

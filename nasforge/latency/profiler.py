@@ -1,9 +1,10 @@
-"""Building lookup tables: export every distinct block to ONNX, time it, write a resumable LUT.
+"""Building lookup tables on the machine at hand: time every distinct block, then calibrate on whole subnets.
 
-The timing protocol itself lives in the torch-free `nasforge.latency.ort_timing` (shared
-with the on-device runner). This module adds what needs torch: ONNX export of blocks and
-whole subnets, the PyTorch-CUDA fallback timer (CUDA events) for a `gpu` target whose ORT
-lacks the CUDA provider, validation on whole subnets and the calibration fit.
+The timing protocol itself lives in the torch-free `nasforge.latency.ort_timing` (shared with the
+on-device runner). This module adds what needs torch (ONNX export of blocks and subnets, the
+PyTorch-CUDA fallback timer), measurement hygiene (every timing carries its spread; unstable
+ones are measured again, within bounds), the choice of whole subnets to calibrate on, the noise
+verdict and the calibration fit. `profile` is the one entry point (`nasforge profile`, the quickstart).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,36 +31,58 @@ from nasforge.latency.backends import (  # noqa: F401  (re-exported: the profile
     open_backend,
 )
 from nasforge.latency.enumerate import distinct_layers
-from nasforge.latency.lut import LatencyTable
-from nasforge.latency.model import BlockSum
+from nasforge.latency.lut import LatencyTable, machine_differences, table_filename, this_machine, user_tables_dir
+from nasforge.latency.model import TableFeatures
 from nasforge.latency.targets import Target
 from nasforge.layers import LayerSpec
 from nasforge.space import SearchSpace
 
 Progress = Callable[[int, int], None]  # (done, total): the caller draws
+DEFAULT_VALIDATE = 40  # whole subnets measured when a table has no trusted calibration yet
+# the noise verdict: the same subnet measured twice, minutes apart, must agree this well
+REPEAT_MEDIAN = 0.03
+REPEAT_MAX = 0.10
+UNSTABLE_SHARE = 0.25  # at most this share of whole-subnet timings may miss the spread bound
+DRIFT_BLOCKS = 16  # blocks timed again after the whole subnets: is the table still this machine's state?
+DRIFT_MAX = 0.05  # ... their medians may have moved this much (median over the 16)
+TIMING_FIELDS = ("median_ms", "p90_ms", "spread", "rounds_spread", "preempted", "runs", "clean", "attempts", "stable")
 
 
 class Timer:
     """Times blocks and subnets for one target with the protocol, through the first backend that runs here.
 
-    `with timer.pinned():` pins this process to `threads` cores and raises its priority for the
+    Every timing is measured again while its round medians lie more than `max_spread` apart, at most
+    `retries` more times (`ort_timing.time_stable`); `stats` counts how often that happened.
+    `with timer.pinned():` pins this process to `threads` cores and asks for a higher priority for the
     measurements (the protocol), and gives the process its affinity and niceness back afterwards.
     """
 
     def __init__(
-        self, target: Target, threads: int | None = None, warmup: int = 10, repeats: int = 50, *, pin: bool = True
+        self,
+        target: Target,
+        threads: int | None = None,
+        warmup: int = 10,
+        repeats: int = 50,
+        *,
+        pin: bool = True,
+        max_spread: float = ort_timing.MAX_SPREAD,
+        retries: int = ort_timing.RETRIES,
     ) -> None:
         """pin: whether `pinned()` pins at all (tests pass False)."""
         self.target = target
         self.threads = int(threads or target.threads)
         if self.threads < 1:
             raise LatencyError(f"--threads must be a positive integer, got {self.threads}")
+        if retries < 0 or max_spread <= 0:
+            raise LatencyError("retries must be >= 0 and max_spread > 0")
         self.warmup, self.repeats = warmup, repeats
+        self.max_spread, self.retries = max_spread, retries
         self.pin = pin
         self.impl = open_backend(target, self.threads)
         self.backend, self.provider, self.device = self.impl.name, self.impl.provider, self.impl.device
         self.cores: list[int] | None = None
         self.nice: int | None = None
+        self.stats = {"timings": 0, "retried": 0, "unstable": 0}
 
     @contextmanager
     def pinned(self) -> Iterator[None]:
@@ -75,6 +99,7 @@ class Timer:
         return {
             "target": self.target.name,
             "device": self.device,
+            "machine": {**this_machine(), "provider": self.provider, "threads": self.threads},
             "ort_version": ort.__version__,
             "backend": self.backend,
             "provider": self.provider,
@@ -82,18 +107,56 @@ class Timer:
             "cores": self.cores,
             "nice": self.nice,
             "batch": self.target.batch,
-            "protocol": ort_timing.protocol(self.threads, self.warmup, self.repeats),
+            "protocol": ort_timing.protocol(
+                self.threads, self.warmup, self.repeats, max_spread=self.max_spread, retries=self.retries
+            ),
         }
 
-    def block(self, spec: LayerSpec) -> dict[str, float]:
-        return self.impl.time_block(spec, self.warmup, self.repeats)  # type: ignore[no-any-return]
+    def stable(self, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        timing = ort_timing.time_stable(measure, self.max_spread, self.retries)
+        self.stats["timings"] += 1
+        self.stats["retried"] += int(timing["attempts"] > 1)
+        self.stats["unstable"] += int(not timing["stable"])
+        return timing
 
-    def subnet(self, space: SearchSpace, arch: ArchConfig) -> dict[str, float]:
-        return self.impl.time_subnet(space, arch, self.warmup, self.repeats)  # type: ignore[no-any-return]
+    def stable_many(self, measure: Callable[[list[int]], list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
+        timings = ort_timing.time_stable_many(measure, n, self.max_spread, self.retries)
+        for timing in timings:
+            self.stats["timings"] += 1
+            self.stats["retried"] += int(timing["attempts"] > 1)
+            self.stats["unstable"] += int(not timing["stable"])
+        return timings
+
+    def block(self, spec: LayerSpec) -> dict[str, Any]:
+        return self.stable(lambda: self.impl.time_block(spec, self.warmup, self.repeats))
+
+    def subnet(self, space: SearchSpace, arch: ArchConfig) -> dict[str, Any]:
+        return self.stable(lambda: self.impl.time_subnet(space, arch, self.warmup, self.repeats))
+
+    def blocks(self, specs: list[LayerSpec]) -> list[dict[str, Any]]:
+        """Several blocks timed interleaved (one group), each re-measured while unsteady (bounded)."""
+        return self.stable_many(
+            lambda idx: self.impl.time_blocks([specs[i] for i in idx], self.warmup, self.repeats), len(specs)
+        )
+
+    def subnets(self, space: SearchSpace, archs: list[ArchConfig]) -> list[dict[str, Any]]:
+        """Several whole subnets timed interleaved (one group), each re-measured while unsteady (bounded)."""
+        return self.stable_many(
+            lambda idx: self.impl.time_subnets(space, [archs[i] for i in idx], self.warmup, self.repeats), len(archs)
+        )
+
+    def overhead(self) -> float:
+        """The fixed per-run cost in ms (what every isolated block timing carries once)."""
+        return float(self.stable(lambda: self.impl.time_overhead(self.warmup, self.repeats * 4))["median_ms"])
+
+
+def default_table_path(target: Target, space: SearchSpace) -> Path:
+    """Where `nasforge profile` writes by default: the user folder, one file per target x space x machine."""
+    return user_tables_dir() / table_filename(target.name, space.name, this_machine() if target.local else None)
 
 
 def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
-    """The LUT at `out` to resume (checked against space, target and provider), or a fresh one."""
+    """The LUT at `out` to resume (checked against space, target, provider and machine), or a fresh one."""
     meta = {**timer.metadata(), "space": space.name, "space_fingerprint": space.fingerprint}
     if out.exists():
         table = LatencyTable.load(out)
@@ -104,10 +167,18 @@ def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
                     f"{out} was measured with {field}={old.get(field)!r}, this run has {meta[field]!r}; "
                     f"pass another --out or delete the file"
                 )
-        meta["build_seconds"] = old.get("build_seconds", 0.0)
+        if machine_differences(table.machine):
+            raise LatencyError(
+                f"{out} was measured on {table.machine.get('cpu')!r}, this machine is {this_machine().get('cpu')!r}; "
+                "a table holds one machine's timings: pass another --out"
+            )
         for keep in (
+            "build_seconds",
+            "run_overhead_ms",
+            "stability",
             "validation",
             "calibration",
+            "validation_rejected",
             "note",
             "validation_samples",
             "validation_under_load",
@@ -118,6 +189,19 @@ def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
         table.metadata = meta
         return table
     return LatencyTable(meta, {}, [], str(out))
+
+
+def _stability(entries: dict[str, dict[str, Any]], timer: Timer) -> dict[str, Any]:
+    spreads = np.array([e.get("rounds_spread", 0.0) for e in entries.values()] or [0.0])
+    return {
+        "max_spread": timer.max_spread,
+        "retries": timer.retries,
+        "blocks_retried": sum(int(e.get("attempts", 1) > 1) for e in entries.values()),
+        "blocks_unstable": sum(int(not e.get("stable", True)) for e in entries.values()),
+        "rounds_spread_median": round(float(np.median(spreads)), 4),
+        "rounds_spread_p90": round(float(np.percentile(spreads, 90)), 4),
+        "preempted_runs": round(float(np.mean([e.get("preempted", 0.0) for e in entries.values()] or [0.0])), 4),
+    }
 
 
 def build_table(
@@ -140,10 +224,14 @@ def build_table(
     base = float(table.metadata.get("build_seconds", 0.0))
     with timer.pinned():
         table.metadata.update(cores=timer.cores, nice=timer.nice)
-        for i, spec in enumerate(todo):
-            table.entries[spec.key] = timer.block(spec)
+        if "run_overhead_ms" not in table.metadata:
+            table.metadata["run_overhead_ms"] = round(timer.overhead(), 6)
+        for g in range(0, len(todo), ort_timing.BLOCK_GROUP):
+            group = todo[g : g + ort_timing.BLOCK_GROUP]
+            for spec, timing in zip(group, timer.blocks(group)):
+                table.entries[spec.key] = _rounded(timing)
             if on_progress is not None:
-                on_progress(i + 1, len(todo))
+                on_progress(g + len(group), len(todo))
             if time.perf_counter() - last > save_every_s:
                 table.metadata["build_seconds"] = round(base + time.perf_counter() - start, 1)
                 table.save(out)
@@ -151,8 +239,96 @@ def build_table(
     table.metadata["build_seconds"] = round(base + time.perf_counter() - start, 1)
     table.metadata["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     table.metadata["entries"] = len(table.entries)
+    table.metadata["stability"] = _stability(table.entries, timer)
     table.save(out)
     return table
+
+
+def _rounded(timing: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in timing.items()}
+
+
+# ---------------------------------------------------------------------------- whole subnets
+def choose_subnets(
+    space: SearchSpace,
+    features: Callable[[list[ArchConfig]], dict[str, np.ndarray]],
+    n: int,
+    rng: np.random.Generator,
+    pool: int = 2000,
+) -> tuple[list[ArchConfig], np.ndarray]:
+    """`n` distinct subnets to measure whole, and which of them are design points.
+
+    A quarter (at least 2) are design points: the smallest and largest subnet, then, greedily, the
+    candidate of a random pool farthest (standardised sum_ms, weight_mb, act_mb) from those chosen,
+    so the calibration sees the edges of the space that random sampling rarely reaches (the smallest
+    net was predicted 45% low before). The rest are random: they are what the validation scores.
+    """
+    if n <= 0:
+        return [], np.zeros(0, bool)
+    n_design = 0 if n < 4 else max(2, n // 4)
+    design: list[ArchConfig] = []
+    if n_design:
+        candidates = list(dict.fromkeys([space.smallest(), space.largest(), *space.sample_many(rng, pool)]))
+        f = features(candidates)
+        x = np.stack([f["sum_ms"], f["weight_mb"], f["act_mb"]], axis=1)
+        x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+        chosen = [0, 1]
+        dist = np.minimum(np.linalg.norm(x - x[0], axis=1), np.linalg.norm(x - x[1], axis=1))
+        while len(chosen) < n_design:
+            nxt = int(np.argmax(dist))
+            chosen.append(nxt)
+            dist = np.minimum(dist, np.linalg.norm(x - x[nxt], axis=1))
+        design = [candidates[i] for i in chosen]
+    taken = set(design)
+    random_archs: list[ArchConfig] = []
+    for _ in range(20):  # distinct random subnets (a tiny space may not have n of them)
+        for arch in space.sample_many(rng, n):
+            if arch not in taken and len(random_archs) < n - len(design):
+                taken.add(arch)
+                random_archs.append(arch)
+        if len(random_archs) >= n - len(design):
+            break
+    archs = design + random_archs
+    return archs, np.array([True] * len(design) + [False] * len(random_archs))
+
+
+def noise_verdict(
+    first: np.ndarray, again: np.ndarray, timings: list[dict[str, Any]], block_drift: float | None = None
+) -> dict[str, Any]:
+    """Whether whole-subnet timings on this machine are steady enough to validate and calibrate with.
+
+    first / again: the same subnets measured twice (at the start and at the end of the validation).
+    Too noisy when they disagree by more than 3% in the median or 10% at worst (a +-10% claim
+    cannot rest on a timing that moves 10% by itself), when over a quarter of the timings
+    stayed unstable after their retries, or when blocks timed again now differ from the table by
+    more than 5% (median): the machine is no longer in the state the blocks were measured in, and a
+    calibration would fit that difference.
+    """
+    first, again = np.asarray(first, float), np.asarray(again, float)
+    diff = np.abs(again / first - 1) if len(first) else np.zeros(0)
+    unstable = float(np.mean([not t.get("stable", True) for t in timings])) if timings else 0.0
+    verdict = {
+        "repeat_n": int(len(diff)),
+        "repeat_median_diff": round(float(np.median(diff)), 4) if len(diff) else None,
+        "repeat_max_diff": round(float(diff.max()), 4) if len(diff) else None,
+        "unstable_share": round(unstable, 4),
+        "preempted_runs": round(float(np.mean([t.get("preempted", 0.0) for t in timings] or [0.0])), 4),
+        "block_drift": None if block_drift is None else round(float(block_drift), 4),
+        "bounds": {"repeat_median": REPEAT_MEDIAN, "repeat_max": REPEAT_MAX, "unstable_share": UNSTABLE_SHARE,
+                   "block_drift": DRIFT_MAX},
+    }
+    reasons = []
+    if len(diff) and np.median(diff) > REPEAT_MEDIAN:
+        reasons.append(f"the same subnets measured twice differ by {np.median(diff):.1%} in the median")
+    if len(diff) and diff.max() > REPEAT_MAX:
+        reasons.append(f"up to {diff.max():.0%}")
+    if unstable > UNSTABLE_SHARE:
+        reasons.append(f"{unstable:.0%} of whole-subnet timings stayed unstable after retries")
+    if block_drift is not None and block_drift > DRIFT_MAX:
+        reasons.append(f"blocks timed again differ from the table by {block_drift:.1%} (median)")
+    verdict["trusted"] = not reasons
+    verdict["reason"] = "; ".join(reasons) if reasons else None
+    return verdict
 
 
 def validate_table(
@@ -163,41 +339,186 @@ def validate_table(
     *,
     seed: int = 0,
     on_progress: Progress | None = None,
-    measure: Callable[[ArchConfig], dict[str, float]] | None = None,
+    measure: Callable[[ArchConfig], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Measure `n` random whole subnets end to end, fit the calibration, store both in the table's metadata.
+    """Measure `n` whole subnets, check the machine was steady, fit and score the calibration.
 
-    Reports raw (plain block sum) figures, calibrated figures in 5-fold cross-validation
-    (each subnet predicted by a calibration fitted without it), and in-sample ones.
+    Subnets: design points plus random ones (`choose_subnets`), timed interleaved in groups; at the
+    end a tenth of the random ones (at least 3) is measured again for the noise verdict. Reports raw (plain block sum)
+    figures, calibrated figures in 5-fold cross-validation over the random subnets (each predicted
+    by a calibration fitted without it; design points always train), in-sample ones, and the old
+    linear calibration's CV for comparison. Only a trusted run is stored as the table's validation
+    and calibration; an untrusted one is kept as `validation_rejected` and the old calibration stays.
     """
+    if n < 1:
+        raise LatencyError("--validate needs at least 1 subnet")
     rng = np.random.default_rng(seed)
-    archs = list(dict.fromkeys(space.sample_many(rng, n)))
-    measure = measure or (lambda a: timer.subnet(space, a))
-    measured = np.empty(len(archs))
+    archs, designed = choose_subnets(space, TableFeatures(table, space), n, rng)
+    if measure is not None:
+        one_by_one = measure
+
+        def measure_many(group: list[ArchConfig]) -> list[dict[str, Any]]:
+            return [one_by_one(a) for a in group]
+    else:
+
+        def measure_many(group: list[ArchConfig]) -> list[dict[str, Any]]:
+            return timer.subnets(space, group)
+
+    randoms = np.flatnonzero(~designed)
+    again_idx = randoms[: min(len(randoms), max(3, len(archs) // 10))]
+    total = len(archs) + len(again_idx)
+    timings: list[dict[str, Any]] = []
+    again: list[dict[str, Any]] = []
     start = time.perf_counter()
+    step = ort_timing.SUBNET_GROUP
     with timer.pinned():
-        for i, arch in enumerate(archs):
-            measured[i] = measure(arch)["median_ms"]
+        for g in range(0, len(archs), step):
+            timings += measure_many(archs[g : g + step])
             if on_progress is not None:
-                on_progress(i + 1, len(archs))
-    sums, blocks = BlockSum(space, lambda spec: table.ms(spec.key))(archs)
-    calibration = cal.fit(sums, blocks, measured)
-    result = {
-        "n": len(archs),
-        "seed": seed,
-        "raw": cal.metrics(sums, measured),
-        "calibrated_cv5": cal.metrics(cal.cross_validated(sums, blocks, measured), measured),
-        "calibrated_in_sample": cal.metrics(cal.apply(calibration, sums, blocks), measured),
-        "measured_ms_range": [round(float(measured.min()), 4), round(float(measured.max()), 4)],
-        "seconds": round(time.perf_counter() - start, 1),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    table.metadata["validation"] = result
-    table.metadata["calibration"] = calibration
-    table.metadata["validation_samples"] = [
-        {"arch": a.key, "sum_ms": round(float(s), 5), "blocks": int(b), "measured_ms": round(float(m), 5)}
-        for a, s, b, m in zip(archs, sums, blocks, measured)
-    ]
+                on_progress(len(timings), total)
+        # the same subnets once more, last: does this machine give the same number twice?
+        for g in range(0, len(again_idx), step):
+            again += measure_many([archs[i] for i in again_idx[g : g + step]])
+            if on_progress is not None:
+                on_progress(len(archs) + len(again), total)
+        drift = None if measure is not None else measure_block_drift(space, table, timer, rng)
+    result = assess_validation(
+        space, table, archs, designed, timings, again_idx, again, seed=seed, seconds=time.perf_counter() - start,
+        block_drift=drift,
+    )
     if table.path:
         table.save(table.path)
     return result
+
+
+def measure_block_drift(space: SearchSpace, table: LatencyTable, timer: Timer, rng: np.random.Generator) -> float:
+    """Median relative change of `DRIFT_BLOCKS` random blocks timed again now against the table."""
+    specs = [s for s in distinct_layers(space) if s.key in table.entries]
+    pick = sorted(rng.choice(len(specs), min(DRIFT_BLOCKS, len(specs)), replace=False))
+    group = [specs[i] for i in pick]
+    now = np.array([t["median_ms"] for t in timer.blocks(group)])
+    then = np.array([table.ms(s.key) for s in group])
+    return float(np.median(np.abs(now / then - 1)))
+
+
+def assess_validation(
+    space: SearchSpace,
+    table: LatencyTable,
+    archs: list[ArchConfig],
+    designed: np.ndarray,
+    timings: list[dict[str, Any]],
+    again_idx: np.ndarray,
+    again: list[dict[str, Any]],
+    *,
+    seed: int = 0,
+    seconds: float | None = None,
+    block_drift: float | None = None,
+) -> dict[str, Any]:
+    """Noise verdict, calibration fit and scores for whole subnets measured on the table's machine.
+
+    Stores them in `table.metadata` (validation + calibration when trusted, else validation_rejected);
+    returns the result with the fitted calibration under "calibration".
+    """
+    designed = np.asarray(designed, bool)
+    again_idx = np.asarray(again_idx, dtype=np.int64)
+    measured = np.array([t["median_ms"] for t in timings])
+    verdict = noise_verdict(
+        measured[again_idx], np.array([t["median_ms"] for t in again]), timings + again, block_drift
+    )
+    f = TableFeatures(table, space)(archs)
+    calibration = cal.fit(f, measured)
+    if (~designed).sum() >= 5:  # score the random subnets; the design points always train
+        score, fixed = ~designed, designed
+    else:
+        score, fixed = np.ones(len(archs), bool), None
+    cv = cal.cross_validated(f, measured, always_train=fixed)
+    legacy_cv = cal.cross_validated(
+        f, measured, fitter=lambda g, m: cal.fit_linear(g["sum_ms"], g["blocks"], m), always_train=fixed
+    )
+    small = int(np.argmin(f["sum_ms"]))
+    result = {
+        "n": len(archs),
+        "n_design": int(designed.sum()),
+        "n_scored": int(score.sum()),
+        "seed": seed,
+        "raw": cal.metrics(f["sum_ms"][score], measured[score]),
+        "calibrated_cv5": cal.metrics(cv[score], measured[score]),
+        "calibrated_in_sample": cal.metrics(cal.apply(calibration, f)[score], measured[score]),
+        "linear_sum_blocks_cv5": cal.metrics(legacy_cv[score], measured[score]),
+        "smallest": {
+            "arch": archs[small].key,
+            "measured_ms": round(float(measured[small]), 5),
+            "cv_predicted_ms": round(float(cv[small]), 5),
+            "linear_sum_blocks_cv_predicted_ms": round(float(legacy_cv[small]), 5),
+        },
+        "spread_median": round(float(np.median([t.get("spread", 0.0) for t in timings])), 4),
+        "noise": verdict,
+        "trusted": verdict["trusted"],
+        "measured_ms_range": [round(float(measured.min()), 4), round(float(measured.max()), 4)],
+        "seconds": None if seconds is None else round(seconds, 1),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    samples = [
+        {
+            "arch": a.key,
+            "design": bool(d),
+            "sum_ms": round(float(s), 5),
+            "blocks": int(b),
+            **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in t.items() if k in TIMING_FIELDS},
+        }
+        for a, d, s, b, t in zip(archs, designed, f["sum_ms"], f["blocks"], timings)
+    ]
+    if verdict["trusted"]:
+        table.metadata["validation"] = result
+        table.metadata["calibration"] = calibration
+        table.metadata["validation_samples"] = samples
+        table.metadata.pop("validation_rejected", None)
+    else:
+        table.metadata["validation_rejected"] = {**result, "would_be_calibration": calibration, "samples": samples}
+    return {**result, "calibration": calibration}
+
+
+# ---------------------------------------------------------------------------- one entry point
+def validation_size(table: LatencyTable, validate: int | None) -> int:
+    """How many whole subnets to measure: `validate`, or by default DEFAULT_VALIDATE unless the table
+    already carries a calibration of the current kind (a resumed, calibrated table is left as it is)."""
+    if validate is not None:
+        return validate
+    return 0 if (table.metadata.get("calibration") or {}).get("kind") == cal.KIND else DEFAULT_VALIDATE
+
+
+@dataclass
+class ProfileResult:
+    table: LatencyTable
+    path: Path
+    validation: dict[str, Any] | None  # None when no whole subnets were measured this time
+
+
+def profile(
+    space: SearchSpace,
+    target: Target,
+    out: str | Path | None = None,
+    *,
+    threads: int | None = None,
+    warmup: int = 10,
+    repeats: int = 50,
+    validate: int | None = None,
+    seed: int = 0,
+    note: str | None = None,
+    on_blocks: Progress | None = None,
+    on_subnets: Progress | None = None,
+    pin: bool = True,
+) -> ProfileResult:
+    """Measure (or resume) the table for target x space on this machine, then validate and calibrate.
+
+    out: default `default_table_path` (the user folder, never the package). validate: whole subnets
+    to measure; None = `DEFAULT_VALIDATE` when the table has no trusted calibration yet, else none.
+    """
+    path = Path(out) if out is not None else default_table_path(target, space)
+    timer = Timer(target, threads, warmup, repeats, pin=pin)
+    table = build_table(space, timer, path, on_progress=on_blocks, note=note)
+    validate = validation_size(table, validate)
+    result = None
+    if validate:
+        result = validate_table(space, table, timer, validate, seed=seed, on_progress=on_subnets)
+    return ProfileResult(table, path, result)

@@ -39,6 +39,9 @@ class Target(Validated):
     calibration: dict[str, Any] = field(default_factory=dict)
     # a backend to time with when ORT lacks the provider (e.g. "torch-cuda": PyTorch with CUDA events)
     fallback_backend: str | None = field(default=None, metadata=check(choices=TIMING_BACKENDS))
+    # true: the target is "the machine running nasforge" (cpu); a table measured on another machine is
+    # then labelled "measured on <its CPU>", never "measured"
+    local: bool = False
     path: str = ""  # the YAML it came from (set by `load_target`)
 
     def __post_init__(self) -> None:

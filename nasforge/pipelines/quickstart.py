@@ -66,9 +66,61 @@ def resolve_shipped(path: str) -> Path:
     return p if p.is_absolute() or p.exists() else shipped_dir() / p
 
 
+PROFILE_VALIDATE = 24  # whole subnets the quickstart measures when it profiles its space on this machine
+
+
+def _latency_model(target_name: str, space: Any, hooks: QuickstartHooks) -> Any:
+    """Stage 2: the target's latency model; a `local` target (cpu) is profiled here once (~30 s), then reused.
+
+    A table measured on another machine (the shipped Intel Xeon examples) is never used for `cpu`
+    while this machine can be measured: the numbers would be another CPU's.
+    """
+    from nasforge.latency import load_latency_model
+    from nasforge.latency.model import find_best_table, source_label
+    from nasforge.latency.ort_timing import device_string
+    from nasforge.latency.profiler import profile
+    from nasforge.latency.targets import load_target
+
+    target = load_target(target_name)
+    if target.local:
+        table, _ = find_best_table(target, space)
+        if table is None or source_label(table, target) != "measured":
+            hooks.note(f"profiling {space.name} on this machine ({device_string()}): every block, then "
+                       f"{PROFILE_VALIDATE} whole subnets to calibrate (once; later runs reuse the table)")
+            progress: dict[str, Any] = {}
+
+            def advance(stage: str) -> Callable[[int, int], None]:
+                def update(done: int, total: int) -> None:
+                    if hooks.on_measure is None:
+                        return
+                    if stage not in progress:
+                        progress[stage] = (hooks.on_measure(total, 0), 0)
+                    step, seen = progress[stage]
+                    step(done - seen)
+                    progress[stage] = (step, done)
+
+                return update
+
+            result = profile(space, target, validate=PROFILE_VALIDATE, on_blocks=advance("blocks"),
+                             on_subnets=advance("subnets"))
+            v = result.validation or {}
+            if v and not v.get("trusted", True):
+                hooks.warning(f"this machine was too noisy to calibrate the table ({v['noise']['reason']}): "
+                              "plain block sums are used")
+            elif v:
+                c = v["calibrated_cv5"]
+                hooks.note(f"table {result.path}: calibrated, 5-fold CV {c['mape']:.1f}% MAPE, "
+                           f"{c['within_10pct']:.0%} within +-10%, Kendall tau {c['kendall_tau']:.2f}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        latency = load_latency_model(target_name, space)
+    for w in caught:
+        hooks.warning(str(w.message))
+    return latency
+
+
 def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHooks | None = None) -> dict[str, Any]:
     """Run every stage into `out`; returns where each artifact is and the chosen model's numbers."""
-    from nasforge.latency import load_latency_model
     from nasforge.latency.targets import load_target
     from nasforge.pipelines.search import search_from_config
     from nasforge.predictors import build_predictor, load_run_predictor
@@ -95,11 +147,7 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHook
     space = run.space
 
     hooks.stage(2, STAGES, "latency on the target")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        latency = load_latency_model(cfg.target, space)
-    for w in caught:
-        hooks.warning(str(w.message))
+    latency = _latency_model(cfg.target, space, hooks)
     lo, hi = (float(v) for v in latency.predict([space.smallest(), space.largest()]))
     bound = lo + cfg.latency_fraction * (hi - lo)
     hooks.note(f"target {cfg.target}: {latency.source} latency from {lo:.3f} ms (smallest) to {hi:.3f} ms "

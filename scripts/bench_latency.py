@@ -1,0 +1,294 @@
+"""Latency-table benchmarks (numbers for BENCHMARKS.md, issue #15): does the table hold on this machine?
+
+    PYTHONPATH=. python scripts/bench_latency.py [--quick] [--spaces mobilenetv3-ofa-cifar,mobilenetv3-ofa]
+                                                  [--out DIR] [--json OUT.json]
+
+Per space, on the machine it runs on (the `cpu` target, 1 pinned thread):
+1. `nasforge profile` as a user runs it (`nasforge.latency.profiler.profile`, default validation: design
+   points + random subnets, noise verdict, calibration): build time, block-timing stability, its own
+   5-fold CV, the noise verdict.
+2. 100 more random subnets timed whole with the protocol (interleaved groups): the profile's calibration
+   scored on them (held out), and a calibration cross-validated on them (5-fold; the old
+   `linear-sum-blocks` fit too).
+3. An independent check: 20 random subnets exported with nasforge's ONNX export, timed by this script's
+   own loop (a plain `onnxruntime.InferenceSession`, 1 intra-op thread, default options, 20 warm-up runs,
+   median of 200; no nasforge timing code), twice, against the table's calibrated prediction.
+   Preempted runs (getrusage) are counted in the same loop, as a diagnostic only.
+Prints the machine (CPU model, flags, caches, ORT) and its load before and after, and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from nasforge.latency import calibration as cal
+from nasforge.latency import ort_timing
+from nasforge.latency.lut import LatencyTable, this_machine
+from nasforge.latency.model import TableFeatures, TableLatencyModel
+from nasforge.latency.profiler import Timer, profile
+from nasforge.latency.targets import load_target
+from nasforge.space import load_space
+
+console = Console(width=160)
+
+
+def load_snapshot() -> dict[str, Any]:
+    """How busy the machine is: load average, CPU pressure, busiest other processes."""
+    snap: dict[str, Any] = {"loadavg": [round(v, 2) for v in os.getloadavg()]}
+    try:
+        snap["cpu_pressure"] = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        pass
+    busy = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "R":
+                busy.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        except (OSError, IndexError):
+            continue
+    snap["other_running_processes"] = busy
+    try:
+        snap["autogroup_scheduling"] = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        pass
+    return snap
+
+
+def independent_timing(path: Path, runs: int = 200, warmup: int = 20) -> dict[str, float]:
+    """A plain ORT session with 1 intra-op thread (everything else default), timed by this loop alone."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    x = np.random.default_rng(1).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape])
+    feeds = {inp.name: x.astype(np.float32)}
+    for _ in range(warmup):
+        session.run(None, feeds)
+    times, hit = np.empty(runs), np.zeros(runs, bool)
+    for i in range(runs):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times[i] = (time.perf_counter() - start) * 1e3
+        hit[i] = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw != before
+    clean = times[~hit] if (~hit).sum() >= 3 else times
+    return {"median_ms": float(np.median(times)), "clean_median_ms": float(np.median(clean)),
+            "preempted": float(hit.mean())}
+
+
+def export_subnets(space: Any, archs: list[Any], folder: Path) -> list[Path]:
+    """Each arch exported by nasforge's ONNX export (random weights: latency does not depend on their values)."""
+    import torch
+
+    from nasforge.export.onnx import export_onnx
+    from nasforge.supernet.static import StaticSubnet
+
+    torch.manual_seed(0)
+    paths = []
+    for i, arch in enumerate(archs):
+        path = folder / f"subnet{i:02d}.onnx"
+        export_onnx(StaticSubnet(space.layers(arch), arch).eval(), path, arch.resolution, tolerance=float("inf"))
+        paths.append(path)
+    return paths
+
+
+def scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    rel = np.abs(pred / true - 1)
+    return {**cal.metrics(pred, true), "median_abs_err_pct": round(float(np.median(rel) * 100), 2),
+            "max_abs_err_pct": round(float(rel.max() * 100), 1)}
+
+
+def bench_space(name: str, out: Path, n_random: int, n_independent: int, validate: int | None) -> dict[str, Any]:
+    space = load_space(name)
+    target = load_target("cpu")
+    table_path = out / f"cpu__{name}.json"
+    t0 = time.perf_counter()
+    result = profile(space, target, table_path, validate=validate)
+    profile_s = time.perf_counter() - t0
+    table = LatencyTable.load(table_path)
+    meta = table.metadata
+    v = result.validation or meta.get("validation") or meta.get("validation_rejected")
+    row: dict[str, Any] = {
+        "space": name,
+        "blocks": len(table.entries),
+        "build_seconds_blocks": meta.get("build_seconds"),
+        "validation_seconds": v.get("seconds") if v else None,
+        "profile_wall_seconds": round(profile_s, 1),
+        "stability": meta.get("stability"),
+        "run_overhead_ms": meta.get("run_overhead_ms"),
+        "profile_validation": {k: v.get(k) for k in ("n", "n_design", "n_scored", "raw", "calibrated_cv5",
+                                                      "linear_sum_blocks_cv5", "smallest", "noise", "trusted")}
+        if v else None,
+        "calibration_stored": meta.get("calibration"),
+    }
+    # 2. 100 random subnets, timed whole with the protocol
+    features = TableFeatures(table, space)
+    rng = np.random.default_rng(12345)
+    archs = list(dict.fromkeys(space.sample_many(rng, n_random)))
+    timer = Timer(target)
+    t1 = time.perf_counter()
+    timings: list[dict[str, Any]] = []
+    with timer.pinned():  # the protocol: interleaved groups, re-measured while unsteady
+        for g in range(0, len(archs), ort_timing.SUBNET_GROUP):
+            timings += timer.subnets(space, archs[g : g + ort_timing.SUBNET_GROUP])
+    measured = np.array([t["median_ms"] for t in timings])
+    f = features(archs)
+    stored = meta.get("calibration")
+    would_be = (meta.get("validation_rejected") or {}).get("would_be_calibration")
+    fitted = stored or would_be
+    row["random_subnets"] = {
+        "n": len(archs),
+        "seconds": round(time.perf_counter() - t1, 1),
+        "measured_ms_range": [round(float(measured.min()), 3), round(float(measured.max()), 3)],
+        "preempted_runs": round(float(np.mean([t.get("preempted", 0) for t in timings])), 4),
+        "unstable": int(sum(not t.get("stable", True) for t in timings)),
+        "raw_block_sum": scores(f["sum_ms"], measured),
+        "profile_calibration_held_out": scores(cal.apply(fitted, f), measured) if fitted else None,
+        "profile_calibration_was_stored": bool(stored),
+        "calibrated_cv5": scores(cal.cross_validated(f, measured), measured),
+        "linear_sum_blocks_cv5": scores(
+            cal.cross_validated(f, measured, fitter=lambda g, m: cal.fit_linear(g["sum_ms"], g["blocks"], m)), measured
+        ),
+        "calibration_on_these": cal.fit(f, measured),
+    }
+    # 3. independent ORT timing of nasforge-exported subnets
+    rng = np.random.default_rng(777)
+    ind_archs = list(dict.fromkeys(space.sample_many(rng, n_independent)))
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = export_subnets(space, ind_archs, Path(tmp))
+        first = [independent_timing(p) for p in paths]
+        second = [independent_timing(p) for p in paths]
+    plain = np.array([t["median_ms"] for t in first])
+    plain2 = np.array([t["median_ms"] for t in second])
+    clean = np.array([t["clean_median_ms"] for t in first])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TableLatencyModel(table, space, target=target)
+    pred = model.predict(ind_archs)
+    pred_would_be = cal.apply(fitted, features(ind_archs)) if fitted else pred
+    row["independent"] = {
+        "n": len(ind_archs),
+        "how": "plain onnxruntime.InferenceSession, intra_op_num_threads=1, 20 warm-up + median of 200 runs",
+        "repeatability_median_diff_pct": round(float(np.median(np.abs(plain2 / plain - 1)) * 100), 2),
+        "repeatability_max_diff_pct": round(float(np.max(np.abs(plain2 / plain - 1)) * 100), 1),
+        "preempted_runs": round(float(np.mean([t["preempted"] for t in first])), 4),
+        "table_as_stored_vs_plain": scores(pred, plain),
+        "profile_calibration_vs_plain": scores(pred_would_be, plain),
+        "profile_calibration_vs_unpreempted_runs": scores(pred_would_be, clean),
+        "measured_ms_range": [round(float(plain.min()), 3), round(float(plain.max()), 3)],
+    }
+    return row
+
+
+def print_space(row: dict[str, Any]) -> None:
+    console.rule(f"[bold]{row['space']}")
+    st = row["stability"] or {}
+    console.print(
+        f"build: {row['blocks']} blocks in {row['build_seconds_blocks']} s; validation {row['validation_seconds']} s; "
+        f"profile wall {row['profile_wall_seconds']} s (target: about 180 s for mobilenetv3-ofa on 2 cores)\n"
+        f"block timings: round spread median {st.get('rounds_spread_median', 0):.1%} / p90 "
+        f"{st.get('rounds_spread_p90', 0):.1%}, {st.get('blocks_retried')} re-measured, "
+        f"{st.get('blocks_unstable')} still unstable, {st.get('preempted_runs', 0):.1%} of runs preempted; "
+        f"per-run overhead {row['run_overhead_ms']} ms"
+    )
+    t = Table(title=f"{row['space']}: prediction vs whole-subnet timing")
+    for col in ("what", "n", "MAPE %", "within +-10%", "tau", "median |err| %", "max |err| %"):
+        t.add_column(col)
+
+    def add(label: str, m: dict[str, Any] | None) -> None:
+        if m:
+            errs = (str(m.get("median_abs_err_pct", "")), str(m.get("max_abs_err_pct", "")))
+            t.add_row(label, str(m["n"]), f"{m['mape']:.2f}", f"{m['within_10pct'] * 100:.0f}%",
+                      f"{m['kendall_tau']:.3f}", *errs)
+
+    pv = row["profile_validation"] or {}
+    add("profile: raw block sum (its random subnets)", pv.get("raw"))
+    add("profile: calibrated, 5-fold CV", pv.get("calibrated_cv5"))
+    add("profile: old linear calibration, 5-fold CV", pv.get("linear_sum_blocks_cv5"))
+    r = row["random_subnets"]
+    add("100 random: raw block sum", r["raw_block_sum"])
+    add("100 random: profile's calibration, held out", r["profile_calibration_held_out"])
+    add("100 random: calibrated, 5-fold CV", r["calibrated_cv5"])
+    add("100 random: old linear calibration, 5-fold CV", r["linear_sum_blocks_cv5"])
+    ind = row["independent"]
+    add("independent ORT (plain): table as stored", ind["table_as_stored_vs_plain"])
+    add("independent ORT (plain): profile's calibration", ind["profile_calibration_vs_plain"])
+    add("independent ORT, un-preempted runs: profile's calibration", ind["profile_calibration_vs_unpreempted_runs"])
+    console.print(t)
+    noise = pv.get("noise") or {}
+    console.print(
+        f"noise verdict of the profile: trusted={pv.get('trusted')} "
+        f"(repeat median {noise.get('repeat_median_diff')}, max {noise.get('repeat_max_diff')}, "
+        f"block drift {noise.get('block_drift')}, whole-subnet runs preempted {noise.get('preempted_runs')}); "
+        f"reason: {noise.get('reason')}\n"
+        f"smallest subnet: {pv.get('smallest')}\n"
+        f"100 random subnets: {r['seconds']} s, {r['preempted_runs']:.0%} of runs preempted, {r['unstable']} unstable; "
+        f"calibration fitted on them: {r['calibration_on_these']['coef']}\n"
+        f"independent timing: repeatability median {ind['repeatability_median_diff_pct']}% / max "
+        f"{ind['repeatability_max_diff_pct']}%, {ind['preempted_runs']:.0%} of its runs preempted; "
+        f"range {ind['measured_ms_range']} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spaces", default="mobilenetv3-ofa-cifar,mobilenetv3-ofa")
+    parser.add_argument("--random", type=int, default=100, help="random subnets timed whole (step 2)")
+    parser.add_argument("--independent", type=int, default=20, help="subnets timed independently (step 3)")
+    parser.add_argument("--validate", type=int, default=None, help="profile's --validate (default: its default)")
+    parser.add_argument("--out", type=Path, default=None, help="keep the tables here (default: a temp folder)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 random, 5 independent, tiny space")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.spaces, args.random, args.independent = "mobilenetv3-tiny", 20, 5
+    import onnxruntime as ort
+
+    machine = this_machine()
+    console.rule("[bold]nasforge latency benchmark")
+    console.print(f"CPU: {machine['cpu']} ({machine.get('cpu_id')}), {machine.get('logical_cpus')} logical CPUs, "
+                  f"caches {machine.get('cache_kb')} KiB, VM: {machine.get('virtual_machine')}\n"
+                  f"ISA: {' '.join(machine.get('isa', []))}\nonnxruntime {ort.__version__}, {machine.get('os')}")
+    before = load_snapshot()
+    console.print(f"load before: {before}")
+    out = args.out or Path(tempfile.mkdtemp(prefix="nasforge-bench-latency-"))
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    start = time.perf_counter()
+    try:
+        for name in args.spaces.split(","):
+            row = bench_space(name, out, args.random, args.independent, args.validate)
+            print_space(row)
+            rows.append(row)
+    finally:
+        if args.out is None:
+            shutil.rmtree(out, ignore_errors=True)
+    after = load_snapshot()
+    console.print(f"load after: {after}")
+    report = {"machine": machine, "ort_version": ort.__version__, "load_before": before, "load_after": after,
+              "seconds": round(time.perf_counter() - start, 1), "spaces": rows}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, default=str))
+
+
+if __name__ == "__main__":
+    main()

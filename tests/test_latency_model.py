@@ -1,0 +1,464 @@
+"""Issue #15: measurement hygiene on a fake timer, machine labels, calibration maths, user-folder lookup."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nasforge.cli import app
+from nasforge.errors import LatencyError
+from nasforge.latency import calibration as cal
+from nasforge.latency import lut as lut_mod
+from nasforge.latency import ort_timing
+from nasforge.latency.enumerate import distinct_layers
+from nasforge.latency.lut import LatencyTable, machine_differences, this_machine, user_tables_dir
+from nasforge.latency.model import TableFeatures, find_best_table, load_latency_model, roofline_ms
+from nasforge.latency.targets import load_target
+from nasforge.testing import TINY_SPACES_DIR, tiny_space
+
+TINY = str(TINY_SPACES_DIR / "tiny-mbv3.yaml")
+OTHER = {"cpu": "Other CPU 9000", "cpu_id": "GenuineOther 1/2/3", "isa": ["avx2", "fma"]}
+
+
+# ---------------------------------------------------------------------------- stability on a fake timer
+def scripted(*spreads, ms=(1.0,)):
+    """A fake measurement: the i-th call reports rounds_spread spreads[i] (and median ms[i] if given)."""
+    calls = []
+
+    def measure():
+        i = len(calls)
+        calls.append(i)
+        return {"median_ms": ms[min(i, len(ms) - 1)], "p90_ms": 2.0, "rounds_spread": spreads[min(i, len(spreads) - 1)]}
+
+    return measure, calls
+
+
+def test_time_stable_remeasures_until_calm_and_keeps_the_calm_one():
+    measure, calls = scripted(0.40, 0.30, 0.05, ms=(1.4, 1.2, 1.0))
+    t = ort_timing.time_stable(measure, max_spread=0.10, retries=2)
+    assert len(calls) == 3 and t["attempts"] == 3 and t["stable"] is True and t["median_ms"] == 1.0
+
+
+def test_time_stable_is_bounded_and_says_unstable():
+    measure, calls = scripted(0.50, 0.30, 0.40, 0.01, ms=(1.5, 1.3, 1.4, 1.0))
+    t = ort_timing.time_stable(measure, max_spread=0.10, retries=2)
+    assert len(calls) == 3  # 1 + retries, never the calm 4th attempt
+    assert t["stable"] is False and t["median_ms"] == 1.3  # the calmest attempt is kept
+    measure, calls = scripted(0.50)
+    assert ort_timing.time_stable(measure, max_spread=0.1, retries=0)["attempts"] == 1 and len(calls) == 1
+
+
+def test_time_stable_stops_at_a_calm_first_attempt():
+    measure, calls = scripted(0.02)
+    t = ort_timing.time_stable(measure, max_spread=0.10, retries=5)
+    assert len(calls) == 1 and t["stable"] and t["attempts"] == 1
+
+
+def test_summarise_drops_preempted_runs_and_keeps_the_quieter_rounds():
+    # round 0 clean at 1.0 ms, round 1 clean but slowed to 1.3 ms, round 2 hit by preemption (9 ms)
+    times = np.array([1.0] * 10 + [1.3] * 10 + [9.0] * 10)
+    preempted = np.array([False] * 20 + [True] * 10)
+    rounds = np.repeat([0, 1, 2], 10)
+    s = ort_timing.summarise(times, preempted, rounds)
+    assert s["median_ms"] == pytest.approx(1.0)  # preempted runs dropped, the quieter half of the rounds kept
+    assert s["clean"] == 20 and s["preempted"] == pytest.approx(1 / 3, abs=1e-3) and s["runs"] == 30
+    assert s["rounds_spread"] == pytest.approx(0.3 / 1.15, abs=1e-3)
+    assert s["p90_ms"] >= s["median_ms"] and s["median_all_ms"] == pytest.approx(1.3)
+    # fewer than 3 clean runs: every run is used, and `clean` says so
+    s = ort_timing.summarise(np.array([2.0, 2.2, 2.4]), np.array([True, True, False]))
+    assert s["clean"] == 1 and s["median_ms"] == pytest.approx(2.2)
+
+
+class FakeSession:
+    def run(self, outputs, feeds):
+        return None
+
+
+def test_time_stable_many_remeasures_only_the_unsteady_ones_together():
+    script = {0: [0.02], 1: [0.5, 0.04], 2: [0.5, 0.4, 0.3]}  # per model: rounds_spread of each attempt
+    asked = []
+
+    def measure(idx):
+        asked.append(list(idx))
+        return [{"median_ms": 1.0 + i, "rounds_spread": script[i][sum(i in a for a in asked) - 1]} for i in idx]
+
+    out = ort_timing.time_stable_many(measure, 3, max_spread=0.1, retries=2)
+    assert asked == [[0, 1, 2], [1, 2], [2]]  # bounded, and only the unsteady ones again
+    assert [t["attempts"] for t in out] == [1, 2, 3] and [t["stable"] for t in out] == [True, True, False]
+    assert out[2]["rounds_spread"] == 0.3
+
+
+def test_interleaved_timing_gives_every_model_its_runs(monkeypatch):
+    monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: 0)
+    order = []
+
+    class Named(FakeSession):
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, outputs, feeds):
+            order.append(self.name)
+
+    out = ort_timing.time_interleaved([(Named("a"), {}), (Named("b"), {})], warmup=0, repeats=4, rounds=2, pause_s=0)
+    assert [t["runs"] for t in out] == [4, 4]
+    # warm-up, then per round: one untimed run and two timed ones for a, then for b
+    assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+
+
+def test_timed_runs_adds_rounds_while_preempted_and_stops_at_the_cap(monkeypatch):
+    counter = iter(range(10**6))
+    monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: next(counter))  # every run preempted
+    times, preempted, rounds = ort_timing.timed_runs(FakeSession(), {}, warmup=0, repeats=20, rounds=4, pause_s=0)
+    assert len(times) == 4 * 20 and preempted.all() and rounds.max() == 15  # bounded: 4 x repeats
+    monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: 0)  # a quiet machine
+    times, preempted, rounds = ort_timing.timed_runs(FakeSession(), {}, warmup=0, repeats=20, rounds=4, pause_s=0)
+    assert len(times) == 20 and not preempted.any()
+
+
+class FakeBackend:
+    """Blocks cost their MACs; every third block comes out unsteady on its first attempt."""
+
+    name, provider, device = "ort", "CPUExecutionProvider", "fake CPU"
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    def time_block(self, spec, warmup, repeats):
+        from nasforge.layers import layer_macs
+
+        n = self.calls[spec.key] = self.calls.get(spec.key, 0) + 1
+        shaky = len(self.calls) % 3 == 0 and n == 1
+        ms = 0.01 + layer_macs(spec) * 1e-8
+        return {"median_ms": ms * (1.5 if shaky else 1), "p90_ms": ms * 2, "rounds_spread": 0.5 if shaky else 0.01,
+                "spread": 0.02, "preempted": 0.0}
+
+    def time_blocks(self, specs, warmup, repeats):
+        return [self.time_block(s, warmup, repeats) for s in specs]
+
+    def time_overhead(self, warmup, repeats):
+        return {"median_ms": 0.004, "p90_ms": 0.005, "rounds_spread": 0.0}
+
+
+@pytest.fixture
+def fake_timer(monkeypatch):
+    from nasforge.latency import profiler
+
+    backend = FakeBackend()
+    monkeypatch.setattr(profiler, "open_backend", lambda target, threads: backend)
+    return profiler.Timer(load_target("cpu"), threads=1, warmup=0, repeats=5, pin=False), backend
+
+
+def test_build_table_remeasures_unsteady_blocks_and_records_stability(fake_timer, tmp_path):
+    from nasforge.latency.profiler import build_table
+
+    timer, backend = fake_timer
+    space = tiny_space("tiny-mbv3")
+    table = build_table(space, timer, tmp_path / "t.json")
+    n = len(distinct_layers(space))
+    shaky = [k for k, c in backend.calls.items() if c == 2]
+    assert len(table.entries) == n and len(shaky) == n // 3
+    assert all(table.entries[k]["attempts"] == 2 and table.entries[k]["stable"] for k in shaky)
+    st = table.metadata["stability"]
+    assert st["blocks_retried"] == n // 3 and st["blocks_unstable"] == 0
+    assert table.metadata["run_overhead_ms"] == pytest.approx(0.004)
+    assert table.metadata["machine"]["cpu"] == this_machine()["cpu"] and "isa" in table.metadata["machine"]
+
+
+# ---------------------------------------------------------------------------- validation and the noise verdict
+def truth(features):
+    """A whole-net latency the block table misses: 0.9 x the blocks' own time + cold weights + a fixed cost."""
+    return 0.9 * features["net_ms"] + 0.05 * features["weight_mb"] + 0.02
+
+
+def test_steady_validation_is_stored_and_recovers_the_calibration(fake_timer, tmp_path):
+    from nasforge.latency.profiler import build_table, validate_table
+
+    timer, _ = fake_timer
+    space = tiny_space("tiny-mbv3")
+    table = build_table(space, timer, tmp_path / "t.json")
+    feats = TableFeatures(table, space)
+    steady = lambda a: {"median_ms": float(truth(feats([a]))[0]), "spread": 0.01, "rounds_spread": 0.01}  # noqa: E731
+    result = validate_table(space, table, timer, 24, measure=steady)
+    assert result["trusted"] and result["noise"]["repeat_median_diff"] == 0
+    assert result["n_design"] == 6 and result["n_scored"] == 18
+    assert result["calibrated_cv5"]["mape"] < 1e-3 and result["calibrated_cv5"]["within_10pct"] == 1.0
+    saved = LatencyTable.load(tmp_path / "t.json").metadata
+    assert saved["calibration"]["kind"] == cal.KIND
+    assert saved["calibration"]["coef"]["net_ms"] == pytest.approx(0.9, rel=1e-4)
+    assert "validation_rejected" not in saved and len(saved["validation_samples"]) == 24
+
+
+def test_noisy_validation_says_so_and_is_not_stored(fake_timer, tmp_path):
+    from nasforge.latency.profiler import build_table, validate_table
+
+    timer, _ = fake_timer
+    space = tiny_space("tiny-mbv3")
+    table = build_table(space, timer, tmp_path / "t.json")
+    table.metadata["calibration"] = {"kind": cal.KIND, "coef": {"net_ms": 1.0, "one": 0.0}}  # an earlier, quiet fit
+    table.save(table.path)
+    feats = TableFeatures(table, space)
+    seen: dict[str, int] = {}
+
+    def noisy(a):  # the second timing of a subnet comes out 20% slower: a neighbour woke up
+        seen[a.key] = seen.get(a.key, 0) + 1
+        return {"median_ms": float(truth(feats([a]))[0]) * (1.2 if seen[a.key] > 1 else 1.0), "rounds_spread": 0.01}
+
+    result = validate_table(space, table, timer, 24, measure=noisy)
+    assert result["trusted"] is False and "measured twice" in result["noise"]["reason"]
+    saved = LatencyTable.load(tmp_path / "t.json").metadata
+    assert saved["calibration"] == {"kind": cal.KIND, "coef": {"net_ms": 1.0, "one": 0.0}}  # left as it was
+    assert saved["validation_rejected"]["noise"]["repeat_max_diff"] == pytest.approx(0.2)
+    assert "validation" not in saved
+
+
+def test_noise_verdict_bounds():
+    from nasforge.latency.profiler import noise_verdict
+
+    steady = noise_verdict(np.array([1.0, 2.0, 3.0]), np.array([1.01, 1.98, 3.03]), [{"stable": True}] * 10)
+    assert steady["trusted"] and steady["repeat_max_diff"] == pytest.approx(0.01)
+    one_off = noise_verdict(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 4.6]), [])
+    assert not one_off["trusted"] and "15%" in one_off["reason"]
+    shaky = noise_verdict(np.array([1.0]), np.array([1.0]), [{"stable": False}] * 3 + [{"stable": True}])
+    assert not shaky["trusted"] and "unstable" in shaky["reason"]
+    drifted = noise_verdict(np.array([1.0]), np.array([1.0]), [], block_drift=0.08)
+    assert not drifted["trusted"] and "blocks timed again" in drifted["reason"]
+    assert noise_verdict(np.array([1.0]), np.array([1.0]), [], block_drift=0.01)["trusted"]
+
+
+def test_validation_times_blocks_again_to_check_the_table_still_holds(fake_timer, tmp_path):
+    from nasforge.latency.profiler import DRIFT_BLOCKS, build_table, validate_table
+
+    timer, backend = fake_timer
+    space = tiny_space("tiny-mbv3")
+    table = build_table(space, timer, tmp_path / "t.json")
+    before = sum(backend.calls.values())
+    backend.time_subnets = lambda sp, archs, w, r: [{"median_ms": 1.0 + 0.01 * len(a.key), "rounds_spread": 0.0}
+                                                    for a in archs]
+    result = validate_table(space, table, timer, 12)
+    assert sum(backend.calls.values()) - before == DRIFT_BLOCKS  # the same (steady) blocks once more
+    assert result["noise"]["block_drift"] == 0 and result["trusted"]
+
+
+# ---------------------------------------------------------------------------- calibration maths
+def feats(net, weight, act=None, blocks=None):
+    n = len(net)
+    return {"sum_ms": net + 0.005 * (blocks if blocks is not None else 10), "net_ms": net, "weight_mb": weight,
+            "act_mb": np.zeros(n) if act is None else act, "blocks": np.full(n, 10.0) if blocks is None else blocks,
+            "one": np.ones(n)}
+
+
+def test_nnls_recovers_known_non_negative_coefficients():
+    rng = np.random.default_rng(0)
+    net, weight, act = rng.uniform(1, 10, 40), rng.uniform(0.5, 20, 40), rng.uniform(1, 30, 40)
+    f = feats(net, weight, act)
+    measured = 0.85 * net + 0.04 * weight + 0.01 * act + 0.1
+    c = cal.fit_features(f, measured, ("net_ms", "weight_mb", "act_mb", "one"))
+    assert c["coef"] == pytest.approx({"net_ms": 0.85, "weight_mb": 0.04, "act_mb": 0.01, "one": 0.1}, rel=1e-6)
+    assert cal.apply(c, f) == pytest.approx(measured)
+    # a truth with a negative part cannot be fitted with a negative coefficient
+    c = cal.fit_features(f, 1.0 * net - 0.02 * weight + 0.5, ("net_ms", "weight_mb", "one"))
+    assert min(c["coef"].values()) >= 0
+
+
+def test_feature_selection_by_cross_validation():
+    rng = np.random.default_rng(1)
+    net, weight, act = rng.uniform(1, 10, 60), rng.uniform(0.5, 20, 60), rng.uniform(1, 30, 60)
+    f = feats(net, weight, act)
+    with_weights = cal.fit(f, (0.8 * net + 0.05 * weight + 0.05) * rng.uniform(0.99, 1.01, 60))
+    assert with_weights["features"] == ["net_ms", "weight_mb", "one"] and "selection" in with_weights
+    plain = cal.fit(f, (1.1 * net + 0.05) * rng.uniform(0.99, 1.01, 60))
+    assert plain["features"] == ["net_ms", "one"]  # a richer set must earn its place
+    few = cal.fit(f, 1.1 * net, candidates=cal.CANDIDATES)
+    assert few["kind"] == cal.KIND
+
+
+def test_small_net_where_the_old_linear_intercept_went_negative():
+    """Whole nets slower than their blocks in proportion to their weights (cold caches), the smallest
+    net outside the random sample's range: the old free-sign line predicts it far too low, the
+    non-negative fit on block time + weights does not."""
+    rng = np.random.default_rng(2)
+    net = rng.uniform(4, 12, 30)
+    weight = 0.6 * net**2 / 10 * rng.uniform(0.9, 1.1, 30)  # bigger nets carry disproportionally more weights
+    f = feats(net, weight, blocks=np.round(net * 2))
+    measured = net + 0.3 * weight
+    old = cal.fit_linear(f["sum_ms"], f["blocks"], measured)
+    assert old["c"] < 0  # the free intercept goes negative, as on the loaded 2-core machine (-2.07 ms)
+    small = feats(np.array([0.8]), np.array([0.04]), blocks=np.array([2.0]))
+    small_truth = 0.8 + 0.3 * 0.04
+    assert cal.apply(old, small)[0] < 0.55 * small_truth  # more than 45% low (or negative)
+    new = cal.fit(f, measured)
+    assert cal.apply(new, small)[0] == pytest.approx(small_truth, rel=0.10)
+    assert cal.apply(new, feats(np.zeros(3), np.zeros(3)))[0] >= 0  # never negative, even for nothing
+
+
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ({"kind": cal.KIND, "coef": {"net_ms": -0.1}}, ">= 0"),
+        ({"kind": cal.KIND, "coef": {"bogus": 1.0}}, "unknown"),
+        ({"kind": cal.KIND, "coef": {}}, "coef"),
+        ({"kind": cal.KIND, "coef": {"one": float("nan")}}, "finite"),
+        ({"kind": "spline"}, "not supported"),
+        ({"kind": cal.LEGACY_KIND, "a": 1.0, "b": "x", "c": 0.0}, "'b'"),
+    ],
+)
+def test_bad_calibrations_are_one_line_errors(bad, needle):
+    with pytest.raises(LatencyError, match=needle):
+        cal.check(bad)
+
+
+def test_legacy_tables_still_load_and_predict():
+    from nasforge.space import load_space
+
+    space = load_space("mobilenetv3-ofa-cifar")
+    table = LatencyTable.load(lut_mod.SHIPPED_DIR / "cpu__mobilenetv3-ofa-cifar.json")
+    assert table.metadata["calibration"]["kind"] == cal.LEGACY_KIND
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_latency_model("cpu", space, table.path)
+    arch = space.smallest()
+    f = model.features([arch])
+    c = table.metadata["calibration"]
+    assert model.predict([arch])[0] == pytest.approx(c["a"] * f["sum_ms"][0] + c["b"] * f["blocks"][0] + c["c"])
+
+
+# ---------------------------------------------------------------------------- tables know their machine
+def fake_table(space, machine, path, target="cpu", calibration=None, date="2026-01-01"):
+    target_spec = load_target(target)
+    entries = {s.key: {"median_ms": roofline_ms(s, target_spec), "p90_ms": roofline_ms(s, target_spec) * 1.1}
+               for s in distinct_layers(space)}
+    meta = {"target": target, "device": machine.get("cpu"), "machine": machine, "space": space.name,
+            "space_fingerprint": space.fingerprint, "batch": 1, "date": date}
+    if calibration:
+        meta["calibration"] = calibration
+    table = LatencyTable(meta, entries)
+    table.save(path)
+    return table
+
+
+def test_another_machines_table_is_never_labelled_measured(tmp_path):
+    space = tiny_space("tiny-mbv3")
+    other = fake_table(space, OTHER, tmp_path / "other.json")
+    with pytest.warns(UserWarning, match="measured on Other CPU 9000"):
+        model = load_latency_model("cpu", space, other.path)
+    assert model.source == "measured on Other CPU 9000" and not model.measured_here
+    here = fake_table(space, this_machine(), tmp_path / "here.json")
+    assert load_latency_model("cpu", space, here.path).source == "measured"
+    legacy = fake_table(space, {"cpu": "Intel(R) Xeon(R) Processor"}, tmp_path / "legacy.json")
+    legacy.metadata.pop("machine")
+    legacy.save(legacy.path)  # an old table: only `device` names its CPU
+    if this_machine()["cpu"] != "Intel(R) Xeon(R) Processor":
+        with pytest.warns(UserWarning):
+            assert load_latency_model("cpu", space, legacy.path).source == "measured on Intel(R) Xeon(R) Processor"
+    # a remote target's table is measured on its device by definition
+    rpi = fake_table(space, OTHER, tmp_path / "rpi.json", target="rpi5")
+    assert load_latency_model("rpi5", space, rpi.path).source == "measured"
+
+
+def test_machine_differences_on_identity_fields_only():
+    here = this_machine()
+    assert machine_differences(dict(here), here) == []
+    assert machine_differences({**here, "ort_version": "0.1", "logical_cpus": 64}, here) == []  # notes, not identity
+    assert machine_differences({**here, "isa": ["sse2"]}, here) == ["isa"]
+    assert machine_differences({"cpu": None}, here) == ["cpu"]
+
+
+def test_outputs_carry_the_label(tmp_path):
+    from nasforge.export.pipeline import latency_entry
+
+    space = tiny_space("tiny-mbv3")
+    user = user_tables_dir()
+    user.mkdir(parents=True, exist_ok=True)
+    path = user / "cpu__tiny-other.json"
+    fake_table(space, OTHER, path)
+    try:
+        arch = space.smallest()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            entry = latency_entry(space, arch, "cpu")
+        assert entry["source"] == "measured on Other CPU 9000" and entry["device"] == "Other CPU 9000"
+        result = CliRunner().invoke(app, ["latency", "--target", "cpu", "--space", TINY,
+                                          "--arch", json.dumps(arch.to_dict())])
+        assert result.exit_code == 0, result.output
+        assert "measured on Other CPU 9000" in result.output and "nasforge profile --target cpu" in result.output
+    finally:
+        path.unlink()
+
+
+# ---------------------------------------------------------------------------- where tables are looked up
+def test_lookup_order_user_folder_this_machine_first_then_shipped_then_roofline(tmp_path, monkeypatch):
+    space = tiny_space("tiny-mbv3")
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(lut_mod, "SHIPPED_DIR", shipped)
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
+    user = user_tables_dir()
+    assert user == tmp_path / "home" / "latency"
+    target = load_target("cpu")
+
+    with pytest.warns(UserWarning, match="ESTIMATED"):
+        assert load_latency_model("cpu", space).source == "estimated"
+    fake_table(space, OTHER, shipped / "a_other.json")
+    assert find_best_table(target, space)[0].path == str(shipped / "a_other.json")
+    fake_table(space, this_machine(), shipped / "b_here.json")
+    assert find_best_table(target, space)[0].path == str(shipped / "b_here.json")  # this machine first
+    user.mkdir(parents=True)
+    fake_table(space, OTHER, user / "c_other.json")
+    assert find_best_table(target, space)[0].path == str(user / "c_other.json")  # the user folder first
+    fake_table(space, this_machine(), user / "d_here_old.json", date="2026-01-01")
+    fake_table(space, this_machine(), user / "e_here_new.json", date="2026-06-01")
+    best, others = find_best_table(target, space)
+    assert best.path == str(user / "e_here_new.json") and len(others) == 4  # this machine, newest
+    model = load_latency_model("cpu", space)
+    assert model.source == "measured" and model.table.path == str(user / "e_here_new.json")
+    explicit = load_latency_model("cpu", space, shipped / "b_here.json")
+    assert explicit.table.path == str(shipped / "b_here.json")  # an explicit path wins
+
+
+def test_profile_and_import_write_to_the_user_folder_never_the_package(tmp_path, monkeypatch):
+    from nasforge.latency.profiler import default_table_path
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
+    space = tiny_space("tiny-mbv3")
+    path = default_table_path(load_target("cpu"), space)
+    assert path.parent == tmp_path / "home" / "latency" and lut_mod.machine_key(this_machine()) in path.name
+    before = sorted(p.name for p in lut_mod.SHIPPED_DIR.glob("*"))
+    result = CliRunner().invoke(app, ["profile", "--target", "cpu", "--space", TINY, "--validate", "0",
+                                      "--repeats", "3", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    assert path.is_file() and sorted(p.name for p in lut_mod.SHIPPED_DIR.glob("*")) == before
+    table = LatencyTable.load(path)
+    assert table.metadata["machine"]["cpu"] == this_machine()["cpu"]
+    assert all("spread" in e and "preempted" in e for e in table.entries.values())  # every timing has its spread
+    assert load_latency_model("cpu", space).table.path == str(path)
+
+
+def test_user_dir_defaults(monkeypatch, tmp_path):
+    from nasforge.resources import user_dir
+
+    monkeypatch.delenv("NASFORGE_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert user_dir("latency") == tmp_path / "xdg" / "nasforge" / "latency"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert user_dir("latency") == tmp_path / "h" / ".cache" / "nasforge" / "latency"
+
+
+def test_quickstart_profiles_this_machine_once_then_reuses(monkeypatch, tmp_path):
+    from nasforge.pipelines import quickstart as qs
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(qs, "PROFILE_VALIDATE", 8)
+    space = tiny_space("tiny-mbv3")
+    notes: list[str] = []
+    hooks = qs.QuickstartHooks(note=notes.append, warning=notes.append)
+    model = qs._latency_model("cpu", space, hooks)
+    assert model.source == "measured" and any("profiling" in n for n in notes)
+    assert str(model.table.path).startswith(str(tmp_path / "home"))
+    notes.clear()
+    again = qs._latency_model("cpu", space, hooks)
+    assert again.table.path == model.table.path and not any("profiling" in n for n in notes)
