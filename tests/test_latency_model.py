@@ -385,6 +385,12 @@ def test_outputs_carry_the_label(tmp_path):
                                           "--arch", json.dumps(arch.to_dict())])
         assert result.exit_code == 0, result.output
         assert "measured on Other CPU 9000" in result.output and "nasforge profile --target cpu" in result.output
+        result = CliRunner().invoke(app, ["latency", "--target", "cpu", "--space", TINY, "--json",
+                                          "--arch", json.dumps(arch.to_dict())])
+        assert result.exit_code == 0, result.output
+        got = json.loads(result.stdout)  # stdout is the JSON alone; the warning goes to stderr
+        assert got["source"] == "measured on Other CPU 9000" and got["measured_on"] == "Other CPU 9000"
+        assert got["arch"] == arch.key and got["table"] == str(path) and got["latency_ms"] > 0
     finally:
         path.unlink()
 

@@ -68,6 +68,10 @@ def test_latency_command_marks_estimates():
     result = runner.invoke(app, ["latency", "--target", "rpi5", "--space", TINY, "--arch", arch])
     assert result.exit_code == 0, result.output
     assert "estimated" in result.output and "nasforge profile --target rpi5" in result.output
+    result = runner.invoke(app, ["latency", "--target", "rpi5", "--space", TINY, "--arch", arch, "--json"])
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert got["source"] == "estimated" and got["table"] is None and not got["calibrated"]
 
 
 def test_targets_command_lists_targets_and_validation():

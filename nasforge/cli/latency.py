@@ -137,7 +137,6 @@ def profile_command(
     seed: SeedOpt = 0,
 ) -> None:
     """Measure a latency lookup table for TARGET x SPACE on this machine (or write a bundle for the device)."""
-    from nasforge.latency.enumerate import distinct_layers
     from nasforge.latency.targets import load_target
     from nasforge.space import load_space
 
@@ -150,33 +149,42 @@ def profile_command(
 
         t = replace(t, threads=threads)
     if bundle is not None:
-        from nasforge.latency.bundle import write_bundle
-
         topk = _read_archs(verify, s, top_k) if verify else []
-        from nasforge.latency.profiler import DEFAULT_VALIDATE
-
-        n_val = DEFAULT_VALIDATE if validate is None else validate
-        n_models = len(distinct_layers(s)) + n_val + len(topk)
-        with progress_bar(console, "exporting ONNX models", n_models, transient=True) as update:
-            manifest = write_bundle(
-                bundle,
-                s,
-                t,
-                validate=n_val,
-                topk=topk,
-                seed=seed,
-                warmup=warmup,
-                repeats=repeats,
-                on_progress=lambda done, total: update(completed=done),
-            )
-        console.print(
-            f"wrote {bundle}: {len(manifest['blocks'])} blocks, {len(manifest['verify'])} whole subnets.\n"
-            f"On the device: python {bundle.name} --out lut.json  (needs onnxruntime + numpy; the zip runs itself)\n"
-            f"Back here: nasforge lut import lut.json --space {space}"
-        )
+        _write_bundle(bundle, s, t, topk, validate, seed=seed, warmup=warmup, repeats=repeats)
         return
     if verify is not None:
         raise ConfigError("--verify needs --bundle (top-K subnets are timed on the device)")
+    _profile_here(s, t, out, validate, threads=threads, warmup=warmup, repeats=repeats, note=note, seed=seed)
+
+
+def _write_bundle(
+    bundle: Path, s: Any, t: Any, topk: list[Any], validate: int | None, *, seed: int, warmup: int, repeats: int
+) -> None:
+    """`profile --bundle`: export the blocks (and whole subnets) for timing on a device that lacks nasforge."""
+    from nasforge.latency.bundle import write_bundle
+    from nasforge.latency.enumerate import distinct_layers
+    from nasforge.latency.profiler import DEFAULT_VALIDATE
+
+    n_val = DEFAULT_VALIDATE if validate is None else validate
+    n_models = len(distinct_layers(s)) + n_val + len(topk)
+    with progress_bar(console, "exporting ONNX models", n_models, transient=True) as update:
+        manifest = write_bundle(
+            bundle, s, t, validate=n_val, topk=topk, seed=seed, warmup=warmup, repeats=repeats,
+            on_progress=lambda done, total: update(completed=done),
+        )
+    console.print(
+        f"wrote {bundle}: {len(manifest['blocks'])} blocks, {len(manifest['verify'])} whole subnets.\n"
+        f"On the device: python {bundle.name} --out lut.json  (needs onnxruntime + numpy; the zip runs itself)\n"
+        f"Back here: nasforge lut import lut.json --space {s.name}"
+    )
+
+
+def _profile_here(
+    s: Any, t: Any, out: Path | None, validate: int | None, *, threads: int | None, warmup: int, repeats: int,
+    note: str | None, seed: int,
+) -> None:
+    """`profile` on this machine: time every block (resumable), then whole subnets for the calibration."""
+    from nasforge.latency.enumerate import distinct_layers
     from nasforge.latency.profiler import Timer, build_table, default_table_path, validate_table, validation_size
 
     out = check_output_file(out or default_table_path(t, s))
@@ -201,7 +209,6 @@ def profile_command(
         _print_validation(result)
     elif validate is None:
         console.print("table already calibrated: no whole subnets measured (pass --validate N to measure again)")
-
 
 def _print_validation(result: dict[str, Any]) -> None:
     scored = result.get("n_scored", result["n"])
@@ -236,7 +243,9 @@ def _print_validation(result: dict[str, Any]) -> None:
 
 
 @app.command("latency")
-def latency_command(target: TargetOpt, space: SpaceOpt, arch: ArchOpt, lut: LutOpt = None) -> None:
+def latency_command(
+    target: TargetOpt, space: SpaceOpt, arch: ArchOpt, lut: LutOpt = None, as_json: JsonOpt = False
+) -> None:
     """Print one arch's predicted latency and where it comes from (measured table or estimate)."""
     import warnings
 
@@ -253,29 +262,37 @@ def latency_command(target: TargetOpt, space: SpaceOpt, arch: ArchOpt, lut: LutO
         warnings.simplefilter("ignore")
         model = load_latency_model(target, s, lut)
     ms = float(model.predict([a])[0])
+    table = getattr(model, "table", None)
+    if as_json:
+        print_json({
+            "arch": a.key, "space": s.name, "target": model.target, "latency_ms": ms, "source": model.source,
+            "calibrated": bool(getattr(model, "calibration", None)),
+            "table": str(getattr(table, "path", "")) or None,
+            "measured_on": table.metadata.get("device") if table is not None else None,
+        })
     if model.source == "estimated":
-        typer.echo(f"{ms:.3f} ms  (estimated: roofline from {model.target}'s datasheet specs, not a measurement)")
+        _say(as_json, f"{ms:.3f} ms  (estimated: roofline from {model.target}'s datasheet specs, not a measurement)")
         typer.echo(
             f"warning: no measured table for {model.target} x {s.name}; measure one with "
             f"`{measure_cmd(model.target, s)}`",
             err=True,
         )
+    elif model.source == "measured":
+        how = "" if getattr(model, "calibration", None) else (
+            "; uncalibrated block sum: its whole-subnet validation was rejected as too noisy"
+            if table is not None and table.metadata.get("validation_rejected")
+            else "; uncalibrated block sum"
+        )
+        _say(as_json, f"{ms:.3f} ms  (measured table {getattr(table, 'path', '')}{how})")
     else:
-        table = getattr(model, "table", None)
-        path = getattr(table, "path", "")
-        if model.source == "measured":
-            how = "" if getattr(model, "calibration", None) else (
-                "; uncalibrated block sum: its whole-subnet validation was rejected as too noisy"
-                if table is not None and table.metadata.get("validation_rejected")
-                else "; uncalibrated block sum"
-            )
-            typer.echo(f"{ms:.3f} ms  (measured table {path}{how})")
-        else:
-            typer.echo(f"{ms:.3f} ms  ({model.source}, not on this machine: table {path})")
-            typer.echo(
-                f"warning: measure this machine with `{measure_cmd(model.target, s)}`", err=True
-            )
+        _say(as_json, f"{ms:.3f} ms  ({model.source}, not on this machine: table {getattr(table, 'path', '')})")
+        typer.echo(f"warning: measure this machine with `{measure_cmd(model.target, s)}`", err=True)
 
+
+def _say(as_json: bool, line: str) -> None:
+    """The human line on stdout, unless stdout carries the JSON."""
+    if not as_json:
+        typer.echo(line)
 
 @lut_app.command("import")
 def lut_import_command(

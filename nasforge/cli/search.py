@@ -62,24 +62,9 @@ def search_command(
     file_values = load_config_file(config) if config is not None else {}
     cfg = resolve_config(
         file_values,
-        {
-            "run": run,
-            "target": target,
-            "engine": engine,
-            "objectives": objectives,
-            "constraints": tuple(constraint or ()),
-            "budget": budget,
-            "seed": seed,
-            "out": out,
-            "space": space,
-            "predictor": predictor,
-            "lut": lut,
-            "storage": storage,
-            "worker": worker,
-            "pop_size": pop_size,
-            "mutation_rate": mutation_rate,
-            "resume": resume,
-        },
+        dict(run=run, target=target, engine=engine, objectives=objectives, constraints=tuple(constraint or ()),
+             budget=budget, seed=seed, out=out, space=space, predictor=predictor, lut=lut, storage=storage,
+             worker=worker, pop_size=pop_size, mutation_rate=mutation_rate, resume=resume),
         source=str(config) if config is not None else None,
     )
     from nasforge.pipelines.search import default_out, search_from_config

@@ -77,27 +77,11 @@ def write_bundle(
     val_archs, designed = choose_subnets(space, guess, validate, rng)
     n_repeat = min(int((~designed).sum()), max(3, len(val_archs) // 10)) if validate else 0
     topk = [space.validate(a) for a in topk]
-    predicted: list[float | None] = [None] * len(topk)
-    predicted_source = None
-    if topk:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = load_latency_model(target.name, space)
-            predicted = [float(v) for v in model.predict(topk)]
-            predicted_source = model.source  # "estimated" when only the roofline was available
-        except LatencyError:
-            pass
+    predicted, predicted_source = _topk_predictions(space, target, topk)
     manifest: dict[str, Any] = {
-        "format": "nasforge-bundle/1",
-        "target": target.name,
-        "provider": target.provider,
-        "batch": target.batch,
+        "format": "nasforge-bundle/1", "target": target.name, "provider": target.provider, "batch": target.batch,
         "protocol": ort_timing.protocol(target.threads, warmup, repeats),
-        "space": space.name,
-        "space_fingerprint": space.fingerprint,
-        "blocks": [],
-        "verify": [],
+        "space": space.name, "space_fingerprint": space.fingerprint, "blocks": [], "verify": [],
     }
     tmp = path.with_name(f".{path.name}.tmp")
     total = len(specs) + len(val_archs) + len(topk)
@@ -118,23 +102,16 @@ def write_bundle(
                 shape = list(block_input_shape(spec, target.batch))
                 manifest["blocks"].append({"key": spec.key, "file": name, "input_shape": shape})
                 advance()
-            files: dict[str, str] = {}
-            for role, archs, preds in (("validation", val_archs, [None] * len(val_archs)), ("topk", topk, predicted)):
+            roles = (("validation", val_archs, [None] * len(val_archs)), ("topk", topk, predicted))
+            for role, archs, preds in roles:
                 for i, (arch, pred) in enumerate(zip(archs, preds)):
                     name = f"verify/{len(manifest['verify']):05d}.onnx"
                     zf.writestr(name, export_subnet(space, arch, target.batch))
-                    files[f"{role}:{arch.key}"] = name
-                    manifest["verify"].append(
-                        {
-                            "key": f"{role}:{arch.key}",
-                            "role": role,
-                            "arch": arch.to_dict(),
-                            "design": design_flags[i] if role == "validation" else False,
-                            "predicted_ms": pred,
-                            "predicted_source": predicted_source if role == "topk" else None,
-                            "file": name,
-                        }
-                    )
+                    manifest["verify"].append({
+                        "key": f"{role}:{arch.key}", "role": role, "arch": arch.to_dict(),
+                        "design": design_flags[i] if role == "validation" else False, "predicted_ms": pred,
+                        "predicted_source": predicted_source if role == "topk" else None, "file": name,
+                    })
                     advance()
             randoms = [v for v in manifest["verify"] if v["role"] == "validation" and not v["design"]]
             for v in randoms[:n_repeat]:  # timed last, minutes after the first time: the noise verdict
@@ -149,6 +126,21 @@ def write_bundle(
             raise LatencyError(f"{path}: cannot write the bundle ({exc.strerror or exc})") from None
         raise
     return manifest
+
+
+def _topk_predictions(
+    space: SearchSpace, target: Target, topk: Sequence[ArchConfig]
+) -> tuple[list[float | None], str | None]:
+    """This machine's prediction for each top-K arch (and its source), for the device to check against."""
+    if not topk:
+        return [], None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = load_latency_model(target.name, space)
+        return [float(v) for v in model.predict(topk)], model.source  # "estimated": only the roofline
+    except LatencyError:
+        return [None] * len(topk), None
 
 
 def _check_destination(path: Path) -> None:

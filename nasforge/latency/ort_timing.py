@@ -602,29 +602,8 @@ def run_bundle(
             with open(out) as fh:
                 lut = json.load(fh)
             lut.setdefault("verify", [])
-        import onnxruntime as ort
-
-        lut["metadata"].update(
-            {
-                "target": manifest["target"],
-                "device": device_string(),
-                "machine": machine,
-                "ort_version": ort.__version__,
-                "provider": real_provider,
-                "threads": threads,
-                "cores": cores,
-                "nice": nice,
-                "batch": manifest["batch"],
-                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "protocol": protocol(threads, warmup, repeats),
-                "space": manifest["space"],
-                "space_fingerprint": manifest["space_fingerprint"],
-                "made_by": "profile_bundle.py",
-            }
-        )
-
-        def timed(model: bytes) -> dict[str, Any]:
-            return time_stable(lambda: time_model(model, provider, threads, warmup, repeats))
+        settings = (real_provider, threads, warmup, repeats, cores, nice)
+        lut["metadata"].update(_bundle_metadata(manifest, machine, *settings))
 
         def timed_many(files: list[str]) -> list[dict[str, Any]]:
             models = [zf.read(f) for f in files]
@@ -633,38 +612,75 @@ def run_bundle(
             )
 
         if "run_overhead_ms" not in lut["metadata"]:
-            lut["metadata"]["run_overhead_ms"] = timed(null_model())["median_ms"]
-        blocks = manifest["blocks"]
-        todo = [b for b in blocks if b["key"] not in lut["entries"]]
-        log(f"{len(blocks)} blocks, {len(blocks) - len(todo)} already measured, provider {real_provider}")
+            overhead = time_stable(lambda: time_model(null_model(), provider, threads, warmup, repeats))
+            lut["metadata"]["run_overhead_ms"] = overhead["median_ms"]
         start = time.perf_counter()
-        last_save = start
-        for g in range(0, len(todo), BLOCK_GROUP):
-            group = todo[g : g + BLOCK_GROUP]
-            for block, timing in zip(group, timed_many([b["file"] for b in group])):
-                lut["entries"][block["key"]] = timing
-            now = time.perf_counter()
-            done = g + len(group)
-            if now - last_save > 10 or done == len(todo):
-                write_json_atomic(out, lut)
-                last_save = now
-                eta = (now - start) / done * (len(todo) - done)
-                log(f"  {done}/{len(todo)} blocks, ETA {eta:.0f} s")
-        measured = {v["key"] for v in lut["verify"]}
-        pending = [m for m in manifest.get("verify", []) if m["key"] not in measured]
-        for role in ("validation", "topk", "repeat"):  # repeats last: minutes after their first timing
-            models = [m for m in pending if m.get("role") == role]
-            for g in range(0, len(models), SUBNET_GROUP):
-                group = models[g : g + SUBNET_GROUP]
-                for model, timing in zip(group, timed_many([m["file"] for m in group])):
-                    lut["verify"].append({**model, **timing})
-                    log(f"  verify {model['key']}: {timing['median_ms']:.3f} ms (spread {timing['spread']:.0%})")
-                write_json_atomic(out, lut)
+        _time_bundle_blocks(lut, manifest["blocks"], timed_many, out, log)
+        _time_bundle_subnets(lut, manifest.get("verify", []), timed_many, out, log)
         lut["metadata"]["build_seconds"] = round(
             float(lut["metadata"].get("build_seconds", 0.0)) + time.perf_counter() - start, 1
         )
         write_json_atomic(out, lut)
     return lut
+
+
+def _bundle_metadata(
+    manifest: dict[str, Any], machine: dict[str, Any], provider: str, threads: int, warmup: int, repeats: int,
+    cores: Any, nice: Any,
+) -> dict[str, Any]:
+    """What a table timed from a bundle says about where and how it was measured."""
+    import onnxruntime as ort
+
+    return {
+        "target": manifest["target"],
+        "device": device_string(),
+        "machine": machine,
+        "ort_version": ort.__version__,
+        "provider": provider,
+        "threads": threads,
+        "cores": cores,
+        "nice": nice,
+        "batch": manifest["batch"],
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "protocol": protocol(threads, warmup, repeats),
+        "space": manifest["space"],
+        "space_fingerprint": manifest["space_fingerprint"],
+        "made_by": "profile_bundle.py",
+    }
+
+
+def _time_bundle_blocks(lut: dict[str, Any], blocks: list[dict[str, Any]], timed_many: Any, out: str, log: Any) -> None:
+    """Blocks not yet in the table, in interleaved groups; saved every 10 s so a killed run resumes."""
+    todo = [b for b in blocks if b["key"] not in lut["entries"]]
+    log(f"{len(blocks)} blocks, {len(blocks) - len(todo)} already measured, provider {lut['metadata']['provider']}")
+    start = last_save = time.perf_counter()
+    for g in range(0, len(todo), BLOCK_GROUP):
+        group = todo[g : g + BLOCK_GROUP]
+        for block, timing in zip(group, timed_many([b["file"] for b in group])):
+            lut["entries"][block["key"]] = timing
+        now = time.perf_counter()
+        done = g + len(group)
+        if now - last_save > 10 or done == len(todo):
+            write_json_atomic(out, lut)
+            last_save = now
+            eta = (now - start) / done * (len(todo) - done)
+            log(f"  {done}/{len(todo)} blocks, ETA {eta:.0f} s")
+
+
+def _time_bundle_subnets(
+    lut: dict[str, Any], verify: list[dict[str, Any]], timed_many: Any, out: str, log: Any
+) -> None:
+    """Whole subnets not yet timed: validation, then top-K, then the repeats (minutes after their first timing)."""
+    measured = {v["key"] for v in lut["verify"]}
+    pending = [m for m in verify if m["key"] not in measured]
+    for role in ("validation", "topk", "repeat"):
+        models = [m for m in pending if m.get("role") == role]
+        for g in range(0, len(models), SUBNET_GROUP):
+            group = models[g : g + SUBNET_GROUP]
+            for model, timing in zip(group, timed_many([m["file"] for m in group])):
+                lut["verify"].append({**model, **timing})
+                log(f"  verify {model['key']}: {timing['median_ms']:.3f} ms (spread {timing['spread']:.0%})")
+            write_json_atomic(out, lut)
 
 
 def main(argv: list[str] | None = None) -> int:
