@@ -13,7 +13,9 @@ Per space, on the machine it runs on (the `cpu` target, 1 pinned thread):
 3. An independent check: 20 random subnets exported with nasforge's ONNX export, timed by this script's
    own loop (a plain `onnxruntime.InferenceSession`, 1 intra-op thread, default options, 20 warm-up runs,
    median of 200; no nasforge timing code), twice, against the table's calibrated prediction.
-   Preempted runs (getrusage) are counted in the same loop, as a diagnostic only.
+   Preempted runs (getrusage) are counted in the same loop, as a diagnostic only. Then the same plain
+   sessions timed round-robin (20 passes x 10 runs of each model), twice: on a machine whose speed wanders
+   over seconds, a model timed in one sequential block of 200 runs gets whatever spell it lands in.
 Prints the machine (CPU model, flags, caches, ORT) and its load before and after, and a final JSON line.
 """
 
@@ -92,6 +94,35 @@ def independent_timing(path: Path, runs: int = 200, warmup: int = 20) -> dict[st
     clean = times[~hit] if (~hit).sum() >= 3 else times
     return {"median_ms": float(np.median(times)), "clean_median_ms": float(np.median(clean)),
             "preempted": float(hit.mean())}
+
+
+def independent_timing_interleaved(
+    paths: list[Path], rounds: int = 20, runs_per_round: int = 10, warmup: int = 20
+) -> list[dict[str, float]]:
+    """The same plain sessions, but timed round-robin: `rounds` passes over all models, `runs_per_round`
+    runs of each per pass, median of all of a model's runs. A machine whose speed wanders over seconds
+    then shifts every model alike instead of whichever model happened to run during a slow spell."""
+    import onnxruntime as ort
+
+    sessions = []
+    for path in paths:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        inp = session.get_inputs()[0]
+        x = np.random.default_rng(1).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape])
+        feeds = {inp.name: x.astype(np.float32)}
+        for _ in range(warmup):
+            session.run(None, feeds)
+        sessions.append((session, feeds))
+    times = np.empty((len(paths), rounds * runs_per_round))
+    for r in range(rounds):
+        for i, (session, feeds) in enumerate(sessions):
+            for k in range(runs_per_round):
+                start = time.perf_counter()
+                session.run(None, feeds)
+                times[i, r * runs_per_round + k] = (time.perf_counter() - start) * 1e3
+    return [{"median_ms": float(np.median(row))} for row in times]
 
 
 def export_subnets(space: Any, archs: list[Any], folder: Path) -> list[Path]:
@@ -176,9 +207,13 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
         paths = export_subnets(space, ind_archs, Path(tmp))
         first = [independent_timing(p) for p in paths]
         second = [independent_timing(p) for p in paths]
+        inter1 = independent_timing_interleaved(paths)
+        inter2 = independent_timing_interleaved(paths)
     plain = np.array([t["median_ms"] for t in first])
     plain2 = np.array([t["median_ms"] for t in second])
     clean = np.array([t["clean_median_ms"] for t in first])
+    inter = np.array([t["median_ms"] for t in inter1])
+    inter_2 = np.array([t["median_ms"] for t in inter2])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = TableLatencyModel(table, space, target=target)
@@ -194,6 +229,14 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
         "profile_calibration_vs_plain": scores(pred_would_be, plain),
         "profile_calibration_vs_unpreempted_runs": scores(pred_would_be, clean),
         "measured_ms_range": [round(float(plain.min()), 3), round(float(plain.max()), 3)],
+        "interleaved": {
+            "how": "the same plain sessions timed round-robin: 20 passes x 10 runs of each, median of its 200",
+            "repeatability_median_diff_pct": round(float(np.median(np.abs(inter_2 / inter - 1)) * 100), 2),
+            "repeatability_max_diff_pct": round(float(np.max(np.abs(inter_2 / inter - 1)) * 100), 1),
+            "table_as_stored": scores(pred, inter),
+            "profile_calibration": scores(pred_would_be, inter),
+            "profile_calibration_vs_second_pass": scores(pred_would_be, inter_2),
+        },
     }
     return row
 
@@ -232,6 +275,9 @@ def print_space(row: dict[str, Any]) -> None:
     add("independent ORT (plain): table as stored", ind["table_as_stored_vs_plain"])
     add("independent ORT (plain): profile's calibration", ind["profile_calibration_vs_plain"])
     add("independent ORT, un-preempted runs: profile's calibration", ind["profile_calibration_vs_unpreempted_runs"])
+    add("independent ORT interleaved: table as stored", ind["interleaved"]["table_as_stored"])
+    add("independent ORT interleaved: profile's calibration", ind["interleaved"]["profile_calibration"])
+    add("  the same, its second pass", ind["interleaved"]["profile_calibration_vs_second_pass"])
     console.print(t)
     noise = pv.get("noise") or {}
     console.print(
@@ -243,7 +289,9 @@ def print_space(row: dict[str, Any]) -> None:
         f"100 random subnets: {r['seconds']} s, {r['preempted_runs']:.0%} of runs preempted, {r['unstable']} unstable; "
         f"calibration fitted on them: {r['calibration_on_these']['coef']}\n"
         f"independent timing: repeatability median {ind['repeatability_median_diff_pct']}% / max "
-        f"{ind['repeatability_max_diff_pct']}%, {ind['preempted_runs']:.0%} of its runs preempted; "
+        f"{ind['repeatability_max_diff_pct']}%, {ind['preempted_runs']:.0%} of its runs preempted; interleaved "
+        f"{ind['interleaved']['repeatability_median_diff_pct']}% / "
+        f"{ind['interleaved']['repeatability_max_diff_pct']}%; "
         f"range {ind['measured_ms_range']} ms"
     )
 
