@@ -103,10 +103,15 @@ def test_interleaved_timing_gives_every_model_its_runs(monkeypatch):
         def run(self, outputs, feeds):
             order.append(self.name)
 
-    out = ort_timing.time_interleaved([(Named("a"), {}), (Named("b"), {})], warmup=0, repeats=4, rounds=2, pause_s=0)
+    models = [(Named("a"), {}), (Named("b"), {})]
+    out = ort_timing.time_interleaved(models, warmup=0, repeats=4, rounds=2, pause_s=0, switch_runs=1)
     assert [t["runs"] for t in out] == [4, 4]
     # warm-up, then per round: one untimed run and two timed ones for a, then for b
     assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    order.clear()
+    out = ort_timing.time_interleaved(models, warmup=0, repeats=4, rounds=2, pause_s=0)  # the protocol's default
+    assert [t["runs"] for t in out] == [4, 4] and ort_timing.protocol(1, 0, 4)["switch_runs"] == 5
+    assert order == ["a", "b"] + (["a"] * 7 + ["b"] * 7) * 2  # 5 untimed runs on coming back to a model
 
 
 def test_timed_runs_adds_rounds_while_preempted_and_stops_at_the_cap(monkeypatch):

@@ -56,11 +56,15 @@ from typing import Any
 import numpy as np
 
 LUT_FORMAT = "nasforge-lut/1"
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 MAX_SPREAD = 0.15  # a timing whose round medians lie further apart than this is measured again
 RETRIES = 2
 BLOCK_GROUP = 16  # models timed interleaved (`time_interleaved`)
 SUBNET_GROUP = 10
+# untimed runs each model gets when the round comes back to it (its weights back in the caches): on the
+# 2-vCPU AMD EPYC VM five gave the most repeatable round-robin timings in two runs of
+# scripts/bench_switch_runs.py (two passes differ by 5.3% / 4.4% in the median, one run: 7.9% / 7.0%)
+SWITCH_RUNS = 5
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -86,6 +90,7 @@ def protocol(
         "rounds": rounds,
         "preemption": "runs during which the process was preempted (getrusage ru_nivcsw moved) are dropped",
         "interleaving": f"groups of {BLOCK_GROUP} blocks / {SUBNET_GROUP} subnets timed round-robin",
+        "switch_runs": SWITCH_RUNS,
         "statistic": "median and p90 of the clean runs of the quieter half of the rounds",
         "max_spread": max_spread,
         "retries": retries,
@@ -315,9 +320,11 @@ def time_interleaved(
     pause_s: float = 0.005,
     clean_wanted: int | None = None,
     max_factor: int = 4,
+    switch_runs: int = SWITCH_RUNS,
 ) -> list[dict[str, Any]]:
-    """Time several models round-robin: each round gives every model one untimed run (its data back in
-    cache) and then its share of timed runs, so all of them see the same phases of a neighbour's load.
+    """Time several models round-robin: each round gives every model `switch_runs` untimed runs (its data
+    back in cache, the state a model run back to back is in) and then its share of timed runs, so all of
+    them see the same phases of a neighbour's load.
 
     Measured one after the other, the same whole subnets differed by 7.8% (median, 23% max) between two
     passes on a loaded 2-core VM; interleaved in groups of 16, by 2.3% (6.6% max): the slow phases of
@@ -336,7 +343,8 @@ def time_interleaved(
         if r:
             time.sleep(pause_s)
         for (session, feeds), (times, preempted, round_of) in zip(sessions, runs):
-            session.run(None, feeds)
+            for _ in range(max(1, switch_runs)):
+                session.run(None, feeds)
             for _ in range(per_round):
                 before = involuntary_switches()
                 start = time.perf_counter()
