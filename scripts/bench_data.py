@@ -158,6 +158,8 @@ def main() -> None:
     size = (200, 500)
     if args.dry_run:
         args.images, args.resolution, args.batch, args.rss_sizes, size = 16, 32, 4, "12,36", (40, 80)
+    if args.work_dir is not None:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         work = Path(tmp)
         data_dir = args.data_dir or make_folder(work / "throughput", args.images, size=size)
