@@ -72,8 +72,8 @@ def load_snapshot() -> dict[str, Any]:
     return snap
 
 
-def independent_timing(path: Path, runs: int = 200, warmup: int = 20) -> dict[str, float]:
-    """A plain ORT session with 1 intra-op thread (everything else default), timed by this loop alone."""
+def plain_session(path: Path, warmup: int) -> tuple[Any, dict[str, np.ndarray]]:
+    """A plain ORT session with 1 intra-op thread (everything else default), warmed up, and its input."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -84,6 +84,12 @@ def independent_timing(path: Path, runs: int = 200, warmup: int = 20) -> dict[st
     feeds = {inp.name: x.astype(np.float32)}
     for _ in range(warmup):
         session.run(None, feeds)
+    return session, feeds
+
+
+def independent_timing(path: Path, runs: int = 200, warmup: int = 20) -> dict[str, float]:
+    """A plain ORT session with 1 intra-op thread (everything else default), timed by this loop alone."""
+    session, feeds = plain_session(path, warmup)
     times, hit = np.empty(runs), np.zeros(runs, bool)
     for i in range(runs):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
@@ -102,19 +108,7 @@ def independent_timing_interleaved(
     """The same plain sessions, but timed round-robin: `rounds` passes over all models, `runs_per_round`
     runs of each per pass, median of all of a model's runs. A machine whose speed wanders over seconds
     then shifts every model alike instead of whichever model happened to run during a slow spell."""
-    import onnxruntime as ort
-
-    sessions = []
-    for path in paths:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        inp = session.get_inputs()[0]
-        x = np.random.default_rng(1).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape])
-        feeds = {inp.name: x.astype(np.float32)}
-        for _ in range(warmup):
-            session.run(None, feeds)
-        sessions.append((session, feeds))
+    sessions = [plain_session(path, warmup) for path in paths]
     times = np.empty((len(paths), rounds * runs_per_round))
     for r in range(rounds):
         for i, (session, feeds) in enumerate(sessions):

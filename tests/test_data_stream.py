@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,43 +35,18 @@ from nasforge.data.augment import AUTO_AUGMENTS, eval_view, random_resized_crop_
 from nasforge.data.source import batch_generator
 from nasforge.errors import ConfigError, DataError
 
-CLASSES = ("cat", "dog", "fox")
-
-
-def make_folder(root: Path, *, train: int = 8, held: int = 3, size: tuple[int, int] = (20, 80), seed: int = 0,
-                fixed: int | None = None) -> Path:
-    """DIR/train/<class>/*, DIR/val/<class>/*: alternating JPEG and PNG, random sizes (or all `fixed` px, PNG)."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", train), ("val", held)):
-        for c, cls in enumerate(CLASSES):
-            (root / split / cls).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                h, w = (fixed, fixed) if fixed else rng.integers(size[0], size[1] + 1, 2)
-                base = np.zeros((h, w, 3), dtype=np.float64)
-                base[..., c] = 160  # a class colour, so a model has something to see
-                arr = np.clip(base + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
-                suffix = "png" if fixed or i % 2 else "jpg"
-                Image.fromarray(arr).save(root / split / cls / f"{i:03d}.{suffix}")
-    return root
-
-
-def settings(root: Path, **kw) -> DataSettings:
-    base = {"dataset": "imagefolder", "data_dir": str(root), "loader": "stream", "workers": 0, "val_fraction": 0.25,
-            "normalization": "imagenet"}
-    return DataSettings(**{**base, **kw})
+# the data-source conformance suite's helpers (its contract test runs from tests/test_conformance.py)
+from nasforge.testing.conformance.data_sources import (
+    collect,
+    make_folder,
+    same_batches,
+    settings,
+)
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
+def folder(tmp_path_factory):
     return make_folder(tmp_path_factory.mktemp("folder"))
-
-
-def collect(batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(x.clone(), y.clone()) for x, y in batches]
-
-
-def same_batches(a, b) -> bool:
-    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
 
 
 # ---------------------------------------------------------------------------- registries and selection
@@ -102,44 +76,6 @@ def test_auto_chooses_by_decoded_size(folder):
 
 
 # ---------------------------------------------------------------------------- both sources, one contract
-@pytest.mark.parametrize("loader", DATA_SOURCES.names())
-def test_source_contract(loader, folder):
-    """What every registered source must do: sizes, labels per the shared plan, resume, rank shares."""
-    src = open_source(settings(folder, loader=loader), resolution=32)
-    assert src.kind == loader and src.class_names == CLASSES and src.num_classes == 3
-    assert (src.split_size("train"), src.split_size("val"), src.split_size("test")) == (18, 6, 9)
-    assert src.steps_per_epoch(6) == 3 and src.steps_per_epoch(64) == 1
-    train_labels = src.labels("train")
-
-    full = collect(src.train_batches(1, batch_size=6, seed=7))
-    assert len(full) == 3
-    for step, (x, y) in enumerate(full):
-        assert x.shape == (6, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-        assert torch.equal(y, train_labels[src.batch_indices(1, step, batch_size=6, seed=7)])
-    # resume: from any step the rest of the epoch replays exactly
-    assert same_batches(collect(src.train_batches(1, batch_size=6, seed=7, start_step=2)), full[2:])
-    assert not same_batches(collect(src.train_batches(2, batch_size=6, seed=7)), full)
-    # two ranks: disjoint shares that together cover every global batch once, and equal its [rank::2] slice
-    seen = []
-    for rank in (0, 1):
-        share = collect(src.train_batches(1, batch_size=6, seed=7, rank=rank, world_size=2))
-        for step, ((x, y), (gx, gy)) in enumerate(zip(share, full)):
-            assert torch.equal(x, gx[rank::2]) and torch.equal(y, gy[rank::2])
-            seen += src.batch_indices(1, step, batch_size=6, seed=7, rank=rank, world_size=2).tolist()
-    assert sorted(seen) == list(range(18))
-    with pytest.raises(ConfigError):
-        src.train_batches(0, batch_size=6, seed=0, rank=2, world_size=2)
-
-    evals = collect(src.eval_batches("test", batch_size=4))
-    assert [x.shape[0] for x, _ in evals] == [4, 4, 1]
-    assert torch.equal(torch.cat([y for _, y in evals]), src.labels("test"))
-    assert [x.shape[-1] for x, _ in src.eval_batches("val", batch_size=4, resolution=24, limit=5)] == [24, 24]
-    calib = [x.shape for x in src.calibration_batches(10, batch_size=4, resolution=16)]
-    assert calib == [(4, 3, 16, 16), (4, 3, 16, 16), (2, 3, 16, 16)]
-    record = src.describe()
-    assert record["loader"] == loader and record["normalization"]["kind"] == "imagenet"
-
-
 def test_memory_source_is_the_legacy_functions_batch_for_batch():
     data = load_dataset("digits", 24)
     src = open_source(DataSettings(dataset="digits", loader="memory"), resolution=24)

@@ -170,7 +170,7 @@ def export_ofa_checkpoint(run: Any, out: str | Path) -> dict[str, Any]:
         "ofa_kwargs": {**net.ofa_kwargs, "n_classes": space.num_classes}, "published_net": net.name,
         "tensors": len(exported), "space": {"name": space.name, "fingerprint": space.fingerprint},
         "provenance": {"run": str(run.path), "supernet_sha256": run.checkpoint_sha256},
-        "load": "net = OFAClass(**ofa_kwargs); net.load_state_dict(torch.load(FILE)['state_dict'])",
+        "load": "net = OFAClass(**ofa_kwargs); net.load_state_dict(torch.load(FILE, weights_only=True)['state_dict'])",
     }
     atomic_write_json(out.with_name(out.name + ".json"), sidecar)
     return sidecar

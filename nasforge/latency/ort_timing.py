@@ -189,6 +189,14 @@ def involuntary_switches() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw)
 
 
+def _timed_run(session: Any, feeds: dict[str, np.ndarray]) -> tuple[float, bool]:
+    """One timed run in ms, and whether the process was preempted during it."""
+    before = involuntary_switches()
+    start = time.perf_counter()
+    session.run(None, feeds)
+    return (time.perf_counter() - start) * 1e3, involuntary_switches() != before
+
+
 def timed_runs(
     session: Any,
     feeds: dict[str, np.ndarray],
@@ -219,11 +227,9 @@ def timed_runs(
         if r:
             time.sleep(pause_s)
         for _ in range(per_round):
-            before = involuntary_switches()
-            start = time.perf_counter()
-            session.run(None, feeds)
-            times.append((time.perf_counter() - start) * 1e3)
-            preempted.append(involuntary_switches() != before)
+            ms, hit = _timed_run(session, feeds)
+            times.append(ms)
+            preempted.append(hit)
             round_of.append(r)
         r += 1
         clean = len(preempted) - sum(preempted)
@@ -346,11 +352,9 @@ def time_interleaved(
             for _ in range(max(1, switch_runs)):
                 session.run(None, feeds)
             for _ in range(per_round):
-                before = involuntary_switches()
-                start = time.perf_counter()
-                session.run(None, feeds)
-                times.append((time.perf_counter() - start) * 1e3)
-                preempted.append(involuntary_switches() != before)
+                ms, hit = _timed_run(session, feeds)
+                times.append(ms)
+                preempted.append(hit)
                 round_of.append(r)
         r += 1
         if r >= rounds and all(len(p) - sum(p) >= wanted or len(p) >= cap for _, p, _ in runs):
