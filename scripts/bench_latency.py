@@ -15,7 +15,10 @@ Per space, on the machine it runs on (the `cpu` target, 1 pinned thread):
    median of 200; no nasforge timing code), twice, against the table's calibrated prediction.
    Preempted runs (getrusage) are counted in the same loop, as a diagnostic only. Then the same plain
    sessions timed round-robin (20 passes x 10 runs of each model), twice: on a machine whose speed wanders
-   over seconds, a model timed in one sequential block of 200 runs gets whatever spell it lands in.
+   over seconds, a model timed in one sequential block of 200 runs gets whatever spell it lands in. The
+   round-robin includes the space's speed reference subnet (`nasforge.latency.reference`), so each pass can
+   also be read at the profile's speed (x the reference's median in the profile / in that pass): the same
+   plain timings, the machine's speed of the moment divided out.
 Prints the machine (CPU model, flags, caches, ORT) and its load before and after, and a final JSON line.
 """
 
@@ -41,6 +44,7 @@ from nasforge.latency import ort_timing
 from nasforge.latency.lut import LatencyTable, this_machine
 from nasforge.latency.model import TableFeatures, TableLatencyModel
 from nasforge.latency.profiler import Timer, profile
+from nasforge.latency.reference import reference_subnet
 from nasforge.latency.targets import load_target
 from nasforge.space import load_space
 
@@ -164,18 +168,27 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
         if v else None,
         "calibration_stored": meta.get("calibration"),
     }
-    # 2. 100 random subnets, timed whole with the protocol
+    row["speed_reference"] = meta.get("speed_reference") or (v or {}).get("speed_reference")
+    # 2. 100 random subnets, timed whole with the protocol (each group beside the reference subnet)
     features = TableFeatures(table, space)
+    raw_table = LatencyTable({k: val for k, val in meta.items() if k != "speed_reference"}, table.entries)
+    raw_features = TableFeatures(raw_table, space)  # the same blocks read without the speed reference
     rng = np.random.default_rng(12345)
     archs = list(dict.fromkeys(space.sample_many(rng, n_random)))
     timer = Timer(target)
+    reference = reference_subnet(space)
     t1 = time.perf_counter()
     timings: list[dict[str, Any]] = []
     with timer.pinned():  # the protocol: interleaved groups, re-measured while unsteady
         for g in range(0, len(archs), ort_timing.SUBNET_GROUP):
-            timings += timer.subnets(space, archs[g : g + ort_timing.SUBNET_GROUP])
-    measured = np.array([t["median_ms"] for t in timings])
+            timings += timer.subnets(space, archs[g : g + ort_timing.SUBNET_GROUP], reference)
+    speed = ort_timing.reference_speed(timings)
+    measured = np.array([ort_timing.at_reference_speed(t, speed) for t in timings])
+    measured_raw = np.array([t["median_ms"] for t in timings])
+    profile_speed = (row["speed_reference"] or {}).get("subnet_ms")
+    at_profile_speed = np.array([ort_timing.at_reference_speed(t, profile_speed) for t in timings])
     f = features(archs)
+    f_raw = raw_features(archs)
     stored = meta.get("calibration")
     would_be = (meta.get("validation_rejected") or {}).get("would_be_calibration")
     fitted = stored or would_be
@@ -183,12 +196,15 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
         "n": len(archs),
         "seconds": round(time.perf_counter() - t1, 1),
         "measured_ms_range": [round(float(measured.min()), 3), round(float(measured.max()), 3)],
+        "speed_range": round(float(np.ptp(refs) / np.median(refs)), 4)
+        if len(refs := np.unique([t.get("reference_ms", 0.0) for t in timings])) > 1 else None,
         "preempted_runs": round(float(np.mean([t.get("preempted", 0) for t in timings])), 4),
         "unstable": int(sum(not t.get("stable", True) for t in timings)),
         "raw_block_sum": scores(f["sum_ms"], measured),
-        "profile_calibration_held_out": scores(cal.apply(fitted, f), measured) if fitted else None,
+        "profile_calibration_held_out": scores(cal.apply(fitted, f), at_profile_speed) if fitted else None,
         "profile_calibration_was_stored": bool(stored),
         "calibrated_cv5": scores(cal.cross_validated(f, measured), measured),
+        "calibrated_cv5_without_speed_reference": scores(cal.cross_validated(f_raw, measured_raw), measured_raw),
         "linear_sum_blocks_cv5": scores(
             cal.cross_validated(f, measured, fitter=lambda g, m: cal.fit_linear(g["sum_ms"], g["blocks"], m)), measured
         ),
@@ -198,16 +214,19 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
     rng = np.random.default_rng(777)
     ind_archs = list(dict.fromkeys(space.sample_many(rng, n_independent)))
     with tempfile.TemporaryDirectory() as tmp:
-        paths = export_subnets(space, ind_archs, Path(tmp))
-        first = [independent_timing(p) for p in paths]
-        second = [independent_timing(p) for p in paths]
+        paths = export_subnets(space, [*ind_archs, reference], Path(tmp))  # the last one: the reference subnet
+        first = [independent_timing(p) for p in paths[:-1]]
+        second = [independent_timing(p) for p in paths[:-1]]
         inter1 = independent_timing_interleaved(paths)
         inter2 = independent_timing_interleaved(paths)
     plain = np.array([t["median_ms"] for t in first])
     plain2 = np.array([t["median_ms"] for t in second])
     clean = np.array([t["clean_median_ms"] for t in first])
-    inter = np.array([t["median_ms"] for t in inter1])
-    inter_2 = np.array([t["median_ms"] for t in inter2])
+    inter, ref1 = np.array([t["median_ms"] for t in inter1[:-1]]), inter1[-1]["median_ms"]
+    inter_2, ref2 = np.array([t["median_ms"] for t in inter2[:-1]]), inter2[-1]["median_ms"]
+    # the same plain timings read at the profile's speed: x (reference subnet then) / (reference subnet now)
+    scale1, scale2 = (profile_speed / ref1, profile_speed / ref2) if profile_speed else (1.0, 1.0)
+    at_speed_diff = (inter_2 * scale2) / (inter * scale1) - 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = TableLatencyModel(table, space, target=target)
@@ -230,6 +249,15 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
             "table_as_stored": scores(pred, inter),
             "profile_calibration": scores(pred_would_be, inter),
             "profile_calibration_vs_second_pass": scores(pred_would_be, inter_2),
+        },
+        "at_profile_speed": {
+            "how": "the round-robin plain timings above, each pass read at the profile's speed: x the reference "
+            "subnet's median in the profile's validation / its median in that pass (timed in the same plain loop)",
+            "machine_speed_vs_profile": [round(1 / scale1, 4), round(1 / scale2, 4)],
+            "repeatability_median_diff_pct": round(float(np.median(np.abs(at_speed_diff)) * 100), 2),
+            "repeatability_max_diff_pct": round(float(np.max(np.abs(at_speed_diff)) * 100), 1),
+            "profile_calibration": scores(pred_would_be, inter * scale1),
+            "profile_calibration_vs_second_pass": scores(pred_would_be, inter_2 * scale2),
         },
     }
     return row
@@ -264,6 +292,7 @@ def print_space(row: dict[str, Any]) -> None:
     add("100 random: raw block sum", r["raw_block_sum"])
     add("100 random: profile's calibration, held out", r["profile_calibration_held_out"])
     add("100 random: calibrated, 5-fold CV", r["calibrated_cv5"])
+    add("100 random: calibrated, 5-fold CV, no speed reference", r["calibrated_cv5_without_speed_reference"])
     add("100 random: old linear calibration, 5-fold CV", r["linear_sum_blocks_cv5"])
     ind = row["independent"]
     add("independent ORT (plain): table as stored", ind["table_as_stored_vs_plain"])
@@ -272,6 +301,9 @@ def print_space(row: dict[str, Any]) -> None:
     add("independent ORT interleaved: table as stored", ind["interleaved"]["table_as_stored"])
     add("independent ORT interleaved: profile's calibration", ind["interleaved"]["profile_calibration"])
     add("  the same, its second pass", ind["interleaved"]["profile_calibration_vs_second_pass"])
+    add("independent ORT interleaved at the profile's speed: profile's calibration",
+        ind["at_profile_speed"]["profile_calibration"])
+    add("  the same, its second pass", ind["at_profile_speed"]["profile_calibration_vs_second_pass"])
     console.print(t)
     noise = pv.get("noise") or {}
     console.print(
@@ -286,7 +318,10 @@ def print_space(row: dict[str, Any]) -> None:
         f"{ind['repeatability_max_diff_pct']}%, {ind['preempted_runs']:.0%} of its runs preempted; interleaved "
         f"{ind['interleaved']['repeatability_median_diff_pct']}% / "
         f"{ind['interleaved']['repeatability_max_diff_pct']}%; "
-        f"range {ind['measured_ms_range']} ms"
+        f"at the profile's speed {ind['at_profile_speed']['repeatability_median_diff_pct']}% / "
+        f"{ind['at_profile_speed']['repeatability_max_diff_pct']}% (machine speed vs the profile's: "
+        f"{ind['at_profile_speed']['machine_speed_vs_profile']}); range {ind['measured_ms_range']} ms\n"
+        f"speed reference: {row['speed_reference']}; speed range over the 100 subnets' groups: {r['speed_range']}"
     )
 
 

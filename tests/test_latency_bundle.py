@@ -17,6 +17,7 @@ from nasforge.latency import ort_timing
 from nasforge.latency.bundle import import_table, write_bundle
 from nasforge.latency.lut import LatencyTable
 from nasforge.latency.model import load_latency_model
+from nasforge.latency.reference import reference_block, reference_subnet
 from nasforge.latency.targets import load_target
 from nasforge.testing import TINY_SPACES_DIR, tiny_space
 
@@ -62,6 +63,14 @@ def test_bundle_round_trip(tmp_path):
     assert raw["metadata"]["made_by"] == "profile_bundle.py"
     assert len(raw["entries"]) == len(manifest["blocks"])
     assert len(raw["verify"]) == len(manifest["verify"])
+    # every group was timed beside the speed reference (protocol v6)
+    assert manifest["reference"]["block"]["key"] == reference_block(space).key
+    assert manifest["reference"]["subnet"]["key"] == reference_subnet(space).key
+    assert "reference/subnet.onnx" in names
+    assert all(e["reference_ms"] > 0 for e in raw["entries"].values())
+    assert all(v["reference_ms"] > 0 for v in raw["verify"])
+    speed = raw["metadata"]["speed_reference"]
+    assert speed["block"] == reference_block(space).key and speed["block_ms"] > 0
 
     # re-running resumes: nothing left to time, file unchanged in content
     proc = run_runner(bundle, out)
@@ -77,6 +86,7 @@ def test_bundle_round_trip(tmp_path):
     assert ("validation_rejected" in table.metadata) == (not v["trusted"])
     assert table.metadata["machine"]["cpu"] and table.metadata["run_overhead_ms"] > 0
     assert len(report["topk"]) == 2 and all(r["measured_ms"] > 0 for r in report["topk"])
+    assert v["speed_reference"]["subnet"] == reference_subnet(space).key and v["speed_reference"]["subnet_ms"] > 0
     assert report["provider_warning"] is None  # cpu target, CPU EP: what was asked ran
     model = load_latency_model("cpu", space, dest)
     assert model.source == "measured"

@@ -49,7 +49,7 @@ def test_rerun_resumes_and_skips_measured_entries(built, monkeypatch):
     out.write_text(json.dumps(data))
     calls = []
     real = timer.blocks
-    monkeypatch.setattr(timer, "blocks", lambda specs: calls.extend(s.key for s in specs) or real(specs))
+    monkeypatch.setattr(timer, "blocks", lambda specs, ref=None: calls.extend(s.key for s in specs) or real(specs, ref))
     build_table(space, timer, out)
     assert sorted(calls) == dropped
     calls.clear()
@@ -68,7 +68,11 @@ def test_lookup_sum_and_missing_key_error(built):
     table = LatencyTable.load(out)
     model = TableLatencyModel(table, space)
     arch = space.sample(np.random.default_rng(3))
-    expected = sum(table.entries[s.key]["median_ms"] for s in space.layers(arch))
+    expected = sum(table.ms(s.key) for s in space.layers(arch))
+    first = table.entries[space.layers(arch)[0].key]  # each block read at the table's reference speed
+    assert table.ms(space.layers(arch)[0].key) == pytest.approx(
+        first["median_ms"] * table.block_speed_ms / first["reference_ms"]
+    )
     assert model.predict([arch])[0] == pytest.approx(expected)
     missing = space.layers(arch)[2].key
     del table.entries[missing]

@@ -124,25 +124,39 @@ def test_timed_runs_adds_rounds_while_preempted_and_stops_at_the_cap(monkeypatch
     assert len(times) == 20 and not preempted.any()
 
 
+def block_cost(spec):
+    from nasforge.layers import layer_macs
+
+    return 0.01 + layer_macs(spec) * 1e-8
+
+
 class FakeBackend:
-    """Blocks cost their MACs; every third block comes out unsteady on its first attempt."""
+    """Blocks cost their MACs; every third block comes out unsteady on its first attempt.
+
+    speeds: the machine's speed in successive groups (every timing of a group, the reference's too, is
+    multiplied by it): a machine whose speed wanders as a whole.
+    """
 
     name, provider, device = "ort", "CPUExecutionProvider", "fake CPU"
 
-    def __init__(self):
+    def __init__(self, speeds=(1.0,)):
         self.calls: dict[str, int] = {}
+        self.speeds, self.groups = speeds, 0
 
-    def time_block(self, spec, warmup, repeats):
-        from nasforge.layers import layer_macs
-
+    def time_block(self, spec, warmup, repeats, speed=1.0):
         n = self.calls[spec.key] = self.calls.get(spec.key, 0) + 1
         shaky = len(self.calls) % 3 == 0 and n == 1
-        ms = 0.01 + layer_macs(spec) * 1e-8
+        ms = block_cost(spec) * speed
         return {"median_ms": ms * (1.5 if shaky else 1), "p90_ms": ms * 2, "rounds_spread": 0.5 if shaky else 0.01,
                 "spread": 0.02, "preempted": 0.0}
 
-    def time_blocks(self, specs, warmup, repeats):
-        return [self.time_block(s, warmup, repeats) for s in specs]
+    def time_blocks(self, specs, warmup, repeats, reference=None):
+        speed = self.speeds[self.groups % len(self.speeds)]
+        self.groups += 1
+        timings = [self.time_block(s, warmup, repeats, speed) for s in specs]
+        if reference is not None:
+            timings = [{**t, "reference_ms": block_cost(reference) * speed} for t in timings]
+        return timings
 
     def time_overhead(self, warmup, repeats):
         return {"median_ms": 0.004, "p90_ms": 0.005, "rounds_spread": 0.0}
@@ -171,6 +185,75 @@ def test_build_table_remeasures_unsteady_blocks_and_records_stability(fake_timer
     assert st["blocks_retried"] == n // 3 and st["blocks_unstable"] == 0
     assert table.metadata["run_overhead_ms"] == pytest.approx(0.004)
     assert table.metadata["machine"]["cpu"] == this_machine()["cpu"] and "isa" in table.metadata["machine"]
+
+
+# ---------------------------------------------------------------------------- the speed reference
+def test_speed_reference_reads_blocks_timed_at_different_machine_speeds_at_one_speed(monkeypatch, tmp_path):
+    from nasforge.latency import profiler
+    from nasforge.latency.reference import reference_block
+
+    backend = FakeBackend(speeds=(1.0, 1.4, 0.8))  # the whole machine 40% slower, then 20% faster
+    monkeypatch.setattr(profiler, "open_backend", lambda target, threads: backend)
+    timer = profiler.Timer(load_target("cpu"), threads=1, warmup=0, repeats=5, pin=False)
+    space = tiny_space("tiny-mbv3")
+    table = profiler.build_table(space, timer, tmp_path / "t.json")
+    specs = distinct_layers(space)
+    assert backend.groups >= 3
+    raw = np.array([table.entries[s.key]["median_ms"] / block_cost(s) for s in specs])
+    read = np.array([table.ms(s.key) / block_cost(s) for s in specs])
+    assert np.ptp(raw) > 0.5  # the plain medians carry their group's speed
+    assert np.ptp(read) < 1e-3  # read at the reference speed, every block has the same scale (entries keep 6 decimals)
+    ref = reference_block(space)
+    meta = LatencyTable.load(tmp_path / "t.json").metadata["speed_reference"]
+    assert meta["block"] == ref.key
+    assert meta["block_ms"] == pytest.approx(block_cost(ref) * float(np.median(raw)), rel=1e-3)
+    assert meta["block_range"] > 0.5
+
+
+def test_at_reference_speed_and_reference_speed():
+    timings = [{"median_ms": 2.0, "reference_ms": 1.0}, {"median_ms": 3.0, "reference_ms": 1.5},
+               {"median_ms": 5.0, "reference_ms": 1.2}]
+    assert ort_timing.reference_speed(timings) == pytest.approx(1.2)
+    assert [ort_timing.at_reference_speed(t, 1.2) for t in timings] == pytest.approx([2.4, 2.4, 5.0])
+    assert ort_timing.at_reference_speed({"median_ms": 2.0}, 1.2) == 2.0  # timed without a reference
+    assert ort_timing.at_reference_speed(timings[0], None) == 2.0
+    assert ort_timing.reference_speed([{"median_ms": 1.0}]) is None
+
+
+def test_time_models_times_the_reference_in_the_same_group():
+    null = ort_timing.null_model()
+    timings = ort_timing.time_models([null, null], warmup=1, repeats=5, reference=null)
+    assert len(timings) == 2 and all(t["reference_ms"] > 0 for t in timings)
+    assert timings[0]["reference_ms"] == timings[1]["reference_ms"]  # one reference timing per group
+    assert "reference_ms" not in ort_timing.time_models([null], warmup=1, repeats=5)[0]
+
+
+def test_validation_reads_whole_subnets_at_the_reference_speed(fake_timer, tmp_path):
+    from nasforge.latency.profiler import build_table, validate_table
+    from nasforge.latency.reference import reference_subnet
+
+    timer, backend = fake_timer
+    space = tiny_space("tiny-mbv3")
+    table = build_table(space, timer, tmp_path / "t.json")
+    feats = TableFeatures(table, space)
+    calls = []
+
+    def drifting(sp, archs, warmup, repeats, reference):  # each group at another speed; the repeats 25% slower
+        speed = (1.0, 1.15, 0.9)[len(calls) % 3] * (1.25 if len(calls) >= 3 else 1.0)
+        calls.append(reference)
+        ref_ms = float(truth(feats([reference]))[0]) * speed
+        return [{"median_ms": float(truth(feats([a]))[0]) * speed, "rounds_spread": 0.01, "reference_ms": ref_ms}
+                for a in archs]
+
+    backend.time_subnets = drifting
+    result = validate_table(space, table, timer, 24)
+    assert all(ref == reference_subnet(space) for ref in calls)
+    noise = result["noise"]
+    assert noise["repeat_median_diff"] == pytest.approx(0, abs=1e-9) and noise["repeat_median_diff_raw"] > 0.1
+    assert result["trusted"] and result["calibrated_cv5"]["within_10pct"] == 1.0
+    assert result["calibrated_cv5"]["mape"] < 1e-3
+    saved = LatencyTable.load(tmp_path / "t.json").metadata["speed_reference"]
+    assert saved["subnet"] == reference_subnet(space).key and saved["subnet_ms"] > 0 and saved["block_ms"] > 0
 
 
 # ---------------------------------------------------------------------------- validation and the noise verdict
@@ -241,8 +324,8 @@ def test_validation_times_blocks_again_to_check_the_table_still_holds(fake_timer
     space = tiny_space("tiny-mbv3")
     table = build_table(space, timer, tmp_path / "t.json")
     before = sum(backend.calls.values())
-    backend.time_subnets = lambda sp, archs, w, r: [{"median_ms": 1.0 + 0.01 * len(a.key), "rounds_spread": 0.0}
-                                                    for a in archs]
+    backend.time_subnets = lambda sp, archs, w, r, ref: [{"median_ms": 1.0 + 0.01 * len(a.key), "rounds_spread": 0.0}
+                                                         for a in archs]
     result = validate_table(space, table, timer, 12)
     assert sum(backend.calls.values()) - before == DRIFT_BLOCKS  # the same (steady) blocks once more
     assert result["noise"]["block_drift"] == 0 and result["trusted"]

@@ -41,10 +41,16 @@ class TimingBackend(Protocol):
 
     def time_overhead(self, warmup: int, repeats: int) -> dict[str, float]: ...
 
-    def time_blocks(self, specs: list[LayerSpec], warmup: int, repeats: int) -> list[dict[str, float]]: ...
+    def time_blocks(
+        self, specs: list[LayerSpec], warmup: int, repeats: int, reference: LayerSpec | None = None
+    ) -> list[dict[str, float]]:
+        """Blocks timed as one group; with a `reference`, each timing carries `reference_ms` (or none, if the
+        backend times models alone)."""
+        ...
 
     def time_subnets(
-        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int
+        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int,
+        reference: ArchConfig | None = None,
     ) -> list[dict[str, float]]: ...
 
 
@@ -138,28 +144,39 @@ class OrtBackend:
         """The fixed per-run cost: a one-op model on a 1-element tensor."""
         return self._time(("null",), ort_timing.null_model, warmup, repeats)
 
-    def time_blocks(self, specs: list[LayerSpec], warmup: int, repeats: int) -> list[dict[str, float]]:
-        """Several blocks timed interleaved (`ort_timing.time_interleaved`)."""
-        models = [self._model(("block", s.key), lambda s=s: export_block(s, self.target.batch)) for s in specs]
-        return ort_timing.time_models(models, self.provider, self.threads, warmup, repeats)
+    def time_blocks(
+        self, specs: list[LayerSpec], warmup: int, repeats: int, reference: LayerSpec | None = None
+    ) -> list[dict[str, float]]:
+        """Several blocks timed interleaved (`ort_timing.time_interleaved`), beside `reference` if given."""
+        models = [self._block(s) for s in specs]
+        ref = None if reference is None else self._block(reference)
+        return ort_timing.time_models(models, self.provider, self.threads, warmup, repeats, ref)
 
     def time_subnets(
-        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int
+        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int,
+        reference: ArchConfig | None = None,
     ) -> list[dict[str, float]]:
-        """Several whole subnets timed interleaved (`ort_timing.time_interleaved`)."""
-        models = [
-            self._model(("subnet", space.fingerprint, a.key), lambda a=a: export_subnet(space, a, self.target.batch))
-            for a in archs
-        ]
-        return ort_timing.time_models(models, self.provider, self.threads, warmup, repeats)
+        """Several whole subnets timed interleaved (`ort_timing.time_interleaved`), beside `reference` if given."""
+        models = [self._subnet(space, a) for a in archs]
+        ref = None if reference is None else self._subnet(space, reference)
+        return ort_timing.time_models(models, self.provider, self.threads, warmup, repeats, ref)
+
+    def _block(self, spec: LayerSpec) -> bytes:
+        return self._model(("block", spec.key), lambda: export_block(spec, self.target.batch))
+
+    def _subnet(self, space: SearchSpace, arch: ArchConfig) -> bytes:
+        key = ("subnet", space.fingerprint, arch.key)
+        return self._model(key, lambda: export_subnet(space, arch, self.target.batch))
 
     def _model(self, key: tuple[str, ...], export: Any) -> bytes:
-        """The exported model, kept for the few re-measurements of a group (a bounded cache)."""
-        model = self._cache.get(key)
+        """The exported model, kept for the re-measurements of a group and for the speed reference that every
+        group reuses (a bounded cache, least recently used out first)."""
+        model = self._cache.pop(key, None)
         if model is None:
             if len(self._cache) >= 64:
-                self._cache.clear()
-            model = self._cache[key] = export()
+                self._cache.pop(next(iter(self._cache)))
+            model = export()
+        self._cache[key] = model
         return model
 
     def _time(self, key: tuple[str, ...], export: Any, warmup: int, repeats: int) -> dict[str, float]:
@@ -192,11 +209,15 @@ class TorchCudaBackend:
         """CUDA events time the device work only: no host-side per-run cost to subtract."""
         return {"median_ms": 0.0, "p90_ms": 0.0, "spread": 0.0, "rounds_spread": 0.0}
 
-    def time_blocks(self, specs: list[LayerSpec], warmup: int, repeats: int) -> list[dict[str, float]]:
+    def time_blocks(
+        self, specs: list[LayerSpec], warmup: int, repeats: int, reference: LayerSpec | None = None
+    ) -> list[dict[str, float]]:
+        """One model at a time with CUDA events: no reference (device time does not share a CPU's drift)."""
         return [self.time_block(s, warmup, repeats) for s in specs]
 
     def time_subnets(
-        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int
+        self, space: SearchSpace, archs: list[ArchConfig], warmup: int, repeats: int,
+        reference: ArchConfig | None = None,
     ) -> list[dict[str, float]]:
         return [self.time_subnet(space, a, warmup, repeats) for a in archs]
 

@@ -3,7 +3,10 @@
 Bundle layout:
   manifest.json        target, provider, batch, protocol, space + fingerprint, blocks [{key, file, input_shape}],
                        verify [{key, role, arch, predicted_ms, file}]
+  reference            {block: {key, file}, subnet: {key, arch, file}}: the speed reference timed in every
+                       group (`nasforge.latency.reference`); the block is one of the blocks
   blocks/NNNNN.onnx    one model per distinct block of the space
+  reference/subnet.onnx  the reference subnet
   verify/NNNNN.onnx    whole subnets: role "validation" (design points + random ones, to calibrate and
                        validate the table), "topk" (a search's picks, to check on the device that they
                        meet the constraint), "repeat" (a few validation subnets again, last: the noise verdict)
@@ -33,6 +36,7 @@ from nasforge.latency import ort_timing
 from nasforge.latency.enumerate import distinct_layers
 from nasforge.latency.lut import LatencyTable
 from nasforge.latency.model import TableFeatures, load_latency_model
+from nasforge.latency.reference import reference_block, reference_subnet
 from nasforge.latency.targets import Target
 from nasforge.space import SearchSpace
 
@@ -84,7 +88,8 @@ def write_bundle(
         "space": space.name, "space_fingerprint": space.fingerprint, "blocks": [], "verify": [],
     }
     tmp = path.with_name(f".{path.name}.tmp")
-    total = len(specs) + len(val_archs) + len(topk)
+    ref_block, ref_subnet = reference_block(space), reference_subnet(space)
+    total = len(specs) + len(val_archs) + len(topk) + 1
     design_flags = [bool(d) for d in designed]
     try:
         done = 0
@@ -102,6 +107,14 @@ def write_bundle(
                 shape = list(block_input_shape(spec, target.batch))
                 manifest["blocks"].append({"key": spec.key, "file": name, "input_shape": shape})
                 advance()
+            ref_file = "reference/subnet.onnx"  # the reference block is one of the blocks
+            manifest["reference"] = {
+                "block": {"key": ref_block.key, "file": next(b["file"] for b in manifest["blocks"]
+                                                               if b["key"] == ref_block.key)},
+                "subnet": {"key": ref_subnet.key, "arch": ref_subnet.to_dict(), "file": ref_file},
+            }
+            zf.writestr(ref_file, export_subnet(space, ref_subnet, target.batch))
+            advance()
             roles = (("validation", val_archs, [None] * len(val_archs)), ("topk", topk, predicted))
             for role, archs, preds in roles:
                 for i, (arch, pred) in enumerate(zip(archs, preds)):
@@ -203,8 +216,10 @@ def import_table(
             val,
             np.array([index[v["key"].split(":", 1)[1]] for v in repeats], dtype=np.int64),
             repeats,
+            reference=(table.metadata.get("speed_reference") or {}).get("subnet"),
         )
         report["validation"] = result
+    subnet_speed = ort_timing.reference_speed(v for v in table.verify if v.get("role") in ("validation", "repeat"))
     for v in table.verify:
         if v.get("role") != "topk":
             continue
@@ -213,7 +228,7 @@ def import_table(
         report["topk"].append(
             {
                 "arch": arch.key,
-                "measured_ms": v["median_ms"],
+                "measured_ms": ort_timing.at_reference_speed(v, subnet_speed),
                 "lut_predicted_ms": pred,
                 "search_predicted_ms": v.get("predicted_ms"),
                 "search_predicted_source": v.get("predicted_source"),

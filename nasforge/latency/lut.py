@@ -3,9 +3,11 @@
 File format (JSON, `format: nasforge-lut/1`):
   metadata: target, device, machine (CPU model and id, ISA flags, core count, caches, ORT version,
             provider, threads), ort_version, provider, threads, batch, date, protocol, space,
-            space_fingerprint, build_seconds, run_overhead_ms, stability, [validation],
+            space_fingerprint, build_seconds, run_overhead_ms, stability, speed_reference, [validation],
             [calibration], [validation_rejected], [note]
-  entries:  {LayerSpec.key: {median_ms, p90_ms, spread, rounds_spread, preempted, ...}}
+  entries:  {LayerSpec.key: {median_ms, p90_ms, spread, rounds_spread, preempted, reference_ms, ...}}
+            (reference_ms: the speed reference's median in the block's group; `ms` reads every block
+            at the table's reference speed, metadata.speed_reference.block_ms)
   verify:   [{key, role, arch, predicted_ms, median_ms, p90_ms, ...}]  (whole subnets timed on the device)
 
 Where tables live: the user folder (`user_dir("latency")`, i.e. `$NASFORGE_HOME/latency`) holds what
@@ -27,7 +29,7 @@ from typing import Any
 from nasforge.errors import LatencyError
 from nasforge.io import atomic_write_json
 from nasforge.latency import calibration as cal
-from nasforge.latency.ort_timing import LUT_FORMAT, machine_info
+from nasforge.latency.ort_timing import LUT_FORMAT, at_reference_speed, machine_info
 from nasforge.resources import shipped_dir, user_dir
 
 SHIPPED_DIR = shipped_dir("predictors", "latency")
@@ -46,13 +48,21 @@ class LatencyTable:
     path: str = ""
 
     def ms(self, key: str) -> float:
+        """The block's median read at the table's reference speed (`ort_timing.at_reference_speed`)."""
         try:
-            return float(self.entries[key]["median_ms"])
+            return at_reference_speed(self.entries[key], self.block_speed_ms)
         except KeyError:
             raise LatencyError(
                 f"latency table {self.path or '<memory>'} has no entry {key!r} "
                 f"(built for space {self.metadata.get('space')!r}); re-run `nasforge profile` to measure it"
             ) from None
+
+    @property
+    def block_speed_ms(self) -> float | None:
+        """The reference block's median over all groups (None for tables timed without a reference)."""
+        ref = self.metadata.get("speed_reference")
+        value = ref.get("block_ms") if isinstance(ref, dict) else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
     @property
     def target(self) -> str:
@@ -109,6 +119,12 @@ def _check_timing(value: object, where: str) -> None:
         raise LatencyError(f"{where} has no numeric median_ms")
     if not (math.isfinite(median) and 0 < median <= MAX_MS):
         raise LatencyError(f"{where}: median_ms {median!r} is not a valid time (expected 0 < ms <= {MAX_MS:g})")
+    reference = value.get("reference_ms")
+    if reference is not None and (
+        isinstance(reference, bool) or not isinstance(reference, (int, float))
+        or not (math.isfinite(reference) and 0 < reference <= MAX_MS)
+    ):
+        raise LatencyError(f"{where}: reference_ms {reference!r} is not a valid time (expected 0 < ms <= {MAX_MS:g})")
     p90 = value.get("p90_ms")
     if p90 is None:
         return

@@ -4,7 +4,7 @@ This file travels inside every bundle as `profile_bundle.py` (the bundle's `__ma
 `python bundle.zip --out lut.json`), so the same protocol times blocks on this machine and on a
 Jetson or a Raspberry Pi that has no torch and no nasforge.
 
-Protocol v4 (one ONNX model at a time, batch fixed by the model's input shape):
+Protocol v6 (one ONNX model at a time, batch fixed by the model's input shape):
   * session: graph optimisation ORT_ENABLE_ALL, intra-op threads fixed (`threads`),
     inter-op threads 1, sequential execution; the process is pinned to `threads`
     cores with `os.sched_setaffinity` and asks for nice -20 where the OS permits. Neither
@@ -21,8 +21,15 @@ Protocol v4 (one ONNX model at a time, batch fixed by the model's input shape):
     runs were, each losing a time slice (inflating the plain median of whole nets up to 1.6x).
     More rounds follow (bounded: 4 x `repeats` runs) until a quarter of `repeats` runs were
     left alone. Tables time models in groups, interleaved (`time_interleaved`: 16 blocks or 10
-    whole subnets per group, round-robin, one untimed run before each model's share of a round),
-    so that a neighbour's slow phases, which last seconds, fall on all of them alike;
+    whole subnets per group, round-robin, `SWITCH_RUNS` untimed runs before each model's share of a
+    round), so that a neighbour's slow phases, which last seconds, fall on all of them alike;
+  * speed reference (v6): one fixed model (a block for tables, a subnet for whole-subnet timings) is
+    timed in every group as one more member, and every timing carries `reference_ms`, the
+    reference's median in its group. A table reads every timing at one speed, its *reference speed*
+    (the median of `reference_ms` over all groups): median_ms x speed / reference_ms
+    (`at_reference_speed`). On the 2-vCPU AMD EPYC VM the whole machine's speed wandered by
+    4-7% between passes a minute apart and by up to 30% for seconds, while the ratio of two models
+    timed side by side moved 1.5% (median; scripts/bench_speed_reference.py);
   * result (`summarise`): preempted runs dropped; `median_ms` and `p90_ms` over the clean
     runs of the quieter half of the rounds; every timing reports its spread: `spread`
     ((p90 - p10) / median), `rounds_spread` ((max - min) / median of the per-round medians:
@@ -56,7 +63,7 @@ from typing import Any
 import numpy as np
 
 LUT_FORMAT = "nasforge-lut/1"
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 MAX_SPREAD = 0.15  # a timing whose round medians lie further apart than this is measured again
 RETRIES = 2
 BLOCK_GROUP = 16  # models timed interleaved (`time_interleaved`)
@@ -91,6 +98,8 @@ def protocol(
         "preemption": "runs during which the process was preempted (getrusage ru_nivcsw moved) are dropped",
         "interleaving": f"groups of {BLOCK_GROUP} blocks / {SUBNET_GROUP} subnets timed round-robin",
         "switch_runs": SWITCH_RUNS,
+        "speed_reference": "a fixed block (tables) or subnet (whole subnets) timed in every group; timings are read "
+        "at the median speed of the reference over all groups (median_ms x speed / reference_ms of its group)",
         "statistic": "median and p90 of the clean runs of the quieter half of the rounds",
         "max_spread": max_spread,
         "retries": retries,
@@ -364,14 +373,41 @@ def time_interleaved(
 
 def time_models(
     models: list[str | bytes], provider: str = "CPUExecutionProvider", threads: int = 1, warmup: int = 10,
-    repeats: int = 50,
+    repeats: int = 50, reference: str | bytes | None = None,
 ) -> list[dict[str, Any]]:
-    """Time several ONNX models (paths or bytes) interleaved (`time_interleaved`), one attempt each."""
+    """Time several ONNX models (paths or bytes) interleaved (`time_interleaved`), one attempt each.
+
+    reference: a model timed in the same group as one more member; every timing then carries
+    `reference_ms`, its median in this group (see `at_reference_speed`).
+    """
     sessions = []
-    for model in models:
+    for model in [*models, *([] if reference is None else [reference])]:
         session = make_session(model, provider, threads)
         sessions.append((session, session_feeds(session)))
-    return time_interleaved(sessions, warmup, repeats)
+    timings = time_interleaved(sessions, warmup, repeats)
+    if reference is None:
+        return timings
+    ref = timings.pop()
+    return [{**t, "reference_ms": ref["median_ms"]} for t in timings]
+
+
+def reference_speed(timings: Any) -> float | None:
+    """The reference speed of a set of timings: the median `reference_ms` of their groups (None without any)."""
+    refs = [float(t["reference_ms"]) for t in timings if isinstance(t, dict) and t.get("reference_ms")]
+    return float(np.median(refs)) if refs else None
+
+
+def at_reference_speed(timing: dict[str, Any], speed_ms: float | None) -> float:
+    """A timing's median read at the reference speed `speed_ms`: median_ms x speed_ms / its group's reference_ms.
+
+    A machine's speed wanders as a whole (a neighbour's memory traffic, the host's frequency), which
+    moves every model timed in the same seconds alike; the ratio to a reference timed beside it does
+    not move with it. Without a reference (older tables, backends that time models alone): the median.
+    """
+    ref = timing.get("reference_ms")
+    if not speed_ms or not ref:
+        return float(timing["median_ms"])
+    return float(timing["median_ms"]) * float(speed_ms) / float(ref)
 
 
 def time_stable_many(
@@ -617,10 +653,14 @@ def run_bundle(
         settings = (real_provider, threads, warmup, repeats, cores, nice)
         lut["metadata"].update(_bundle_metadata(manifest, machine, *settings))
 
-        def timed_many(files: list[str]) -> list[dict[str, Any]]:
+        references = manifest.get("reference") or {}  # bundles older than protocol v6 carry none
+
+        def timed_many(files: list[str], kind: str) -> list[dict[str, Any]]:
             models = [zf.read(f) for f in files]
+            ref = zf.read(references[kind]["file"]) if kind in references else None
             return time_stable_many(
-                lambda idx: time_models([models[i] for i in idx], provider, threads, warmup, repeats), len(models)
+                lambda idx: time_models([models[i] for i in idx], provider, threads, warmup, repeats, ref),
+                len(models),
             )
 
         if "run_overhead_ms" not in lut["metadata"]:
@@ -629,6 +669,13 @@ def run_bundle(
         start = time.perf_counter()
         _time_bundle_blocks(lut, manifest["blocks"], timed_many, out, log)
         _time_bundle_subnets(lut, manifest.get("verify", []), timed_many, out, log)
+        if "block" in references:
+            lut["metadata"]["speed_reference"] = {
+                **lut["metadata"].get("speed_reference", {}),
+                "block": references["block"]["key"],
+                "block_ms": reference_speed(lut["entries"].values()),
+                "subnet": references.get("subnet", {}).get("key"),
+            }
         lut["metadata"]["build_seconds"] = round(
             float(lut["metadata"].get("build_seconds", 0.0)) + time.perf_counter() - start, 1
         )
@@ -668,7 +715,7 @@ def _time_bundle_blocks(lut: dict[str, Any], blocks: list[dict[str, Any]], timed
     start = last_save = time.perf_counter()
     for g in range(0, len(todo), BLOCK_GROUP):
         group = todo[g : g + BLOCK_GROUP]
-        for block, timing in zip(group, timed_many([b["file"] for b in group])):
+        for block, timing in zip(group, timed_many([b["file"] for b in group], "block")):
             lut["entries"][block["key"]] = timing
         now = time.perf_counter()
         done = g + len(group)
@@ -689,7 +736,7 @@ def _time_bundle_subnets(
         models = [m for m in pending if m.get("role") == role]
         for g in range(0, len(models), SUBNET_GROUP):
             group = models[g : g + SUBNET_GROUP]
-            for model, timing in zip(group, timed_many([m["file"] for m in group])):
+            for model, timing in zip(group, timed_many([m["file"] for m in group], "subnet")):
                 lut["verify"].append({**model, **timing})
                 log(f"  verify {model['key']}: {timing['median_ms']:.3f} ms (spread {timing['spread']:.0%})")
             write_json_atomic(out, lut)

@@ -33,6 +33,7 @@ from nasforge.latency.backends import (  # noqa: F401  (re-exported: the profile
 from nasforge.latency.enumerate import distinct_layers
 from nasforge.latency.lut import LatencyTable, machine_differences, table_filename, this_machine, user_tables_dir
 from nasforge.latency.model import TableFeatures
+from nasforge.latency.reference import reference_block, reference_subnet
 from nasforge.latency.targets import Target
 from nasforge.layers import LayerSpec
 from nasforge.space import SearchSpace
@@ -45,7 +46,9 @@ REPEAT_MAX = 0.10
 UNSTABLE_SHARE = 0.25  # at most this share of whole-subnet timings may miss the spread bound
 DRIFT_BLOCKS = 16  # blocks timed again after the whole subnets: is the table still this machine's state?
 DRIFT_MAX = 0.05  # ... their medians may have moved this much (median over the 16)
-TIMING_FIELDS = ("median_ms", "p90_ms", "spread", "rounds_spread", "preempted", "runs", "clean", "attempts", "stable")
+TIMING_FIELDS = (
+    "median_ms", "p90_ms", "spread", "rounds_spread", "preempted", "runs", "clean", "attempts", "stable", "reference_ms"
+)
 
 
 class Timer:
@@ -133,16 +136,22 @@ class Timer:
     def subnet(self, space: SearchSpace, arch: ArchConfig) -> dict[str, Any]:
         return self.stable(lambda: self.impl.time_subnet(space, arch, self.warmup, self.repeats))
 
-    def blocks(self, specs: list[LayerSpec]) -> list[dict[str, Any]]:
-        """Several blocks timed interleaved (one group), each re-measured while unsteady (bounded)."""
+    def blocks(self, specs: list[LayerSpec], reference: LayerSpec | None = None) -> list[dict[str, Any]]:
+        """Several blocks timed interleaved (one group, beside the speed `reference` if given), each re-measured
+        while unsteady (bounded)."""
         return self.stable_many(
-            lambda idx: self.impl.time_blocks([specs[i] for i in idx], self.warmup, self.repeats), len(specs)
+            lambda idx: self.impl.time_blocks([specs[i] for i in idx], self.warmup, self.repeats, reference),
+            len(specs),
         )
 
-    def subnets(self, space: SearchSpace, archs: list[ArchConfig]) -> list[dict[str, Any]]:
-        """Several whole subnets timed interleaved (one group), each re-measured while unsteady (bounded)."""
+    def subnets(
+        self, space: SearchSpace, archs: list[ArchConfig], reference: ArchConfig | None = None
+    ) -> list[dict[str, Any]]:
+        """Several whole subnets timed interleaved (one group, beside the speed `reference` if given), each
+        re-measured while unsteady (bounded)."""
         return self.stable_many(
-            lambda idx: self.impl.time_subnets(space, [archs[i] for i in idx], self.warmup, self.repeats), len(archs)
+            lambda idx: self.impl.time_subnets(space, [archs[i] for i in idx], self.warmup, self.repeats, reference),
+            len(archs),
         )
 
     def overhead(self) -> float:
@@ -176,6 +185,7 @@ def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
             "build_seconds",
             "run_overhead_ms",
             "stability",
+            "speed_reference",
             "validation",
             "calibration",
             "validation_rejected",
@@ -220,6 +230,7 @@ def build_table(
         table.metadata["note"] = note
     specs = distinct_layers(space)
     todo = [s for s in specs if s.key not in table.entries]
+    reference = reference_block(space)
     start = last = time.perf_counter()
     base = float(table.metadata.get("build_seconds", 0.0))
     with timer.pinned():
@@ -228,7 +239,7 @@ def build_table(
             table.metadata["run_overhead_ms"] = round(timer.overhead(), 6)
         for g in range(0, len(todo), ort_timing.BLOCK_GROUP):
             group = todo[g : g + ort_timing.BLOCK_GROUP]
-            for spec, timing in zip(group, timer.blocks(group)):
+            for spec, timing in zip(group, timer.blocks(group, reference)):
                 table.entries[spec.key] = _rounded(timing)
             if on_progress is not None:
                 on_progress(g + len(group), len(todo))
@@ -240,8 +251,20 @@ def build_table(
     table.metadata["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     table.metadata["entries"] = len(table.entries)
     table.metadata["stability"] = _stability(table.entries, timer)
+    table.metadata["speed_reference"] = {
+        **(table.metadata.get("speed_reference") or {}),
+        "block": reference.key,
+        "block_ms": ort_timing.reference_speed(table.entries.values()),
+        "block_range": _reference_range(table.entries.values()),
+    }
     table.save(out)
     return table
+
+
+def _reference_range(timings: Any) -> float | None:
+    """(max - min) / median of the reference's per-group medians: how far the machine's speed moved."""
+    refs = np.array(sorted({float(t["reference_ms"]) for t in timings if t.get("reference_ms")}))
+    return round(float(np.ptp(refs) / np.median(refs)), 4) if len(refs) else None
 
 
 def _rounded(timing: dict[str, Any]) -> dict[str, Any]:
@@ -360,9 +383,10 @@ def validate_table(
         def measure_many(group: list[ArchConfig]) -> list[dict[str, Any]]:
             return [one_by_one(a) for a in group]
     else:
+        reference = reference_subnet(space)
 
         def measure_many(group: list[ArchConfig]) -> list[dict[str, Any]]:
-            return timer.subnets(space, group)
+            return timer.subnets(space, group, reference)
 
     randoms = np.flatnonzero(~designed)
     again_idx = randoms[: min(len(randoms), max(3, len(archs) // 10))]
@@ -384,7 +408,7 @@ def validate_table(
         drift = None if measure is not None else measure_block_drift(space, table, timer, rng)
     result = assess_validation(
         space, table, archs, designed, timings, again_idx, again, seed=seed, seconds=time.perf_counter() - start,
-        block_drift=drift,
+        block_drift=drift, reference=None if measure is not None else reference_subnet(space).key,
     )
     if table.path:
         table.save(table.path)
@@ -392,11 +416,14 @@ def validate_table(
 
 
 def measure_block_drift(space: SearchSpace, table: LatencyTable, timer: Timer, rng: np.random.Generator) -> float:
-    """Median relative change of `DRIFT_BLOCKS` random blocks timed again now against the table."""
+    """Median relative change of `DRIFT_BLOCKS` random blocks timed again now against the table (both read at
+    the table's reference speed when it has one)."""
     specs = [s for s in distinct_layers(space) if s.key in table.entries]
     pick = sorted(rng.choice(len(specs), min(DRIFT_BLOCKS, len(specs)), replace=False))
     group = [specs[i] for i in pick]
-    now = np.array([t["median_ms"] for t in timer.blocks(group)])
+    speed = table.block_speed_ms
+    timings = timer.blocks(group, reference_block(space) if speed else None)
+    now = np.array([ort_timing.at_reference_speed(t, speed) for t in timings])
     then = np.array([table.ms(s.key) for s in group])
     return float(np.median(np.abs(now / then - 1)))
 
@@ -413,18 +440,24 @@ def assess_validation(
     seed: int = 0,
     seconds: float | None = None,
     block_drift: float | None = None,
+    reference: str | None = None,
 ) -> dict[str, Any]:
     """Noise verdict, calibration fit and scores for whole subnets measured on the table's machine.
 
-    Stores them in `table.metadata` (validation + calibration when trusted, else validation_rejected);
-    returns the result with the fitted calibration under "calibration".
+    Timings that carry `reference_ms` (measured beside the speed reference subnet, whose key is `reference`)
+    are read at its median speed over the run. Stores the results in `table.metadata` (validation,
+    calibration and the subnet reference speed when trusted, else validation_rejected); returns the result
+    with the fitted calibration under "calibration".
     """
     designed = np.asarray(designed, bool)
     again_idx = np.asarray(again_idx, dtype=np.int64)
-    measured = np.array([t["median_ms"] for t in timings])
-    verdict = noise_verdict(
-        measured[again_idx], np.array([t["median_ms"] for t in again]), timings + again, block_drift
-    )
+    speed = ort_timing.reference_speed([*timings, *again])
+    measured = np.array([ort_timing.at_reference_speed(t, speed) for t in timings])
+    measured_again = np.array([ort_timing.at_reference_speed(t, speed) for t in again])
+    verdict = noise_verdict(measured[again_idx], measured_again, timings + again, block_drift)
+    if speed is not None and len(again):
+        raw = np.array([t["median_ms"] for t in again]) / np.array([timings[i]["median_ms"] for i in again_idx])
+        verdict["repeat_median_diff_raw"] = round(float(np.median(np.abs(raw - 1))), 4)
     f = TableFeatures(table, space)(archs)
     calibration = cal.fit(f, measured)
     if (~designed).sum() >= 5:  # score the random subnets; the design points always train
@@ -455,6 +488,8 @@ def assess_validation(
         "noise": verdict,
         "trusted": verdict["trusted"],
         "measured_ms_range": [round(float(measured.min()), 4), round(float(measured.max()), 4)],
+        "speed_reference": {"subnet": reference, "subnet_ms": None if speed is None else round(speed, 6),
+                            "subnet_range": _reference_range([*timings, *again])},
         "seconds": None if seconds is None else round(seconds, 1),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -464,15 +499,20 @@ def assess_validation(
             "design": bool(d),
             "sum_ms": round(float(s), 5),
             "blocks": int(b),
+            "measured_ms": round(float(m), 5),  # median_ms read at the reference speed
             **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in t.items() if k in TIMING_FIELDS},
         }
-        for a, d, s, b, t in zip(archs, designed, f["sum_ms"], f["blocks"], timings)
+        for a, d, s, b, m, t in zip(archs, designed, f["sum_ms"], f["blocks"], measured, timings)
     ]
     if verdict["trusted"]:
         table.metadata["validation"] = result
         table.metadata["calibration"] = calibration
         table.metadata["validation_samples"] = samples
         table.metadata.pop("validation_rejected", None)
+        if speed is not None:
+            table.metadata["speed_reference"] = {
+                **(table.metadata.get("speed_reference") or {}), "subnet": reference, "subnet_ms": round(speed, 6)
+            }
     else:
         table.metadata["validation_rejected"] = {**result, "would_be_calibration": calibration, "samples": samples}
     return {**result, "calibration": calibration}
