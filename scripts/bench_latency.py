@@ -168,7 +168,9 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
         if v else None,
         "calibration_stored": meta.get("calibration"),
     }
-    row["speed_reference"] = meta.get("speed_reference") or (v or {}).get("speed_reference")
+    # the block reference from the table; the subnet reference speed from this profile's validation (stored in the
+    # table only when the noise verdict trusted it)
+    row["speed_reference"] = {**(meta.get("speed_reference") or {}), **((v or {}).get("speed_reference") or {})}
     # 2. 100 random subnets, timed whole with the protocol (each group beside the reference subnet)
     features = TableFeatures(table, space)
     raw_table = LatencyTable({k: val for k, val in meta.items() if k != "speed_reference"}, table.entries)

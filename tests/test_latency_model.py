@@ -114,6 +114,40 @@ def test_interleaved_timing_gives_every_model_its_runs(monkeypatch):
     assert order == ["a", "b"] + (["a"] * 7 + ["b"] * 7) * 2  # 5 untimed runs on coming back to a model
 
 
+def test_interleaved_timing_against_a_reference_divides_out_the_machine_speed(monkeypatch):
+    """Every round the whole machine runs at another speed; each model's ratio to the reference does not move."""
+    monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: 0)
+    speeds = [1.0, 1.6, 0.8, 1.3, 1.0, 1.2]
+
+    class Clock:
+        now, phase = 0.0, 0
+
+        def perf_counter(self):
+            return self.now
+
+        def sleep(self, seconds):  # the pause between rounds: the machine changes speed
+            self.phase += 1
+
+    clock = Clock()
+    monkeypatch.setattr(ort_timing, "time", clock)
+
+    class Costly(FakeSession):
+        def __init__(self, ms):
+            self.ms = ms
+
+        def run(self, outputs, feeds):
+            clock.now += self.ms * 1e-3 * speeds[clock.phase % len(speeds)]
+
+    models = [(Costly(2.0), {}), (Costly(0.5), {}), (Costly(1.0), {})]  # the last one: the reference
+    out = ort_timing.time_interleaved(models, warmup=0, repeats=10, rounds=5, pause_s=0.001, reference=True)
+    assert [t["reference_ratio"] for t in out[:2]] == pytest.approx([2.0, 0.5])
+    assert all(t["rounds_spread"] == 0.0 for t in out[:2])  # steady against the reference...
+    assert out[2]["rounds_spread"] == pytest.approx(0.8 / 1.0)  # ...though the machine's speed moved 80%
+    speed = out[2]["median_ms"]
+    read = [ort_timing.at_reference_speed({**t, "reference_ms": speed}, speed) for t in out[:2]]
+    assert read == pytest.approx([2.0 * speed, 0.5 * speed])
+
+
 def test_timed_runs_adds_rounds_while_preempted_and_stops_at_the_cap(monkeypatch):
     counter = iter(range(10**6))
     monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: next(counter))  # every run preempted

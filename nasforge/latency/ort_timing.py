@@ -24,10 +24,11 @@ Protocol v6 (one ONNX model at a time, batch fixed by the model's input shape):
     whole subnets per group, round-robin, `SWITCH_RUNS` untimed runs before each model's share of a
     round), so that a neighbour's slow phases, which last seconds, fall on all of them alike;
   * speed reference (v6): one fixed model (a block for tables, a subnet for whole-subnet timings) is
-    timed in every group as one more member, and every timing carries `reference_ms`, the
-    reference's median in its group. A table reads every timing at one speed, its *reference speed*
-    (the median of `reference_ms` over all groups): median_ms x speed / reference_ms
-    (`at_reference_speed`). On the 2-vCPU AMD EPYC VM the whole machine's speed wandered by
+    timed in every group as one more member; every timing carries `reference_ms`, the reference's
+    median in its group, and `reference_ratio`, the median over rounds of its round median divided
+    by the reference's in the same round (its `rounds_spread` is that of the ratios). A table reads
+    every timing at one speed, its *reference speed* (the median of `reference_ms` over all groups):
+    reference_ratio x speed (`at_reference_speed`). On the 2-vCPU AMD EPYC VM the whole machine's speed wandered by
     4-7% between passes a minute apart and by up to 30% for seconds, while the ratio of two models
     timed side by side moved 1.5% (median; scripts/bench_speed_reference.py);
   * result (`summarise`): preempted runs dropped; `median_ms` and `p90_ms` over the clean
@@ -98,8 +99,8 @@ def protocol(
         "preemption": "runs during which the process was preempted (getrusage ru_nivcsw moved) are dropped",
         "interleaving": f"groups of {BLOCK_GROUP} blocks / {SUBNET_GROUP} subnets timed round-robin",
         "switch_runs": SWITCH_RUNS,
-        "speed_reference": "a fixed block (tables) or subnet (whole subnets) timed in every group; timings are read "
-        "at the median speed of the reference over all groups (median_ms x speed / reference_ms of its group)",
+        "speed_reference": "a fixed block (tables) or subnet (whole subnets) timed in every group; a timing is read "
+        "as its per-round ratio to the reference (median over rounds) x the reference's median over all groups",
         "statistic": "median and p90 of the clean runs of the quieter half of the rounds",
         "max_spread": max_spread,
         "retries": retries,
@@ -266,11 +267,7 @@ def summarise(
     clean = int(ok.sum())
     if clean < 3:
         ok = np.ones(len(times), bool)
-    medians = {}
-    for r in np.unique(round_of):
-        sel = ok & (round_of == r)
-        if sel.sum() >= 2:
-            medians[int(r)] = float(np.median(times[sel]))
+    medians = round_medians(times, preempted, round_of)
     if len(medians) >= 2:
         ranked = sorted(medians, key=medians.__getitem__)
         quiet = ranked[: max(1, -(-len(ranked) // 2))]
@@ -336,6 +333,7 @@ def time_interleaved(
     clean_wanted: int | None = None,
     max_factor: int = 4,
     switch_runs: int = SWITCH_RUNS,
+    reference: bool = False,
 ) -> list[dict[str, Any]]:
     """Time several models round-robin: each round gives every model `switch_runs` untimed runs (its data
     back in cache, the state a model run back to back is in) and then its share of timed runs, so all of
@@ -344,6 +342,9 @@ def time_interleaved(
     Measured one after the other, the same whole subnets differed by 7.8% (median, 23% max) between two
     passes on a loaded 2-core VM; interleaved in groups of 16, by 2.3% (6.6% max): the slow phases of
     a memory-heavy neighbour last seconds, longer than one model's measurement.
+
+    reference: the last session is the speed reference; every other timing gets `reference_ratio` (the median
+    over rounds of its round median / the reference's) and a `rounds_spread` of those ratios.
     """
     for session, feeds in sessions:
         for _ in range(1 + warmup):
@@ -368,7 +369,40 @@ def time_interleaved(
         r += 1
         if r >= rounds and all(len(p) - sum(p) >= wanted or len(p) >= cap for _, p, _ in runs):
             break
-    return [summarise(np.array(t), np.array(p, dtype=bool), np.array(k)) for t, p, k in runs]
+    timings = [summarise(np.array(t), np.array(p, dtype=bool), np.array(k)) for t, p, k in runs]
+    if reference:
+        ref_rounds = round_medians(*(np.array(v) for v in runs[-1]))
+        timings[:-1] = [
+            {**timing, **against_reference(round_medians(*(np.array(v) for v in run)), ref_rounds)}
+            for timing, run in zip(timings[:-1], runs[:-1])
+        ]
+    return timings
+
+
+def round_medians(times: np.ndarray, preempted: np.ndarray, round_of: np.ndarray) -> dict[int, float]:
+    """Per-round median of the clean runs (of all runs where fewer than 3 were clean), rounds with >= 2 runs."""
+    ok = ~np.asarray(preempted, bool) if (~np.asarray(preempted, bool)).sum() >= 3 else np.ones(len(times), bool)
+    out = {}
+    for r in np.unique(round_of):
+        sel = ok & (round_of == r)
+        if sel.sum() >= 2:
+            out[int(r)] = float(np.median(times[sel]))
+    return out
+
+
+def against_reference(model: dict[int, float], reference: dict[int, float]) -> dict[str, Any]:
+    """A model's ratio to the reference timed in the same rounds: the median over rounds of (its round median /
+    the reference's), and how far those ratios lay apart (`rounds_spread`, replacing the plain one: the
+    machine's speed, which moves both alike, no longer counts as unsteadiness)."""
+    common = sorted(set(model) & set(reference))
+    if not common:
+        return {}
+    ratios = np.array([model[r] / reference[r] for r in common])
+    median = float(np.median(ratios))
+    return {
+        "reference_ratio": median,
+        "rounds_spread": round(float(np.ptp(ratios) / median), 4) if len(ratios) > 1 else 0.0,
+    }
 
 
 def time_models(
@@ -384,7 +418,7 @@ def time_models(
     for model in [*models, *([] if reference is None else [reference])]:
         session = make_session(model, provider, threads)
         sessions.append((session, session_feeds(session)))
-    timings = time_interleaved(sessions, warmup, repeats)
+    timings = time_interleaved(sessions, warmup, repeats, reference=reference is not None)
     if reference is None:
         return timings
     ref = timings.pop()
@@ -407,6 +441,9 @@ def at_reference_speed(timing: dict[str, Any], speed_ms: float | None) -> float:
     ref = timing.get("reference_ms")
     if not speed_ms or not ref:
         return float(timing["median_ms"])
+    ratio = timing.get("reference_ratio")
+    if ratio:  # measured round by round beside the reference: the steadier form
+        return float(ratio) * float(speed_ms)
     return float(timing["median_ms"]) * float(speed_ms) / float(ref)
 
 
