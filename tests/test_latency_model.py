@@ -66,7 +66,7 @@ def test_summarise_drops_preempted_runs_and_keeps_the_quieter_rounds():
     s = ort_timing.summarise(times, preempted, rounds)
     assert s["median_ms"] == pytest.approx(1.0)  # preempted runs dropped, the quieter half of the rounds kept
     assert s["clean"] == 20 and s["preempted"] == pytest.approx(1 / 3, abs=1e-3) and s["runs"] == 30
-    assert s["rounds_spread"] == pytest.approx(0.3 / 1.15, abs=1e-3)
+    assert s["rounds_spread"] == pytest.approx(0.8 * 0.3 / 1.15, abs=1e-3)  # p90 - p10 of the two round medians
     assert s["p90_ms"] >= s["median_ms"] and s["median_all_ms"] == pytest.approx(1.3)
     # fewer than 3 clean runs: every run is used, and `clean` says so
     s = ort_timing.summarise(np.array([2.0, 2.2, 2.4]), np.array([True, True, False]))
@@ -109,9 +109,12 @@ def test_interleaved_timing_gives_every_model_its_runs(monkeypatch):
     # warm-up, then per round: one untimed run and two timed ones for a, then for b
     assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
     order.clear()
-    out = ort_timing.time_interleaved(models, warmup=0, repeats=4, rounds=2, pause_s=0)  # the protocol's default
-    assert [t["runs"] for t in out] == [4, 4] and ort_timing.protocol(1, 0, 4)["switch_runs"] == 5
-    assert order == ["a", "b"] + (["a"] * 7 + ["b"] * 7) * 2  # 5 untimed runs on coming back to a model
+    out = ort_timing.time_interleaved(models, warmup=0, repeats=4, pause_s=0)  # the protocol's defaults
+    assert [t["runs"] for t in out] == [4, 4] and ort_timing.protocol(1, 0, 4)["switch_runs"] == 1
+    assert order == ["a", "b"] + (["a"] * 2 + ["b"] * 2) * 4  # rounds (at most 1 per run) of 1 run after 1 untimed
+    order.clear()
+    out = ort_timing.time_interleaved(models, warmup=0, repeats=50, pause_s=0)
+    assert [t["runs"] for t in out] == [50, 50] and len(order) == 2 + 2 * ort_timing.INTERLEAVED_ROUNDS * 3
 
 
 def test_interleaved_timing_against_a_reference_divides_out_the_machine_speed(monkeypatch):
@@ -142,7 +145,7 @@ def test_interleaved_timing_against_a_reference_divides_out_the_machine_speed(mo
     out = ort_timing.time_interleaved(models, warmup=0, repeats=10, rounds=5, pause_s=0.001, reference=True)
     assert [t["reference_ratio"] for t in out[:2]] == pytest.approx([2.0, 0.5])
     assert all(t["rounds_spread"] == 0.0 for t in out[:2])  # steady against the reference...
-    assert out[2]["rounds_spread"] == pytest.approx(0.8 / 1.0)  # ...though the machine's speed moved 80%
+    assert out[2]["rounds_spread"] == pytest.approx(0.6)  # ...though the machine's speed moved (p90 - p10: 60%)
     speed = out[2]["median_ms"]
     read = [ort_timing.at_reference_speed({**t, "reference_ms": speed}, speed) for t in out[:2]]
     assert read == pytest.approx([2.0 * speed, 0.5 * speed])

@@ -21,20 +21,24 @@ Protocol v6 (one ONNX model at a time, batch fixed by the model's input shape):
     runs were, each losing a time slice (inflating the plain median of whole nets up to 1.6x).
     More rounds follow (bounded: 4 x `repeats` runs) until a quarter of `repeats` runs were
     left alone. Tables time models in groups, interleaved (`time_interleaved`: 16 blocks or 10
-    whole subnets per group, round-robin, `SWITCH_RUNS` untimed runs before each model's share of a
-    round), so that a neighbour's slow phases, which last seconds, fall on all of them alike;
+    whole subnets per group, round-robin in `INTERLEAVED_ROUNDS` rounds of 2 timed runs each, after
+    `SWITCH_RUNS` untimed one(s) on coming back to a model), so that a neighbour's slow phases,
+    which last seconds, fall on all of them alike;
   * speed reference (v6): one fixed model (a block for tables, a subnet for whole-subnet timings) is
     timed in every group as one more member; every timing carries `reference_ms`, the reference's
     median in its group, and `reference_ratio`, the median over rounds of its round median divided
     by the reference's in the same round (its `rounds_spread` is that of the ratios). A table reads
     every timing at one speed, its *reference speed* (the median of `reference_ms` over all groups):
-    reference_ratio x speed (`at_reference_speed`). On the 2-vCPU AMD EPYC VM the whole machine's speed wandered by
-    4-7% between passes a minute apart and by up to 30% for seconds, while the ratio of two models
-    timed side by side moved 1.5% (median; scripts/bench_speed_reference.py);
+    reference_ratio x speed (`at_reference_speed`). On the 2-vCPU AMD EPYC VM, 40 whole subnets
+    timed in three passes 30 s apart differed between passes by 4-10% in the median (up to 45%)
+    read plainly, by 1.8-3.0% (at most 10-11%) read as ratios to the reference over 25 short
+    rounds, and by 4.1-4.8% (up to 28%) over v5's 5 rounds of 10 (scripts/bench_speed_reference.py);
   * result (`summarise`): preempted runs dropped; `median_ms` and `p90_ms` over the clean
     runs of the quieter half of the rounds; every timing reports its spread: `spread`
-    ((p90 - p10) / median), `rounds_spread` ((max - min) / median of the per-round medians:
-    how much the same number moved over time), `preempted` (share of runs hit) and `runs`;
+    ((p90 - p10) / median), `rounds_spread` ((p90 - p10) / median of the per-round medians, or
+    of the per-round ratios to the reference: how much the same number moved over time; the
+    middle 80% of rounds, so that it does not grow with their number), `preempted` (share of
+    runs hit) and `runs`;
   * stability (`time_stable`, `time_stable_many`): a timing whose `rounds_spread` exceeds a
     bound is measured again (bounded retries); the calmest attempt is kept and `stable` says
     whether any attempt met the bound.
@@ -69,10 +73,12 @@ MAX_SPREAD = 0.15  # a timing whose round medians lie further apart than this is
 RETRIES = 2
 BLOCK_GROUP = 16  # models timed interleaved (`time_interleaved`)
 SUBNET_GROUP = 10
-# untimed runs each model gets when the round comes back to it (its weights back in the caches): on the
-# 2-vCPU AMD EPYC VM five gave the most repeatable round-robin timings in two runs of
-# scripts/bench_switch_runs.py (two passes differ by 5.3% / 4.4% in the median, one run: 7.9% / 7.0%)
-SWITCH_RUNS = 5
+# interleaved groups: rounds of 2 timed runs per model, after one untimed run (its weights back in the caches).
+# Many short rounds let the ratio to the speed reference follow the machine's speed closely; at the same cost,
+# v5's 5 rounds of 10 runs after 5 untimed ones (the best of scripts/bench_switch_runs.py without a reference)
+# repeated 2x worse against the reference on the 2-vCPU AMD EPYC VM (scripts/bench_speed_reference.py)
+INTERLEAVED_ROUNDS = 25
+SWITCH_RUNS = 1
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -81,7 +87,8 @@ PROVIDER_ALIASES = {
 
 
 def protocol(
-    threads: int, warmup: int, repeats: int, rounds: int = 5, max_spread: float = MAX_SPREAD, retries: int = RETRIES
+    threads: int, warmup: int, repeats: int, rounds: int = INTERLEAVED_ROUNDS, max_spread: float = MAX_SPREAD,
+    retries: int = RETRIES,
 ) -> dict[str, Any]:
     """The protocol as it is recorded in every LUT's metadata."""
     return {
@@ -97,7 +104,8 @@ def protocol(
         "repeats": repeats,
         "rounds": rounds,
         "preemption": "runs during which the process was preempted (getrusage ru_nivcsw moved) are dropped",
-        "interleaving": f"groups of {BLOCK_GROUP} blocks / {SUBNET_GROUP} subnets timed round-robin",
+        "interleaving": f"groups of {BLOCK_GROUP} blocks / {SUBNET_GROUP} subnets timed round-robin in `rounds` rounds "
+        "(a single model: 5 rounds)",
         "switch_runs": SWITCH_RUNS,
         "speed_reference": "a fixed block (tables) or subnet (whole subnets) timed in every group; a timing is read "
         "as its per-round ratio to the reference (median over rounds) x the reference's median over all groups",
@@ -272,8 +280,7 @@ def summarise(
         ranked = sorted(medians, key=medians.__getitem__)
         quiet = ranked[: max(1, -(-len(ranked) // 2))]
         use = times[ok & np.isin(round_of, quiet)]
-        values = np.array(list(medians.values()))
-        rounds_spread = float((values.max() - values.min()) / np.median(values))
+        rounds_spread = middle_spread(np.array(list(medians.values())))
     else:
         use = times[ok]
         rounds_spread = 0.0
@@ -328,7 +335,7 @@ def time_interleaved(
     sessions: list[tuple[Any, dict[str, np.ndarray]]],
     warmup: int = 10,
     repeats: int = 50,
-    rounds: int = 5,
+    rounds: int = INTERLEAVED_ROUNDS,
     pause_s: float = 0.005,
     clean_wanted: int | None = None,
     max_factor: int = 4,
@@ -346,6 +353,27 @@ def time_interleaved(
     reference: the last session is the speed reference; every other timing gets `reference_ratio` (the median
     over rounds of its round median / the reference's) and a `rounds_spread` of those ratios.
     """
+    runs = interleaved_runs(sessions, warmup, repeats, rounds, pause_s, clean_wanted, max_factor, switch_runs)
+    timings = [summarise(*run) for run in runs]
+    if reference:
+        ref_rounds = round_medians(*runs[-1])
+        timings[:-1] = [
+            {**timing, **against_reference(round_medians(*run), ref_rounds)} for timing, run in zip(timings[:-1], runs)
+        ]
+    return timings
+
+
+def interleaved_runs(
+    sessions: list[tuple[Any, dict[str, np.ndarray]]],
+    warmup: int = 10,
+    repeats: int = 50,
+    rounds: int = INTERLEAVED_ROUNDS,
+    pause_s: float = 0.005,
+    clean_wanted: int | None = None,
+    max_factor: int = 4,
+    switch_runs: int = SWITCH_RUNS,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The runs behind `time_interleaved`: per model, its times (ms), whether each was preempted, and its round."""
     for session, feeds in sessions:
         for _ in range(1 + warmup):
             session.run(None, feeds)
@@ -369,23 +397,16 @@ def time_interleaved(
         r += 1
         if r >= rounds and all(len(p) - sum(p) >= wanted or len(p) >= cap for _, p, _ in runs):
             break
-    timings = [summarise(np.array(t), np.array(p, dtype=bool), np.array(k)) for t, p, k in runs]
-    if reference:
-        ref_rounds = round_medians(*(np.array(v) for v in runs[-1]))
-        timings[:-1] = [
-            {**timing, **against_reference(round_medians(*(np.array(v) for v in run)), ref_rounds)}
-            for timing, run in zip(timings[:-1], runs[:-1])
-        ]
-    return timings
+    return [(np.array(t), np.array(p, dtype=bool), np.array(k)) for t, p, k in runs]
 
 
 def round_medians(times: np.ndarray, preempted: np.ndarray, round_of: np.ndarray) -> dict[int, float]:
-    """Per-round median of the clean runs (of all runs where fewer than 3 were clean), rounds with >= 2 runs."""
+    """Per-round median of the clean runs (of all runs where fewer than 3 were clean)."""
     ok = ~np.asarray(preempted, bool) if (~np.asarray(preempted, bool)).sum() >= 3 else np.ones(len(times), bool)
     out = {}
     for r in np.unique(round_of):
         sel = ok & (round_of == r)
-        if sel.sum() >= 2:
+        if sel.any():
             out[int(r)] = float(np.median(times[sel]))
     return out
 
@@ -398,11 +419,15 @@ def against_reference(model: dict[int, float], reference: dict[int, float]) -> d
     if not common:
         return {}
     ratios = np.array([model[r] / reference[r] for r in common])
-    median = float(np.median(ratios))
-    return {
-        "reference_ratio": median,
-        "rounds_spread": round(float(np.ptp(ratios) / median), 4) if len(ratios) > 1 else 0.0,
-    }
+    return {"reference_ratio": float(np.median(ratios)), "rounds_spread": round(middle_spread(ratios), 4)}
+
+
+def middle_spread(values: np.ndarray) -> float:
+    """(p90 - p10) / median of per-round values: how far the middle 80% of rounds lay apart (0 for one round)."""
+    if len(values) < 2:
+        return 0.0
+    p10, p90 = np.percentile(values, [10, 90])
+    return float((p90 - p10) / np.median(values))
 
 
 def time_models(
