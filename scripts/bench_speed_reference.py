@@ -11,8 +11,8 @@ from one pass to the next:
   group   plain x speed / the reference's plain statistic in the same group
   ratio   the median over rounds of (its round median / the reference's round median) x speed
 
-(speed: the reference's median over every group of every pass). Also: the share of timings whose spread over
-rounds exceeds the protocol's bound (`MAX_SPREAD`), measured plainly and as ratios.
+(speed: the reference's median over every group of every pass). Also: the share of timings whose estimated
+standard error exceeds the protocol's bound (`MAX_UNCERTAINTY`), measured plainly and as ratios.
 
     PYTHONPATH=. python scripts/bench_speed_reference.py [--kind subnets|blocks] [--n 40] [--passes 3]
 """
@@ -70,8 +70,8 @@ def readings(timed: list[list[dict]]) -> dict[str, np.ndarray]:
         plain.append([x["median_ms"] for x in s])
         group.append([x["median_ms"] * speed / ref for x, ref in zip(s, refs)])
         ratio.append([x["reference_ratio"] * speed for x in r])
-        spread_plain.append([x["rounds_spread"] for x in s])
-        spread_ratio.append([x["rounds_spread"] for x in r])
+        spread_plain.append([x["uncertainty"] for x in s])
+        spread_ratio.append([x["uncertainty"] for x in r])
     return {k: np.array(v) for k, v in (("plain", plain), ("group", group), ("ratio", ratio),
                                         ("spread_plain", spread_plain), ("spread_ratio", spread_ratio))}
 
@@ -117,7 +117,7 @@ def main() -> None:
         "n": len(models), "passes": args.passes, "rounds": args.rounds, "repeats": args.repeats,
         "switch_runs": args.switch_runs,
         "repeatability": {k: repeatability(r[k]) for k in ("plain", "group", "ratio")},
-        "unsteady_share": {k: round(float(np.mean(r[f"spread_{k}"] > ort_timing.MAX_SPREAD)), 3)
+        "unsteady_share": {k: round(float(np.mean(r[f"spread_{k}"] > ort_timing.MAX_UNCERTAINTY)), 3)
                            for k in ("plain", "ratio")},
     }
     print(f"# {machine['cpu']} ({machine['cpu_id']}), {args.space} {args.kind}, {len(models)} models, "
@@ -125,7 +125,7 @@ def main() -> None:
     for k, v in report["repeatability"].items():
         print(f"{k:6s} pass-to-pass |diff| median {v['median_pct']}%  p90 {v['p90_pct']}%  max {v['max_pct']}%  "
               f">5%: {v['over_5pct']:.0%}  >10%: {v['over_10pct']:.0%}")
-    print(f"unsteady (rounds spread > {ort_timing.MAX_SPREAD}): {report['unsteady_share']}")
+    print(f"unsteady (uncertainty > {ort_timing.MAX_UNCERTAINTY}): {report['unsteady_share']}")
     if args.json:
         ort_timing.write_json_atomic(args.json, report)
     print(json.dumps(report))

@@ -53,7 +53,7 @@ def test_bundle_round_trip(tmp_path):
     assert "manifest.json" in names and "profile_bundle.py" in names
     assert all(b["file"] in names for b in manifest["blocks"])
     roles = [v["role"] for v in manifest["verify"]]
-    assert roles.count("topk") == 2 and roles.count("validation") == 6 and roles.count("repeat") == 3
+    assert roles.count("topk") == 2 and roles.count("validation") == 6 and roles.count("repeat") == 4
     assert [v["design"] for v in manifest["verify"] if v["role"] == "validation"] == [True] * 2 + [False] * 4
 
     out = tmp_path / "lut.json"
@@ -80,7 +80,7 @@ def test_bundle_round_trip(tmp_path):
     dest = tmp_path / "imported.json"
     table, report = import_table(out, space, dest)
     v = report["validation"]
-    assert v["n"] == 6 and v["noise"]["repeat_n"] == 3  # repeat timings ran last on the "device"
+    assert v["n"] == 6 and v["noise"]["repeat_n"] == 4  # repeat timings ran last on the "device"
     # stored as the calibration only when the device's repeated timings agreed (a loaded CI box may not)
     assert ("calibration" in table.metadata) == v["trusted"]
     assert ("validation_rejected" in table.metadata) == (not v["trusted"])

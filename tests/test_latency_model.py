@@ -26,35 +26,35 @@ OTHER = {"cpu": "Other CPU 9000", "cpu_id": "GenuineOther 1/2/3", "isa": ["avx2"
 
 # ---------------------------------------------------------------------------- stability on a fake timer
 def scripted(*spreads, ms=(1.0,)):
-    """A fake measurement: the i-th call reports rounds_spread spreads[i] (and median ms[i] if given)."""
+    """A fake measurement: the i-th call reports uncertainty spreads[i] (and median ms[i] if given)."""
     calls = []
 
     def measure():
         i = len(calls)
         calls.append(i)
-        return {"median_ms": ms[min(i, len(ms) - 1)], "p90_ms": 2.0, "rounds_spread": spreads[min(i, len(spreads) - 1)]}
+        return {"median_ms": ms[min(i, len(ms) - 1)], "p90_ms": 2.0, "uncertainty": spreads[min(i, len(spreads) - 1)]}
 
     return measure, calls
 
 
 def test_time_stable_remeasures_until_calm_and_keeps_the_calm_one():
     measure, calls = scripted(0.40, 0.30, 0.05, ms=(1.4, 1.2, 1.0))
-    t = ort_timing.time_stable(measure, max_spread=0.10, retries=2)
+    t = ort_timing.time_stable(measure, max_uncertainty=0.10, retries=2)
     assert len(calls) == 3 and t["attempts"] == 3 and t["stable"] is True and t["median_ms"] == 1.0
 
 
 def test_time_stable_is_bounded_and_says_unstable():
     measure, calls = scripted(0.50, 0.30, 0.40, 0.01, ms=(1.5, 1.3, 1.4, 1.0))
-    t = ort_timing.time_stable(measure, max_spread=0.10, retries=2)
+    t = ort_timing.time_stable(measure, max_uncertainty=0.10, retries=2)
     assert len(calls) == 3  # 1 + retries, never the calm 4th attempt
     assert t["stable"] is False and t["median_ms"] == 1.3  # the calmest attempt is kept
     measure, calls = scripted(0.50)
-    assert ort_timing.time_stable(measure, max_spread=0.1, retries=0)["attempts"] == 1 and len(calls) == 1
+    assert ort_timing.time_stable(measure, max_uncertainty=0.1, retries=0)["attempts"] == 1 and len(calls) == 1
 
 
 def test_time_stable_stops_at_a_calm_first_attempt():
     measure, calls = scripted(0.02)
-    t = ort_timing.time_stable(measure, max_spread=0.10, retries=5)
+    t = ort_timing.time_stable(measure, max_uncertainty=0.10, retries=5)
     assert len(calls) == 1 and t["stable"] and t["attempts"] == 1
 
 
@@ -73,23 +73,32 @@ def test_summarise_drops_preempted_runs_and_keeps_the_quieter_rounds():
     assert s["clean"] == 1 and s["median_ms"] == pytest.approx(2.2)
 
 
+def test_median_uncertainty_on_known_numbers():
+    # median 1.0, MAD 0.1: sigma 0.14826, standard error of the median 1.2533 x sigma / sqrt(5)
+    assert ort_timing.median_uncertainty(np.array([0.9, 1.0, 1.1, 1.2, 0.8])) == pytest.approx(0.0831, abs=1e-4)
+    assert ort_timing.median_uncertainty(np.array([2.0, 2.0, 2.0])) == 0.0
+    assert ort_timing.median_uncertainty(np.array([1.0])) == 0.0
+    s = ort_timing.summarise(np.array([1.0, 1.0, 1.2, 1.2, 0.8, 0.8]), round_of=np.array([0, 0, 1, 1, 2, 2]))
+    assert s["uncertainty"] == pytest.approx(1.2533 * 1.4826 * 0.2 / np.sqrt(3), abs=1e-4)  # from the 3 rounds
+
+
 class FakeSession:
     def run(self, outputs, feeds):
         return None
 
 
 def test_time_stable_many_remeasures_only_the_unsteady_ones_together():
-    script = {0: [0.02], 1: [0.5, 0.04], 2: [0.5, 0.4, 0.3]}  # per model: rounds_spread of each attempt
+    script = {0: [0.02], 1: [0.5, 0.04], 2: [0.5, 0.4, 0.3]}  # per model: uncertainty of each attempt
     asked = []
 
     def measure(idx):
         asked.append(list(idx))
-        return [{"median_ms": 1.0 + i, "rounds_spread": script[i][sum(i in a for a in asked) - 1]} for i in idx]
+        return [{"median_ms": 1.0 + i, "uncertainty": script[i][sum(i in a for a in asked) - 1]} for i in idx]
 
-    out = ort_timing.time_stable_many(measure, 3, max_spread=0.1, retries=2)
+    out = ort_timing.time_stable_many(measure, 3, max_uncertainty=0.1, retries=2)
     assert asked == [[0, 1, 2], [1, 2], [2]]  # bounded, and only the unsteady ones again
     assert [t["attempts"] for t in out] == [1, 2, 3] and [t["stable"] for t in out] == [True, True, False]
-    assert out[2]["rounds_spread"] == 0.3
+    assert out[2]["uncertainty"] == 0.3
 
 
 def test_interleaved_timing_gives_every_model_its_runs(monkeypatch):
@@ -144,7 +153,7 @@ def test_interleaved_timing_against_a_reference_divides_out_the_machine_speed(mo
     models = [(Costly(2.0), {}), (Costly(0.5), {}), (Costly(1.0), {})]  # the last one: the reference
     out = ort_timing.time_interleaved(models, warmup=0, repeats=10, rounds=5, pause_s=0.001, reference=True)
     assert [t["reference_ratio"] for t in out[:2]] == pytest.approx([2.0, 0.5])
-    assert all(t["rounds_spread"] == 0.0 for t in out[:2])  # steady against the reference...
+    assert all(t["rounds_spread"] == 0.0 and t["uncertainty"] == 0.0 for t in out[:2])  # steady beside the reference...
     assert out[2]["rounds_spread"] == pytest.approx(0.6)  # ...though the machine's speed moved (p90 - p10: 60%)
     speed = out[2]["median_ms"]
     read = [ort_timing.at_reference_speed({**t, "reference_ms": speed}, speed) for t in out[:2]]
@@ -184,7 +193,7 @@ class FakeBackend:
         n = self.calls[spec.key] = self.calls.get(spec.key, 0) + 1
         shaky = len(self.calls) % 3 == 0 and n == 1
         ms = block_cost(spec) * speed
-        return {"median_ms": ms * (1.5 if shaky else 1), "p90_ms": ms * 2, "rounds_spread": 0.5 if shaky else 0.01,
+        return {"median_ms": ms * (1.5 if shaky else 1), "p90_ms": ms * 2, "uncertainty": 0.5 if shaky else 0.01,
                 "spread": 0.02, "preempted": 0.0}
 
     def time_blocks(self, specs, warmup, repeats, reference=None):

@@ -194,9 +194,9 @@ def _profile_here(
     st = table.metadata.get("stability", {})
     console.print(
         f"{out}: {len(table.entries)} entries, {table.metadata['build_seconds']:.0f} s of profiling in total "
-        f"({timer.provider}, {timer.threads} thread(s), {table.metadata['device']}); block timings: round spread "
-        f"median {st.get('rounds_spread_median', 0):.1%}, {st.get('blocks_retried', 0)} re-measured, "
-        f"{st.get('blocks_unstable', 0)} still above {st.get('max_spread', 0):.0%}, "
+        f"({timer.provider}, {timer.threads} thread(s), {table.metadata['device']}); block timings: uncertainty "
+        f"median {st.get('uncertainty_median', 0):.1%}, {st.get('blocks_retried', 0)} re-measured, "
+        f"{st.get('blocks_unstable', 0)} still above {st.get('max_uncertainty', 0):.0%}, "
         f"{st.get('preempted_runs', 0):.1%} of runs preempted"
     )
     n = validation_size(table, validate)

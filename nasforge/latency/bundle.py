@@ -72,14 +72,14 @@ def write_bundle(
     path = Path(path)
     _check_destination(path)  # before minutes of ONNX exports
     from nasforge.latency.model import BlockFeatures, roofline_ms
-    from nasforge.latency.profiler import choose_subnets
+    from nasforge.latency.profiler import choose_subnets, repeat_count
 
     specs = distinct_layers(space)
     rng = np.random.default_rng(seed)
     # design points chosen on roofline features (no timings yet); the device measures them all
     guess = BlockFeatures(space, lambda spec: roofline_ms(spec, target), 0.0, target.batch)
     val_archs, designed = choose_subnets(space, guess, validate, rng)
-    n_repeat = min(int((~designed).sum()), max(3, len(val_archs) // 10)) if validate else 0
+    n_repeat = repeat_count(int((~designed).sum()), len(val_archs)) if validate else 0
     topk = [space.validate(a) for a in topk]
     predicted, predicted_source = _topk_predictions(space, target, topk)
     manifest: dict[str, Any] = {

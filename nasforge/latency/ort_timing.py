@@ -39,9 +39,11 @@ Protocol v6 (one ONNX model at a time, batch fixed by the model's input shape):
     of the per-round ratios to the reference: how much the same number moved over time; the
     middle 80% of rounds, so that it does not grow with their number), `preempted` (share of
     runs hit) and `runs`;
-  * stability (`time_stable`, `time_stable_many`): a timing whose `rounds_spread` exceeds a
-    bound is measured again (bounded retries); the calmest attempt is kept and `stable` says
-    whether any attempt met the bound.
+    and `uncertainty` (the estimated relative standard error of the statistic, from the spread of
+    the per-round values: 1.2533 x 1.4826 x MAD / sqrt(rounds) / median);
+  * stability (`time_stable`, `time_stable_many`): a timing whose `uncertainty` exceeds a
+    bound (`MAX_UNCERTAINTY`) is measured again (bounded retries); the most certain attempt is
+    kept and `stable` says whether any attempt met the bound.
 Isolated blocks run with warm caches, pay the per-run overhead (`null_model`, timed once per
 table) and their own layout reorders, so a plain sum of block medians is expected to be off
 from a whole network; nasforge fits a calibration on whole subnets measured with this same
@@ -69,7 +71,10 @@ import numpy as np
 
 LUT_FORMAT = "nasforge-lut/1"
 PROTOCOL_VERSION = 6
-MAX_SPREAD = 0.15  # a timing whose round medians lie further apart than this is measured again
+# a timing whose estimated relative standard error (`uncertainty`) is above this is measured again: on 5 rounds it
+# is about v5's bound (round medians 15% apart); over 25 short rounds it asks for the precision of the estimate,
+# not for calm rounds, which a machine whose speed wanders never gives
+MAX_UNCERTAINTY = 0.03
 RETRIES = 2
 BLOCK_GROUP = 16  # models timed interleaved (`time_interleaved`)
 SUBNET_GROUP = 10
@@ -87,8 +92,8 @@ PROVIDER_ALIASES = {
 
 
 def protocol(
-    threads: int, warmup: int, repeats: int, rounds: int = INTERLEAVED_ROUNDS, max_spread: float = MAX_SPREAD,
-    retries: int = RETRIES,
+    threads: int, warmup: int, repeats: int, rounds: int = INTERLEAVED_ROUNDS,
+    max_uncertainty: float = MAX_UNCERTAINTY, retries: int = RETRIES,
 ) -> dict[str, Any]:
     """The protocol as it is recorded in every LUT's metadata."""
     return {
@@ -110,7 +115,7 @@ def protocol(
         "speed_reference": "a fixed block (tables) or subnet (whole subnets) timed in every group; a timing is read "
         "as its per-round ratio to the reference (median over rounds) x the reference's median over all groups",
         "statistic": "median and p90 of the clean runs of the quieter half of the rounds",
-        "max_spread": max_spread,
+        "max_uncertainty": max_uncertainty,
         "retries": retries,
     }
 
@@ -284,6 +289,8 @@ def summarise(
     else:
         use = times[ok]
         rounds_spread = 0.0
+    # the statistic's standard error: from the rounds where there are enough, else from the runs themselves
+    uncertainty = median_uncertainty(np.array(list(medians.values())) if len(medians) >= 3 else use)
     median = float(np.median(use))
     p10, p90 = (float(v) for v in np.percentile(use, [10, 90]))
     return {
@@ -292,6 +299,7 @@ def summarise(
         "median_all_ms": float(np.median(times)),
         "spread": round((p90 - p10) / median, 4),
         "rounds_spread": round(rounds_spread, 4),
+        "uncertainty": round(uncertainty, 4),
         "runs": int(len(times)),
         "clean": clean,
         "preempted": round(float(preempted.mean()), 4) if len(times) else 0.0,
@@ -311,24 +319,28 @@ def time_session(
 
 
 def time_stable(
-    measure: Callable[[], dict[str, Any]], max_spread: float = MAX_SPREAD, retries: int = RETRIES
+    measure: Callable[[], dict[str, Any]], max_uncertainty: float = MAX_UNCERTAINTY, retries: int = RETRIES
 ) -> dict[str, Any]:
-    """`measure()` until its `rounds_spread` is within `max_spread`, at most 1 + `retries` times.
+    """`measure()` until its `uncertainty` is within `max_uncertainty`, at most 1 + `retries` times.
 
-    Returns the calmest attempt (lowest rounds_spread) with `attempts` and `stable` (whether any
-    attempt met the bound) added; never loops beyond the bound.
+    Returns the most certain attempt with `attempts` and `stable` (whether any attempt met the bound) added;
+    never loops beyond the bound.
     """
     best: dict[str, Any] | None = None
     attempts = 0
     while attempts < 1 + max(0, retries):
         attempts += 1
         timing = measure()
-        if best is None or timing.get("rounds_spread", 0.0) < best.get("rounds_spread", 0.0):
+        if best is None or _uncertainty(timing) < _uncertainty(best):
             best = timing
-        if best.get("rounds_spread", 0.0) <= max_spread:
+        if _uncertainty(best) <= max_uncertainty:
             break
     assert best is not None
-    return {**best, "attempts": attempts, "stable": bool(best.get("rounds_spread", 0.0) <= max_spread)}
+    return {**best, "attempts": attempts, "stable": bool(_uncertainty(best) <= max_uncertainty)}
+
+
+def _uncertainty(timing: dict[str, Any]) -> float:
+    return float(timing.get("uncertainty", 0.0))
 
 
 def time_interleaved(
@@ -419,7 +431,22 @@ def against_reference(model: dict[int, float], reference: dict[int, float]) -> d
     if not common:
         return {}
     ratios = np.array([model[r] / reference[r] for r in common])
-    return {"reference_ratio": float(np.median(ratios)), "rounds_spread": round(middle_spread(ratios), 4)}
+    return {
+        "reference_ratio": float(np.median(ratios)),
+        "rounds_spread": round(middle_spread(ratios), 4),
+        "uncertainty": round(median_uncertainty(ratios), 4),
+    }
+
+
+def median_uncertainty(values: np.ndarray) -> float:
+    """The relative standard error of the median of `values`: 1.2533 x sigma / sqrt(n) / median, sigma from the
+    MAD (1.4826 x MAD: robust to the odd slow round); 0 for fewer than 2 values."""
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return 0.0
+    median = float(np.median(values))
+    sigma = 1.4826 * float(np.median(np.abs(values - median)))
+    return 1.2533 * sigma / np.sqrt(len(values)) / median if median > 0 else 0.0
 
 
 def middle_spread(values: np.ndarray) -> float:
@@ -473,23 +500,23 @@ def at_reference_speed(timing: dict[str, Any], speed_ms: float | None) -> float:
 
 
 def time_stable_many(
-    measure: Callable[[list[int]], list[dict[str, Any]]], n: int, max_spread: float = MAX_SPREAD,
+    measure: Callable[[list[int]], list[dict[str, Any]]], n: int, max_uncertainty: float = MAX_UNCERTAINTY,
     retries: int = RETRIES,
 ) -> list[dict[str, Any]]:
     """`time_stable` for `n` models measured together: `measure(indices)` times those models (interleaved);
-    the ones whose `rounds_spread` exceeds `max_spread` are measured again together, at most `retries` times."""
+    the ones whose `uncertainty` exceeds `max_uncertainty` are measured again together, at most `retries` times."""
     best = measure(list(range(n)))
     attempts = [1] * n
     for _ in range(max(0, retries)):
-        todo = [i for i in range(n) if best[i].get("rounds_spread", 0.0) > max_spread]
+        todo = [i for i in range(n) if _uncertainty(best[i]) > max_uncertainty]
         if not todo:
             break
         for i, timing in zip(todo, measure(todo)):
             attempts[i] += 1
-            if timing.get("rounds_spread", 0.0) < best[i].get("rounds_spread", 0.0):
+            if _uncertainty(timing) < _uncertainty(best[i]):
                 best[i] = timing
     return [
-        {**b, "attempts": a, "stable": bool(b.get("rounds_spread", 0.0) <= max_spread)} for b, a in zip(best, attempts)
+        {**b, "attempts": a, "stable": bool(_uncertainty(b) <= max_uncertainty)} for b, a in zip(best, attempts)
     ]
 
 

@@ -40,21 +40,25 @@ from nasforge.space import SearchSpace
 
 Progress = Callable[[int, int], None]  # (done, total): the caller draws
 DEFAULT_VALIDATE = 40  # whole subnets measured when a table has no trusted calibration yet
-# the noise verdict: the same subnet measured twice, minutes apart, must agree this well
-REPEAT_MEDIAN = 0.03
+# the noise verdict: the same subnet measured twice, minutes apart, must agree this well. Two timings with
+# independent Gaussian noise sigma differ by about sigma in the median (0.954 sigma), and sigma <= 5.1% keeps 95% of
+# timings within +-10% of the truth from noise alone: a larger median difference leaves no room for the +-10% aim
+REPEAT_MEDIAN = 0.05
 REPEAT_MAX = 0.10
+REPEAT_MIN_SUBNETS = 5  # subnets measured twice: at least this many, or an eighth of the validation
 UNSTABLE_SHARE = 0.25  # at most this share of whole-subnet timings may miss the spread bound
 DRIFT_BLOCKS = 16  # blocks timed again after the whole subnets: is the table still this machine's state?
 DRIFT_MAX = 0.05  # ... their medians may have moved this much (median over the 16)
 TIMING_FIELDS = (
-    "median_ms", "p90_ms", "spread", "rounds_spread", "preempted", "runs", "clean", "attempts", "stable", "reference_ms"
+    "median_ms", "p90_ms", "spread", "rounds_spread", "uncertainty", "preempted", "runs", "clean", "attempts", "stable",
+    "reference_ms", "reference_ratio",
 )
 
 
 class Timer:
     """Times blocks and subnets for one target with the protocol, through the first backend that runs here.
 
-    Every timing is measured again while its round medians lie more than `max_spread` apart, at most
+    Every timing is measured again while its estimated relative standard error exceeds `max_uncertainty`, at most
     `retries` more times (`ort_timing.time_stable`); `stats` counts how often that happened.
     `with timer.pinned():` pins this process to `threads` cores and asks for a higher priority for the
     measurements (the protocol), and gives the process its affinity and niceness back afterwards.
@@ -68,7 +72,7 @@ class Timer:
         repeats: int = 50,
         *,
         pin: bool = True,
-        max_spread: float = ort_timing.MAX_SPREAD,
+        max_uncertainty: float = ort_timing.MAX_UNCERTAINTY,
         retries: int = ort_timing.RETRIES,
     ) -> None:
         """pin: whether `pinned()` pins at all (tests pass False)."""
@@ -76,10 +80,10 @@ class Timer:
         self.threads = int(threads or target.threads)
         if self.threads < 1:
             raise LatencyError(f"--threads must be a positive integer, got {self.threads}")
-        if retries < 0 or max_spread <= 0:
-            raise LatencyError("retries must be >= 0 and max_spread > 0")
+        if retries < 0 or max_uncertainty <= 0:
+            raise LatencyError("retries must be >= 0 and max_uncertainty > 0")
         self.warmup, self.repeats = warmup, repeats
-        self.max_spread, self.retries = max_spread, retries
+        self.max_uncertainty, self.retries = max_uncertainty, retries
         self.pin = pin
         self.impl = open_backend(target, self.threads)
         self.backend, self.provider, self.device = self.impl.name, self.impl.provider, self.impl.device
@@ -111,19 +115,19 @@ class Timer:
             "nice": self.nice,
             "batch": self.target.batch,
             "protocol": ort_timing.protocol(
-                self.threads, self.warmup, self.repeats, max_spread=self.max_spread, retries=self.retries
+                self.threads, self.warmup, self.repeats, max_uncertainty=self.max_uncertainty, retries=self.retries
             ),
         }
 
     def stable(self, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        timing = ort_timing.time_stable(measure, self.max_spread, self.retries)
+        timing = ort_timing.time_stable(measure, self.max_uncertainty, self.retries)
         self.stats["timings"] += 1
         self.stats["retried"] += int(timing["attempts"] > 1)
         self.stats["unstable"] += int(not timing["stable"])
         return timing
 
     def stable_many(self, measure: Callable[[list[int]], list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
-        timings = ort_timing.time_stable_many(measure, n, self.max_spread, self.retries)
+        timings = ort_timing.time_stable_many(measure, n, self.max_uncertainty, self.retries)
         for timing in timings:
             self.stats["timings"] += 1
             self.stats["retried"] += int(timing["attempts"] > 1)
@@ -203,13 +207,16 @@ def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
 
 def _stability(entries: dict[str, dict[str, Any]], timer: Timer) -> dict[str, Any]:
     spreads = np.array([e.get("rounds_spread", 0.0) for e in entries.values()] or [0.0])
+    uncertainty = np.array([e.get("uncertainty", 0.0) for e in entries.values()] or [0.0])
     return {
-        "max_spread": timer.max_spread,
+        "max_uncertainty": timer.max_uncertainty,
         "retries": timer.retries,
         "blocks_retried": sum(int(e.get("attempts", 1) > 1) for e in entries.values()),
         "blocks_unstable": sum(int(not e.get("stable", True)) for e in entries.values()),
         "rounds_spread_median": round(float(np.median(spreads)), 4),
         "rounds_spread_p90": round(float(np.percentile(spreads, 90)), 4),
+        "uncertainty_median": round(float(np.median(uncertainty)), 4),
+        "uncertainty_p90": round(float(np.percentile(uncertainty, 90)), 4),
         "preempted_runs": round(float(np.mean([e.get("preempted", 0.0) for e in entries.values()] or [0.0])), 4),
     }
 
@@ -315,14 +322,19 @@ def choose_subnets(
     return archs, np.array([True] * len(design) + [False] * len(random_archs))
 
 
+def repeat_count(n_random: int, n: int) -> int:
+    """How many of a validation's random subnets are measured a second time, at its end (the noise verdict)."""
+    return min(n_random, max(REPEAT_MIN_SUBNETS, n // 8))
+
+
 def noise_verdict(
     first: np.ndarray, again: np.ndarray, timings: list[dict[str, Any]], block_drift: float | None = None
 ) -> dict[str, Any]:
     """Whether whole-subnet timings on this machine are steady enough to validate and calibrate with.
 
     first / again: the same subnets measured twice (at the start and at the end of the validation).
-    Too noisy when they disagree by more than 3% in the median or 10% at worst (a +-10% claim
-    cannot rest on a timing that moves 10% by itself), when over a quarter of the timings
+    Too noisy when they disagree by more than 5% in the median (see REPEAT_MEDIAN) or 10% at worst
+    (a +-10% claim cannot rest on a timing that moves 10% by itself), when over a quarter of the timings
     stayed unstable after their retries, or when blocks timed again now differ from the table by
     more than 5% (median): the machine is no longer in the state the blocks were measured in, and a
     calibration would fit that difference.
@@ -389,7 +401,7 @@ def validate_table(
             return timer.subnets(space, group, reference)
 
     randoms = np.flatnonzero(~designed)
-    again_idx = randoms[: min(len(randoms), max(3, len(archs) // 10))]
+    again_idx = randoms[: repeat_count(len(randoms), len(archs))]
     total = len(archs) + len(again_idx)
     timings: list[dict[str, Any]] = []
     again: list[dict[str, Any]] = []
