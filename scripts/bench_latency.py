@@ -107,15 +107,18 @@ def independent_timing(path: Path, runs: int = 200, warmup: int = 20) -> dict[st
 
 
 def independent_timing_interleaved(
-    paths: list[Path], rounds: int = 20, runs_per_round: int = 10, warmup: int = 20
+    paths: list[Path], rounds: int = 20, runs_per_round: int = 10, warmup: int = 20, untimed: int = 0
 ) -> list[dict[str, float]]:
     """The same plain sessions, but timed round-robin: `rounds` passes over all models, `runs_per_round`
-    runs of each per pass, median of all of a model's runs. A machine whose speed wanders over seconds
-    then shifts every model alike instead of whichever model happened to run during a slow spell."""
+    runs of each per pass (after `untimed` untimed ones), median of all of a model's runs. A machine whose
+    speed wanders over seconds then shifts every model alike instead of whichever model happened to run
+    during a slow spell."""
     sessions = [plain_session(path, warmup) for path in paths]
     times = np.empty((len(paths), rounds * runs_per_round))
     for r in range(rounds):
         for i, (session, feeds) in enumerate(sessions):
+            for _ in range(untimed):
+                session.run(None, feeds)
             for k in range(runs_per_round):
                 start = time.perf_counter()
                 session.run(None, feeds)
@@ -221,6 +224,8 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
         second = [independent_timing(p) for p in paths[:-1]]
         inter1 = independent_timing_interleaved(paths)
         inter2 = independent_timing_interleaved(paths)
+        # the protocol's schedule (25 rounds of 2 runs after 1 untimed), in the same plain loop
+        sched = [independent_timing_interleaved(paths, rounds=25, runs_per_round=2, untimed=1) for _ in range(2)]
     plain = np.array([t["median_ms"] for t in first])
     plain2 = np.array([t["median_ms"] for t in second])
     clean = np.array([t["clean_median_ms"] for t in first])
@@ -229,6 +234,10 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
     # the same plain timings read at the profile's speed: x (reference subnet then) / (reference subnet now)
     scale1, scale2 = (profile_speed / ref1, profile_speed / ref2) if profile_speed else (1.0, 1.0)
     at_speed_diff = (inter_2 * scale2) / (inter * scale1) - 1
+    sched_ms = [
+        np.array([t["median_ms"] for t in p[:-1]]) * (profile_speed / p[-1]["median_ms"] if profile_speed else 1)
+        for p in sched
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = TableLatencyModel(table, space, target=target)
@@ -252,6 +261,20 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
             "profile_calibration": scores(pred_would_be, inter),
             "profile_calibration_vs_second_pass": scores(pred_would_be, inter_2),
         },
+        "protocol_schedule_at_profile_speed": {
+            "how": "the same plain sessions round-robin with the protocol's schedule: 25 rounds of 2 timed runs "
+            "after 1 untimed one, median of the 50; read at the profile's speed like the row above; two passes",
+            "repeatability_median_diff_pct": round(float(np.median(np.abs(sched_ms[1] / sched_ms[0] - 1))) * 100, 2),
+            "repeatability_max_diff_pct": round(float(np.max(np.abs(sched_ms[1] / sched_ms[0] - 1))) * 100, 1),
+            "profile_calibration": scores(pred_would_be, sched_ms[0]),
+            "profile_calibration_vs_second_pass": scores(pred_would_be, sched_ms[1]),
+        },
+        "per_subnet": [
+            {"arch": a.key, "predicted_ms": round(float(p_), 4), "plain_ms": round(float(x), 4),
+             "round_robin_ms": [round(float(y), 4), round(float(z), 4)],
+             "at_profile_speed_ms": [round(float(y * scale1), 4), round(float(z * scale2), 4)]}
+            for a, p_, x, y, z in zip(ind_archs, pred_would_be, plain, inter, inter_2)
+        ],
         "at_profile_speed": {
             "how": "the round-robin plain timings above, each pass read at the profile's speed: x the reference "
             "subnet's median in the profile's validation / its median in that pass (timed in the same plain loop)",
@@ -306,6 +329,9 @@ def print_space(row: dict[str, Any]) -> None:
     add("independent ORT interleaved at the profile's speed: profile's calibration",
         ind["at_profile_speed"]["profile_calibration"])
     add("  the same, its second pass", ind["at_profile_speed"]["profile_calibration_vs_second_pass"])
+    add("independent ORT, protocol's schedule, at the profile's speed",
+        ind["protocol_schedule_at_profile_speed"]["profile_calibration"])
+    add("  the same, its second pass", ind["protocol_schedule_at_profile_speed"]["profile_calibration_vs_second_pass"])
     console.print(t)
     noise = pv.get("noise") or {}
     console.print(
