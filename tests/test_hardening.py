@@ -288,6 +288,8 @@ def _lut(tmp_path, entries, **extra):
         ({"median_ms": "1.0"}, "no numeric median_ms"),
         ({"median_ms": 1.0, "p90_ms": float("nan")}, "p90_ms nan"),
         ({"median_ms": 1.0, "p90_ms": 0.5}, "below its median_ms"),
+        ({"median_ms": 1.0, "reference_ms": -0.3}, "reference_ms -0.3"),
+        ({"median_ms": 1.0, "reference_ms": 0.3, "reference_ratio": float("nan")}, "reference_ratio nan"),
     ],
 )
 def test_lut_with_an_invalid_timing_is_refused_naming_the_entry(tmp_path, timing, words):

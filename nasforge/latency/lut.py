@@ -119,12 +119,13 @@ def _check_timing(value: object, where: str) -> None:
         raise LatencyError(f"{where} has no numeric median_ms")
     if not (math.isfinite(median) and 0 < median <= MAX_MS):
         raise LatencyError(f"{where}: median_ms {median!r} is not a valid time (expected 0 < ms <= {MAX_MS:g})")
-    reference = value.get("reference_ms")
-    if reference is not None and (
-        isinstance(reference, bool) or not isinstance(reference, (int, float))
-        or not (math.isfinite(reference) and 0 < reference <= MAX_MS)
-    ):
-        raise LatencyError(f"{where}: reference_ms {reference!r} is not a valid time (expected 0 < ms <= {MAX_MS:g})")
+    for name in ("reference_ms", "reference_ratio"):  # the speed reference's timing and this one's ratio to it
+        number = value.get(name)
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, (int, float))
+            or not (math.isfinite(number) and 0 < number <= MAX_MS)
+        ):
+            raise LatencyError(f"{where}: {name} {number!r} is not a valid positive number (0 < x <= {MAX_MS:g})")
     p90 = value.get("p90_ms")
     if p90 is None:
         return

@@ -269,8 +269,10 @@ def summarise(
     Preempted runs are dropped (all runs are used, and `clean` says so, when fewer than 3 were left
     alone). median_ms / p90_ms: of the clean runs of the quieter half of the rounds (by clean
     median), which sheds windows when a neighbour on the other core slowed the memory system;
-    spread: (p90 - p10) / median of those runs; rounds_spread: (max - min) / median of the
-    per-round clean medians (how far apart the same timing came out over time);
+    spread: (p90 - p10) / median of those runs; rounds_spread: (p90 - p10) / median of the
+    per-round clean medians (how far apart the same timing came out over time); uncertainty: the
+    estimated relative standard error (`median_uncertainty` of the round medians, of the runs with
+    fewer than 3 rounds);
     preempted: the share of runs a time slice of another process fell into.
     """
     times = np.asarray(times, dtype=np.float64)
