@@ -266,6 +266,7 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
             "after 1 untimed one, median of the 50; read at the profile's speed like the row above; two passes",
             "repeatability_median_diff_pct": round(float(np.median(np.abs(sched_ms[1] / sched_ms[0] - 1))) * 100, 2),
             "repeatability_max_diff_pct": round(float(np.max(np.abs(sched_ms[1] / sched_ms[0] - 1))) * 100, 1),
+            "kendall_tau_between_passes": round(cal.kendall_tau(sched_ms[0], sched_ms[1]), 4),
             "profile_calibration": scores(pred_would_be, sched_ms[0]),
             "profile_calibration_vs_second_pass": scores(pred_would_be, sched_ms[1]),
         },
@@ -281,6 +282,8 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
             "machine_speed_vs_profile": [round(1 / scale1, 4), round(1 / scale2, 4)],
             "repeatability_median_diff_pct": round(float(np.median(np.abs(at_speed_diff)) * 100), 2),
             "repeatability_max_diff_pct": round(float(np.max(np.abs(at_speed_diff)) * 100), 1),
+            # how well the check ranks the subnets against itself: no prediction can show a higher tau against it
+            "kendall_tau_between_passes": round(cal.kendall_tau(inter * scale1, inter_2 * scale2), 4),
             "profile_calibration": scores(pred_would_be, inter * scale1),
             "profile_calibration_vs_second_pass": scores(pred_would_be, inter_2 * scale2),
         },
@@ -348,8 +351,12 @@ def print_space(row: dict[str, Any]) -> None:
         f"{ind['interleaved']['repeatability_max_diff_pct']}%; "
         f"at the profile's speed {ind['at_profile_speed']['repeatability_median_diff_pct']}% / "
         f"{ind['at_profile_speed']['repeatability_max_diff_pct']}% (machine speed vs the profile's: "
-        f"{ind['at_profile_speed']['machine_speed_vs_profile']}); range {ind['measured_ms_range']} ms\n"
-        f"speed reference: {row['speed_reference']}; speed range over the 100 subnets' groups: {r['speed_range']}"
+        f"{ind['at_profile_speed']['machine_speed_vs_profile']}); Kendall tau of the check against itself (pass 1 vs "
+        f"2): {ind['at_profile_speed']['kendall_tau_between_passes']} round-robin, "
+        f"{ind['protocol_schedule_at_profile_speed']['kendall_tau_between_passes']} protocol's schedule; "
+        f"range {ind['measured_ms_range']} ms\n"
+        f"speed reference: {row['speed_reference']}; "
+        f"speed range over the {r['n']} random subnets' groups: {r['speed_range']}"
     )
 
 
