@@ -80,7 +80,11 @@ def repeatability(values: np.ndarray) -> dict[str, float]:
     """Pass-to-pass |relative difference| over every pair of passes."""
     pairs = itertools.combinations(range(len(values)), 2)
     diffs = np.concatenate([np.abs(values[j] / values[i] - 1) for i, j in pairs])
-    return {"median_pct": round(float(np.median(diffs)) * 100, 2),
+    from scipy.stats import kendalltau
+
+    taus = [kendalltau(values[i], values[j]).statistic for i, j in itertools.combinations(range(len(values)), 2)]
+    return {"kendall_tau_between_passes": round(float(np.mean(taus)), 4),
+            "median_pct": round(float(np.median(diffs)) * 100, 2),
             "p90_pct": round(float(np.percentile(diffs, 90)) * 100, 2),
             "max_pct": round(float(diffs.max()) * 100, 1), "over_5pct": round(float(np.mean(diffs > 0.05)), 3),
             "over_10pct": round(float(np.mean(diffs > 0.10)), 3)}
@@ -124,7 +128,7 @@ def main() -> None:
           f"{args.passes} passes, {args.rounds} rounds, {args.repeats} runs, {args.switch_runs} untimed per return")
     for k, v in report["repeatability"].items():
         print(f"{k:6s} pass-to-pass |diff| median {v['median_pct']}%  p90 {v['p90_pct']}%  max {v['max_pct']}%  "
-              f">5%: {v['over_5pct']:.0%}  >10%: {v['over_10pct']:.0%}")
+              f">5%: {v['over_5pct']:.0%}  >10%: {v['over_10pct']:.0%}  tau {v['kendall_tau_between_passes']}")
     print(f"unsteady (uncertainty > {ort_timing.MAX_UNCERTAINTY}): {report['unsteady_share']}")
     if args.json:
         ort_timing.write_json_atomic(args.json, report)

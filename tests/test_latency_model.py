@@ -160,6 +160,34 @@ def test_interleaved_timing_against_a_reference_divides_out_the_machine_speed(mo
     assert read == pytest.approx([2.0 * speed, 0.5 * speed])
 
 
+@pytest.mark.parametrize("ms, runs", [(1.0, 40), (0.2, 40), (4.0, 26), (30.0, 10)])
+def test_fast_models_get_more_rounds_up_to_a_bound(monkeypatch, ms, runs):
+    """min_timed_ms=100 with 5 rounds of 2: a 4 ms model needs 25 runs (13 rounds), a 1 ms one 100 (capped at 4 x 5
+    rounds = 40 runs), a 30 ms one keeps its 10."""
+    monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: 0)
+
+    class Clock:
+        now = 0.0
+
+        def perf_counter(self):
+            return self.now
+
+        def sleep(self, seconds):
+            pass
+
+    clock = Clock()
+    monkeypatch.setattr(ort_timing, "time", clock)
+
+    class Costly(FakeSession):
+        def run(self, outputs, feeds):
+            clock.now += ms * 1e-3
+
+    runs_out = ort_timing.interleaved_runs([(Costly(), {}), (Costly(), {})], warmup=0, repeats=10, rounds=5,
+                                           pause_s=0, min_timed_ms=100.0)
+    assert [len(t) for t, _, _ in runs_out] == [runs, runs]
+    assert len(ort_timing.interleaved_runs([(Costly(), {})], warmup=0, repeats=10, rounds=5, pause_s=0)[0][0]) == 10
+
+
 def test_timed_runs_adds_rounds_while_preempted_and_stops_at_the_cap(monkeypatch):
     counter = iter(range(10**6))
     monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: next(counter))  # every run preempted

@@ -159,7 +159,9 @@ class OrtBackend:
         """Several whole subnets timed interleaved (`ort_timing.time_interleaved`), beside `reference` if given."""
         models = [self._subnet(space, a) for a in archs]
         ref = None if reference is None else self._subnet(space, reference)
-        return ort_timing.time_models(models, self.provider, self.threads, warmup, repeats, ref)
+        return ort_timing.time_models(
+            models, self.provider, self.threads, warmup, repeats, ref, ort_timing.SUBNET_MIN_TIMED_MS
+        )
 
     def _block(self, spec: LayerSpec) -> bytes:
         return self._model(("block", spec.key), lambda: export_block(spec, self.target.batch))

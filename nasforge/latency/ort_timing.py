@@ -23,7 +23,8 @@ Protocol v6 (one ONNX model at a time, batch fixed by the model's input shape):
     left alone. Tables time models in groups, interleaved (`time_interleaved`: 16 blocks or 10
     whole subnets per group, round-robin in `INTERLEAVED_ROUNDS` rounds of 2 timed runs each, after
     `SWITCH_RUNS` untimed one(s) on coming back to a model), so that a neighbour's slow phases,
-    which last seconds, fall on all of them alike;
+    which last seconds, fall on all of them alike; whole subnets get more rounds (at most 4x) until
+    each has `SUBNET_MIN_TIMED_MS` of timed runs, so a sub-ms net is known as precisely as a 5 ms one;
   * speed reference (v6): one fixed model (a block for tables, a subnet for whole-subnet timings) is
     timed in every group as one more member; every timing carries `reference_ms`, the reference's
     median in its group, and `reference_ratio`, the median over rounds of its round median divided
@@ -84,6 +85,10 @@ SUBNET_GROUP = 10
 # repeated 2x worse against the reference on the 2-vCPU AMD EPYC VM (scripts/bench_speed_reference.py)
 INTERLEAVED_ROUNDS = 25
 SWITCH_RUNS = 1
+# whole subnets: at least this many ms of timed runs per model (more rounds for fast nets, at most 4x): sub-2-ms
+# CIFAR-space subnets ranked against themselves at Kendall tau 0.91 over 25 rounds and 0.95-0.96 over 100
+# between passes (scripts/bench_speed_reference.py --space mobilenetv3-ofa-cifar --rounds 100 --repeats 200)
+SUBNET_MIN_TIMED_MS = 250.0
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -112,6 +117,7 @@ def protocol(
         "interleaving": f"groups of {BLOCK_GROUP} blocks / {SUBNET_GROUP} subnets timed round-robin in `rounds` rounds "
         "(a single model: 5 rounds)",
         "switch_runs": SWITCH_RUNS,
+        "subnet_min_timed_ms": SUBNET_MIN_TIMED_MS,
         "speed_reference": "a fixed block (tables) or subnet (whole subnets) timed in every group; a timing is read "
         "as its per-round ratio to the reference (median over rounds) x the reference's median over all groups",
         "statistic": "median and p90 of the clean runs of the quieter half of the rounds",
@@ -355,6 +361,7 @@ def time_interleaved(
     max_factor: int = 4,
     switch_runs: int = SWITCH_RUNS,
     reference: bool = False,
+    min_timed_ms: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Time several models round-robin: each round gives every model `switch_runs` untimed runs (its data
     back in cache, the state a model run back to back is in) and then its share of timed runs, so all of
@@ -366,8 +373,11 @@ def time_interleaved(
 
     reference: the last session is the speed reference; every other timing gets `reference_ratio` (the median
     over rounds of its round median / the reference's) and a `rounds_spread` of those ratios.
+    min_timed_ms: more rounds (at most `max_factor` x) until the group's typical model gets this many ms of timed runs.
     """
-    runs = interleaved_runs(sessions, warmup, repeats, rounds, pause_s, clean_wanted, max_factor, switch_runs)
+    runs = interleaved_runs(
+        sessions, warmup, repeats, rounds, pause_s, clean_wanted, max_factor, switch_runs, min_timed_ms
+    )
     timings = [summarise(*run) for run in runs]
     if reference:
         ref_rounds = round_medians(*runs[-1])
@@ -386,6 +396,7 @@ def interleaved_runs(
     clean_wanted: int | None = None,
     max_factor: int = 4,
     switch_runs: int = SWITCH_RUNS,
+    min_timed_ms: float = 0.0,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The runs behind `time_interleaved`: per model, its times (ms), whether each was preempted, and its round."""
     for session, feeds in sessions:
@@ -393,6 +404,11 @@ def interleaved_runs(
             session.run(None, feeds)
     rounds = max(1, min(rounds, repeats))
     per_round = -(-repeats // rounds)
+    if min_timed_ms > 0:  # fast models get more rounds: the same precision per model, whatever its speed
+        typical = float(np.median([_timed_run(session, feeds)[0] for session, feeds in sessions]))
+        needed = -(-int(np.ceil(min_timed_ms / max(typical, 1e-6))) // per_round)
+        rounds = min(max(rounds, needed), rounds * max(1, max_factor))
+        repeats = rounds * per_round
     wanted = min(repeats, max(5, repeats // 4)) if clean_wanted is None else clean_wanted
     cap = max(1, max_factor) * per_round * rounds
     runs: list[tuple[list[float], list[bool], list[int]]] = [([], [], []) for _ in sessions]
@@ -461,7 +477,7 @@ def middle_spread(values: np.ndarray) -> float:
 
 def time_models(
     models: list[str | bytes], provider: str = "CPUExecutionProvider", threads: int = 1, warmup: int = 10,
-    repeats: int = 50, reference: str | bytes | None = None,
+    repeats: int = 50, reference: str | bytes | None = None, min_timed_ms: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Time several ONNX models (paths or bytes) interleaved (`time_interleaved`), one attempt each.
 
@@ -472,7 +488,7 @@ def time_models(
     for model in [*models, *([] if reference is None else [reference])]:
         session = make_session(model, provider, threads)
         sessions.append((session, session_feeds(session)))
-    timings = time_interleaved(sessions, warmup, repeats, reference=reference is not None)
+    timings = time_interleaved(sessions, warmup, repeats, reference=reference is not None, min_timed_ms=min_timed_ms)
     if reference is None:
         return timings
     ref = timings.pop()
@@ -749,8 +765,9 @@ def run_bundle(
         def timed_many(files: list[str], kind: str) -> list[dict[str, Any]]:
             models = [zf.read(f) for f in files]
             ref = zf.read(references[kind]["file"]) if kind in references else None
+            least = SUBNET_MIN_TIMED_MS if kind == "subnet" else 0.0
             return time_stable_many(
-                lambda idx: time_models([models[i] for i in idx], provider, threads, warmup, repeats, ref),
+                lambda idx: time_models([models[i] for i in idx], provider, threads, warmup, repeats, ref, least),
                 len(models),
             )
 
