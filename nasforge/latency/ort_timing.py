@@ -355,13 +355,9 @@ def time_interleaved(
     sessions: list[tuple[Any, dict[str, np.ndarray]]],
     warmup: int = 10,
     repeats: int = 50,
-    rounds: int = INTERLEAVED_ROUNDS,
-    pause_s: float = 0.005,
-    clean_wanted: int | None = None,
-    max_factor: int = 4,
-    switch_runs: int = SWITCH_RUNS,
+    *,
     reference: bool = False,
-    min_timed_ms: float = 0.0,
+    **schedule: Any,
 ) -> list[dict[str, Any]]:
     """Time several models round-robin: each round gives every model `switch_runs` untimed runs (its data
     back in cache, the state a model run back to back is in) and then its share of timed runs, so all of
@@ -373,11 +369,9 @@ def time_interleaved(
 
     reference: the last session is the speed reference; every other timing gets `reference_ratio` (the median
     over rounds of its round median / the reference's) and a `rounds_spread` of those ratios.
-    min_timed_ms: more rounds (at most `max_factor` x) until the group's typical model gets this many ms of timed runs.
+    schedule: `interleaved_runs`' rounds, pause_s, clean_wanted, max_factor, switch_runs and min_timed_ms.
     """
-    runs = interleaved_runs(
-        sessions, warmup, repeats, rounds, pause_s, clean_wanted, max_factor, switch_runs, min_timed_ms
-    )
+    runs = interleaved_runs(sessions, warmup, repeats, **schedule)
     timings = [summarise(*run) for run in runs]
     if reference:
         ref_rounds = round_medians(*runs[-1])
@@ -398,7 +392,10 @@ def interleaved_runs(
     switch_runs: int = SWITCH_RUNS,
     min_timed_ms: float = 0.0,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The runs behind `time_interleaved`: per model, its times (ms), whether each was preempted, and its round."""
+    """The runs behind `time_interleaved`: per model, its times (ms), whether each was preempted, and its round.
+
+    min_timed_ms: more rounds (at most `max_factor` x) until the group's typical model gets this many ms of timed runs.
+    """
     for session, feeds in sessions:
         for _ in range(1 + warmup):
             session.run(None, feeds)
@@ -432,7 +429,9 @@ def interleaved_runs(
 
 def round_medians(times: np.ndarray, preempted: np.ndarray, round_of: np.ndarray) -> dict[int, float]:
     """Per-round median of the clean runs (of all runs where fewer than 3 were clean)."""
-    ok = ~np.asarray(preempted, bool) if (~np.asarray(preempted, bool)).sum() >= 3 else np.ones(len(times), bool)
+    ok = ~np.asarray(preempted, bool)
+    if ok.sum() < 3:
+        ok = np.ones(len(times), bool)
     out = {}
     for r in np.unique(round_of):
         sel = ok & (round_of == r)

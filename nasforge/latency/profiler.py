@@ -389,13 +389,13 @@ def validate_table(
         raise LatencyError("--validate needs at least 1 subnet")
     rng = np.random.default_rng(seed)
     archs, designed = choose_subnets(space, TableFeatures(table, space), n, rng)
+    reference = None if measure is not None else reference_subnet(space)
     if measure is not None:
         one_by_one = measure
 
         def measure_many(group: list[ArchConfig]) -> list[dict[str, Any]]:
             return [one_by_one(a) for a in group]
     else:
-        reference = reference_subnet(space)
 
         def measure_many(group: list[ArchConfig]) -> list[dict[str, Any]]:
             return timer.subnets(space, group, reference)
@@ -420,7 +420,7 @@ def validate_table(
         drift = None if measure is not None else measure_block_drift(space, table, timer, rng)
     result = assess_validation(
         space, table, archs, designed, timings, again_idx, again, seed=seed, seconds=time.perf_counter() - start,
-        block_drift=drift, reference=None if measure is not None else reference_subnet(space).key,
+        block_drift=drift, reference=None if reference is None else reference.key,
     )
     if table.path:
         table.save(table.path)
