@@ -196,12 +196,15 @@ def make_session(model: str | bytes, provider: str = "CPUExecutionProvider", thr
 
 
 def session_feeds(session: Any) -> dict[str, np.ndarray]:
-    """One fixed float32 N(0, 1) input per model input (seed 0)."""
+    """One fixed input per model input (seed 0): float32 N(0, 1), or zeros for integer inputs (token ids)."""
     rng = np.random.default_rng(0)
     feeds = {}
     for inp in session.get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-        feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
+        if "int" in str(inp.type):
+            feeds[inp.name] = np.zeros(shape, dtype=np.int64 if "int64" in str(inp.type) else np.int32)
+        else:
+            feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
     return feeds
 
 
