@@ -164,6 +164,9 @@ class Family:
     name: ClassVar[str] = ""
     schema: ClassVar[type[SpaceFile]] = SpaceFile
     gene_groups: ClassVar[tuple[GeneGroup, ...]] = (RESOLUTION, DEPTH)  # encoding order; see `nasforge.genes`
+    # A small space of this family, as its YAML would hold it: the conformance suites run on it (beside every
+    # shipped space), so a family that ships no space is still tested whole.
+    example_space: ClassVar[dict[str, Any] | None] = None
 
     def prepare_yaml(self, raw: dict[str, Any]) -> dict[str, Any]:
         """The YAML mapping before typing: stage entries inherit `defaults` (so errors still name
