@@ -72,7 +72,7 @@ def test_latency_table_profiles_every_block_and_predicts(pipeline):
     assert any(key.startswith("attention_") for key in table.entries)
     res = _ok(runner.invoke(app, ["latency", "--target", "cpu", "--space", str(space_file), "--lut", str(lut),
                                   "--arch", space.largest().to_json(), "--json"]))
-    assert json.loads(res.output)["ms"] > 0
+    assert json.loads(res.output)["latency_ms"] > 0
 
 
 def test_predictor_search_and_onnx_export(pipeline):
