@@ -16,8 +16,12 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer import _click as click
 from typer.core import TyperGroup
+
+try:  # typer >= 0.2x carries its own copy of click
+    from typer import _click as click
+except ImportError:  # older typer runs on click itself
+    import click  # type: ignore[no-redef]
 from typer.testing import CliRunner
 
 from nasforge.cli import COMMAND_ORDER, app
