@@ -126,6 +126,8 @@ def cli_problems(words: list[str], root: click.Command) -> list[str]:
             if flag not in _option_names(cmd):
                 problems.append(f"`{' '.join(path)}` has no option {flag}")
         elif isinstance(cmd, TyperGroup):
+            if word == "..." or word.isupper():  # `nasforge COMMAND --help`, `nasforge lut ...`: nothing to check
+                break
             sub = cmd.get_command(click.Context(cmd), word)
             if sub is None:
                 problems.append(f"`{' '.join(path)}` has no command {word!r}")
@@ -188,6 +190,8 @@ def test_placeholders_and_shell_syntax_pass():
         "nasforge space sample --space S -n 3 --no-stratified",
         "nasforge --help",
         "nasforge lut import FILE --space SPACE",
+        "nasforge lut ...",
+        "nasforge COMMAND --help",
     ):
         assert check_line(DocLine("x", command), root) == [], command
     assert check_line(DocLine("x", "python b.zip --out lut.json --threads 2"), root) == []
