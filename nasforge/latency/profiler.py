@@ -221,6 +221,19 @@ def _stability(entries: dict[str, dict[str, Any]], timer: Timer) -> dict[str, An
     }
 
 
+def table_lock(out: str | Path) -> Any:
+    """Held while one profile times and writes the table `out`: a second one on the same file fails at once
+    (one line) instead of timing everything again and overwriting the first one's table."""
+    from nasforge.io import exclusive_lock
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.with_name(f".{out.name}.lock")
+    return exclusive_lock(lock, LatencyError(
+        f"{out}: another `nasforge profile` is writing this table (it holds {lock.name}); "
+        "wait for it to finish or give another --out"))
+
+
 def build_table(
     space: SearchSpace,
     timer: Timer,
@@ -567,10 +580,11 @@ def profile(
     to measure; None = `DEFAULT_VALIDATE` when the table has no trusted calibration yet, else none.
     """
     path = Path(out) if out is not None else default_table_path(target, space)
-    timer = Timer(target, threads, warmup, repeats, pin=pin)
-    table = build_table(space, timer, path, on_progress=on_blocks, note=note)
-    validate = validation_size(table, validate)
-    result = None
-    if validate:
-        result = validate_table(space, table, timer, validate, seed=seed, on_progress=on_subnets)
+    with table_lock(path):
+        timer = Timer(target, threads, warmup, repeats, pin=pin)
+        table = build_table(space, timer, path, on_progress=on_blocks, note=note)
+        validate = validation_size(table, validate)
+        result = None
+        if validate:
+            result = validate_table(space, table, timer, validate, seed=seed, on_progress=on_subnets)
     return ProfileResult(table, path, result)
