@@ -781,11 +781,11 @@ def test_run_resumed_mid_epoch_logs_what_an_uninterrupted_one_does(uninterrupted
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _optuna_worker(url: str, budget: int, worker: int, out: list) -> None:
+def _optuna_worker(problem, url: str, budget: int, worker: int, out: list) -> None:
     from nasforge.search import make_engine, run_search
 
     try:
-        result = run_search(_search_problem(), make_engine("tpe", batch_size=7), budget=budget, seed=0, storage=url,
+        result = run_search(problem, make_engine("tpe", batch_size=7), budget=budget, seed=0, storage=url,
                             worker=worker)
         out.append(result.meta["study_name"])
     except BaseException as exc:  # reported to the test's thread
@@ -808,7 +808,8 @@ def test_two_optuna_workers_never_charge_more_than_the_budget(tmp_path, monkeypa
     url = f"sqlite:///{tmp_path / 'study.db'}"
     optuna_engines._storage(url)  # the tables, before two threads race to create them
     budget, done = 45, []
-    threads = [threading.Thread(target=_optuna_worker, args=(url, budget, w, done)) for w in (0, 1)]
+    problems = [_search_problem() for _ in (0, 1)]  # built here: the space registries fill lazily, not thread-safe
+    threads = [threading.Thread(target=_optuna_worker, args=(problems[w], url, budget, w, done)) for w in (0, 1)]
     for t in threads:
         t.start()
     for t in threads:
