@@ -93,7 +93,10 @@ def exclusive_lock(path: str | Path, busy: NasforgeError) -> Iterator[None]:
     """
     path = Path(path)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:
+            raise type(busy)(f"{path}: cannot create the lock file ({exc.strerror})") from None
         if not _lock_nowait(fd):
             os.close(fd)
             raise busy

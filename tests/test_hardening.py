@@ -881,3 +881,23 @@ def test_table_lock_is_exclusive_and_released_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with table_lock(out):  # free again
         assert [p.name for p in tmp_path.iterdir()] == [".t.json.lock"]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    with _immutable(ro), pytest.raises(LatencyError, match="cannot create the lock file"), table_lock(ro / "t.json"):
+        pass
+
+
+def test_import_ofa_predictor_refuses_a_read_only_run_before_loading_it(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nasforge.cli import app
+    from nasforge.train import runs
+
+    monkeypatch.setattr(runs, "load_run", lambda *a, **k: pytest.fail("run loaded before its predictor/ was checked"))
+    (tmp_path / "acc.pth").write_bytes(b"weights")
+    run = tmp_path / "run"
+    run.mkdir()
+    with _immutable(run):
+        result = CliRunner().invoke(app, ["import-ofa", "--predictor", str(tmp_path / "acc.pth"), "--run", str(run)])
+    line = _one_error_line(result)
+    assert f"{run / 'predictor'}: {run} is not writable" in line

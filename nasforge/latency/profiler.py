@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,7 +221,7 @@ def _stability(entries: dict[str, dict[str, Any]], timer: Timer) -> dict[str, An
     }
 
 
-def table_lock(out: str | Path) -> Any:
+def table_lock(out: str | Path) -> AbstractContextManager[None]:
     """Held while one profile times and writes the table `out`: a second one on the same file fails at once
     (one line) instead of timing everything again and overwriting the first one's table."""
     from nasforge.io import exclusive_lock

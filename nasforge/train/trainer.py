@@ -82,7 +82,7 @@ class StepMeter:
 
     def state_dict(self, skipped: int = 0) -> dict[str, Any]:
         """The epoch so far, for a mid-epoch checkpoint: a resumed epoch then logs what an uninterrupted one does."""
-        return {"sums": self._sums.cpu(), "steps": self.steps, "images": self.images,
+        return {"sums": self._sums.to("cpu", copy=True), "steps": self.steps, "images": self.images,
                 "seconds": time.perf_counter() - self.t0, "skipped": self.skipped + skipped}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
