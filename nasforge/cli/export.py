@@ -60,16 +60,17 @@ def export_command(
     loader: LoaderOpt = None,
 ) -> None:
     """Extract a subnet (BN recalibrated), export it, verify it in ONNX Runtime and write a sidecar JSON."""
-    from nasforge.export.pipeline import PreparedSubnet, export_prepared, prepare_from_run
+    from nasforge.export.pipeline import PreparedSubnet, check_export_options, export_prepared, prepare_from_run
     from nasforge.supernet.standalone import load_standalone
 
+    check_export_options(fmt, opset=opset, quantize=quantize)
+    if fmt != "ofa" and (arch is None) == (checkpoint is None):
+        raise ConfigError("give exactly one of --arch (with --run) or --checkpoint")
+    check_output_file(out)  # every format, before any work
+    check_output_file(out.with_name(out.name + ".json"), "--out (its sidecar)")
     if fmt == "ofa":
         _export_ofa(run, out, arch, checkpoint, device)
         return
-    if (arch is None) == (checkpoint is None):
-        raise ConfigError("give exactly one of --arch (with --run) or --checkpoint")
-    check_output_file(out)
-    check_output_file(out.with_name(out.name + ".json"), "--out (its sidecar)")
     if checkpoint is not None:
         subnet, space, extra = load_standalone(checkpoint)
         run_dir = run or (Path(extra["run"]) if extra.get("run") else None)

@@ -184,10 +184,20 @@ def _profile_here(
     note: str | None, seed: int,
 ) -> None:
     """`profile` on this machine: time every block (resumable), then whole subnets for the calibration."""
-    from nasforge.latency.enumerate import distinct_layers
-    from nasforge.latency.profiler import Timer, build_table, default_table_path, validate_table, validation_size
+    from nasforge.latency.profiler import default_table_path, table_lock
 
     out = check_output_file(out or default_table_path(t, s))
+    with table_lock(out):  # a second profile on this table fails at once, before timing anything
+        _time_and_validate(s, t, out, validate, threads=threads, warmup=warmup, repeats=repeats, note=note, seed=seed)
+
+
+def _time_and_validate(
+    s: Any, t: Any, out: Path, validate: int | None, *, threads: int | None, warmup: int, repeats: int,
+    note: str | None, seed: int,
+) -> None:
+    from nasforge.latency.enumerate import distinct_layers
+    from nasforge.latency.profiler import Timer, build_table, validate_table, validation_size
+
     timer = Timer(t, threads, warmup, repeats)
     with progress_bar(console, "profiling blocks", len(distinct_layers(s))) as update:
         table = build_table(s, timer, out, note=note, on_progress=lambda done, total: update(completed=done))

@@ -22,7 +22,7 @@ import torch
 from nasforge.arch import ArchConfig
 from nasforge.data import DataSource, Normalization
 from nasforge.errors import ConfigError
-from nasforge.export.onnx import OnnxExportReport, export_onnx
+from nasforge.export.onnx import OnnxExportReport, check_opset, export_onnx
 from nasforge.io import atomic_write_json
 from nasforge.space import SearchSpace
 from nasforge.supernet.standalone import save_standalone
@@ -198,6 +198,21 @@ def _int8(prepared: PreparedSubnet, ev: _Evidence, out: Path, calib_images: int)
     }
 
 
+EXPORT_FORMATS = ("onnx", "torch", "ofa")
+
+
+def check_export_options(fmt: str, *, opset: int = 17, quantize: str | None = None) -> None:
+    """Refuse a format, opset or quantisation the export would fail on, before any run is loaded (one line)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"--quantize supports only int8, got {quantize!r}")
+    if quantize and fmt != "onnx":
+        raise ConfigError("--quantize int8 needs --format onnx")
+    if fmt == "onnx":
+        check_opset(opset, quantize)
+
+
 def export_prepared(
     prepared: PreparedSubnet,
     out: str | Path,
@@ -213,10 +228,7 @@ def export_prepared(
     """Write the model (ONNX or standalone torch) and `<out>.json`; measure accuracy on the test split."""
     if fmt not in ("onnx", "torch"):
         raise ConfigError(f"--format must be onnx or torch, got {fmt!r}")
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"--quantize supports only int8, got {quantize!r}")
-    if quantize and fmt != "onnx":
-        raise ConfigError("--quantize int8 needs --format onnx")
+    check_export_options(fmt, opset=opset, quantize=quantize)
     out = Path(out)
     ev = _evidence(prepared, test_limit, quantize)
     sidecar = _sidecar(prepared, ev, fmt, dynamic_batch, target)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,6 +219,19 @@ def _stability(entries: dict[str, dict[str, Any]], timer: Timer) -> dict[str, An
         "uncertainty_p90": round(float(np.percentile(uncertainty, 90)), 4),
         "preempted_runs": round(float(np.mean([e.get("preempted", 0.0) for e in entries.values()] or [0.0])), 4),
     }
+
+
+def table_lock(out: str | Path) -> AbstractContextManager[None]:
+    """Held while one profile times and writes the table `out`: a second one on the same file fails at once
+    (one line) instead of timing everything again and overwriting the first one's table."""
+    from nasforge.io import exclusive_lock
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.with_name(f".{out.name}.lock")
+    return exclusive_lock(lock, LatencyError(
+        f"{out}: another `nasforge profile` is writing this table (it holds {lock.name}); "
+        "wait for it to finish or give another --out"))
 
 
 def build_table(
@@ -567,10 +580,11 @@ def profile(
     to measure; None = `DEFAULT_VALIDATE` when the table has no trusted calibration yet, else none.
     """
     path = Path(out) if out is not None else default_table_path(target, space)
-    timer = Timer(target, threads, warmup, repeats, pin=pin)
-    table = build_table(space, timer, path, on_progress=on_blocks, note=note)
-    validate = validation_size(table, validate)
-    result = None
-    if validate:
-        result = validate_table(space, table, timer, validate, seed=seed, on_progress=on_subnets)
+    with table_lock(path):
+        timer = Timer(target, threads, warmup, repeats, pin=pin)
+        table = build_table(space, timer, path, on_progress=on_blocks, note=note)
+        validate = validation_size(table, validate)
+        result = None
+        if validate:
+            result = validate_table(space, table, timer, validate, seed=seed, on_progress=on_subnets)
     return ProfileResult(table, path, result)
