@@ -526,7 +526,76 @@ def test_machine_differences_on_identity_fields_only():
     assert machine_differences(dict(here), here) == []
     assert machine_differences({**here, "ort_version": "0.1", "logical_cpus": 64}, here) == []  # notes, not identity
     assert machine_differences({**here, "isa": ["sse2"]}, here) == ["isa"]
-    assert machine_differences({"cpu": None}, here) == ["cpu"]
+    assert machine_differences({"cpu": None}, here)[0] == "cpu"
+
+
+XEON_VM = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_id": "GenuineIntel 6/106/6", "isa": ["avx2", "avx512f", "fma"],
+           "cache_kb": {"L1d": 48, "L2": 1280, "L3": 55296}}
+XEON_8375C = {**XEON_VM, "cpu": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz"}
+
+
+@pytest.mark.parametrize("name, generic", [
+    ("Intel(R) Xeon(R) Processor", True), ("AMD EPYC", True), ("Common KVM processor", True),
+    ("QEMU Virtual CPU version 2.5+", True), ("AMD EPYC-Rome Processor", True), ("aarch64", True), (None, True),
+    ("ARMv8 Processor rev 1 (v8l)", True), ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", False),
+    ("AMD EPYC 7B13 64-Core Processor", False), ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", False),
+    ("Apple M1", False), ("Raspberry Pi 5 Model B Rev 1.0", False),
+])
+def test_generic_cpu_names_have_no_model_number(name, generic):
+    assert lut_mod.generic_cpu_name(name) is generic
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_a_generic_cpu_name_alone_is_not_this_machine(swap):
+    def diff(table, here):
+        return machine_differences(here, table) if swap else machine_differences(table, here)
+
+    legacy = {"cpu": "Intel(R) Xeon(R) Processor", "ort_version": "1.17.0"}  # the shipped tables' record
+    assert diff(legacy, XEON_VM) == ["cpu_id", "isa", "cache_kb"]  # unknown, not equal
+    assert diff(dict(XEON_VM), XEON_VM) == []  # the whole record matches: the same machine
+    other_host = {**XEON_VM, "cpu_id": "GenuineIntel 6/85/7", "cache_kb": {"L1d": 32, "L2": 1024, "L3": 36608}}
+    assert diff(other_host, XEON_VM) == ["cpu_id", "cache_kb"]
+    assert diff({**XEON_VM, "cache_kb": {}}, XEON_VM) == ["cache_kb"]  # caches unread: not known to match
+    assert diff({**XEON_VM, "cpu": "AMD EPYC"}, XEON_VM)[0] == "cpu"
+
+
+def test_a_specific_cpu_name_needs_every_field_the_table_lacks():
+    diff = machine_differences
+    assert diff({"cpu": XEON_8375C["cpu"]}, XEON_8375C) == ["cpu_id", "isa"]  # an older table: unknown
+    assert diff(dict(XEON_8375C), XEON_8375C) == []  # caches are not needed when the name has a model number
+    assert diff({**XEON_8375C, "cache_kb": {"L3": 1}}, XEON_8375C) == []
+    assert diff({**XEON_8375C, "isa": ["avx2", "fma"]}, XEON_8375C) == ["isa"]  # a VM that hides AVX-512
+    assert diff(XEON_8375C, {**XEON_8375C, "cpu_id": "GenuineIntel 6/85/7"}) == ["cpu_id"]
+
+
+def test_a_field_this_machine_cannot_read_is_no_evidence_for_a_specific_name():
+    pi = {"cpu": "Raspberry Pi 5 Model B Rev 1.0", "cpu_id": None, "isa": ["asimd", "neon"]}
+    assert machine_differences(dict(pi), pi) == []
+    assert machine_differences({**pi, "isa": None}, pi) == ["isa"]
+    arm_vm = {"cpu": "aarch64", "cpu_id": None, "isa": ["asimd"], "cache_kb": {"L2": 1024}}
+    assert machine_differences(dict(arm_vm), arm_vm) == ["cpu_id"]  # generic and no CPU id: cannot tell
+
+
+@pytest.mark.parametrize("cpuinfo, cpu_id", [
+    ("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
+     "CPU variant\t: 0x3\nCPU part\t: 0xd0c\nCPU revision\t: 1\n\nprocessor\t: 1\nCPU part\t: 0xd40\n",
+     "ARM 0x41/0xd0c/0x3/1"),  # Arm (Neoverse N1): no model name, so a generic one, identified by these
+    ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nstepping\t: 1\n\n",
+     "AuthenticAMD 25/1/1"),
+    ("processor\t: 0\nmodel name\t: something\n\n", None),
+])
+def test_cpu_id_on_x86_and_arm(monkeypatch, cpuinfo, cpu_id):
+    import io
+
+    real_open = open
+    monkeypatch.setattr(ort_timing, "open", lambda path, *a, **k: io.StringIO(cpuinfo) if path == "/proc/cpuinfo"
+                        else real_open(path, *a, **k), raising=False)
+    assert ort_timing._cpu_id() == cpu_id
+
+
+def test_machine_key_of_a_generic_name_includes_its_caches():
+    assert lut_mod.machine_key(XEON_VM) != lut_mod.machine_key({**XEON_VM, "cache_kb": {"L3": 1}})
+    assert lut_mod.machine_key(XEON_8375C) == lut_mod.machine_key({**XEON_8375C, "cache_kb": {"L3": 1}})
 
 
 def test_outputs_carry_the_label(tmp_path):

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,25 +156,56 @@ def this_machine() -> dict[str, Any]:
     return machine_info()
 
 
+# what in a CPU model name is not a model number: the clock, a version or revision, an ISA or core count
+_NOT_A_MODEL_NUMBER = re.compile(
+    r"@\s*[\d.]+\s*[GM]Hz|\b(?:version|rev)\s*[\w.+]+|\bARMv\d\w*|\(v\d\w*\)|\baarch64\b|\bx86[_-]64\b"
+    r"|\bi[3-6]86\b|\b\d+-Core\b",
+    re.IGNORECASE,
+)
+IDENTITY_FIELDS = ("cpu", "cpu_id", "isa")
+GENERIC_IDENTITY_FIELDS = (*IDENTITY_FIELDS, "cache_kb")
+
+
+def generic_cpu_name(name: str | None) -> bool:
+    """True for a model name without a model number ("Intel(R) Xeon(R) Processor", "AMD EPYC", "Common KVM
+    processor", "QEMU Virtual CPU version 2.5+"): hypervisors report these for whole families of CPUs."""
+    return not any(ch.isdigit() for ch in _NOT_A_MODEL_NUMBER.sub(" ", name or ""))
+
+
+def identity_fields(machine: dict[str, Any]) -> tuple[str, ...]:
+    """The fields that identify `machine`: a generic model name needs its caches as well."""
+    return GENERIC_IDENTITY_FIELDS if generic_cpu_name(machine.get("cpu")) else IDENTITY_FIELDS
+
+
 def machine_key(machine: dict[str, Any]) -> str:
-    """Eight hex digits naming a machine by CPU model, id and ISA flags (a file-name tag)."""
-    text = json.dumps([machine.get("cpu"), machine.get("cpu_id"), machine.get("isa")], sort_keys=True)
+    """Eight hex digits naming a machine by its identifying fields (a file-name tag)."""
+    fields = identity_fields(machine)
+    text = json.dumps([machine.get(f) for f in fields], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def machine_differences(theirs: dict[str, Any], here: dict[str, Any] | None = None) -> list[str]:
-    """The identifying fields (CPU model, CPU id, ISA flags) in which a table's machine differs from `here`.
+def _recorded(value: object) -> bool:
+    return value is not None and value != [] and value != {} and value != ""
 
-    Empty: the same machine (as far as the table records it; old tables record the CPU model only).
+
+def machine_differences(theirs: dict[str, Any], here: dict[str, Any] | None = None) -> list[str]:
+    """The identifying fields in which a table's machine differs from `here`, or that it does not record.
+
+    Empty: the same machine. A field the table lacks is unknown, not equal (tables older than
+    `metadata.machine` record the CPU model only, so they never count as this machine). A generic model
+    name (`generic_cpu_name`) identifies nothing alone: the CPU id (family/model/stepping), ISA flags and
+    caches must be recorded on both sides and match. A field this machine cannot read (no CPU id off x86)
+    is no evidence either way for a specific model name.
     """
     here = this_machine() if here is None else here
+    generic = generic_cpu_name(theirs.get("cpu")) or generic_cpu_name(here.get("cpu"))
     diffs = []
-    for field_ in ("cpu", "cpu_id", "isa"):
+    for field_ in GENERIC_IDENTITY_FIELDS if generic else IDENTITY_FIELDS:
         a, b = theirs.get(field_), here.get(field_)
-        if a is not None and b is not None and a != b:
+        if not _recorded(b) and not generic and field_ != "cpu":
+            continue
+        if not _recorded(a) or a != b:
             diffs.append(field_)
-    if theirs.get("cpu") is None:
-        diffs.append("cpu")  # a table that does not say where it was measured is not from here
     return diffs
 
 

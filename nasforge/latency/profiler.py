@@ -180,10 +180,11 @@ def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
                     f"{out} was measured with {field}={old.get(field)!r}, this run has {meta[field]!r}; "
                     f"pass another --out or delete the file"
                 )
-        if machine_differences(table.machine):
+        diffs = machine_differences(table.machine)
+        if diffs:
             raise LatencyError(
-                f"{out} was measured on {table.machine.get('cpu')!r}, this machine is {this_machine().get('cpu')!r}; "
-                "a table holds one machine's timings: pass another --out"
+                f"{out} was measured on {table.machine.get('cpu')!r}, this machine is {this_machine().get('cpu')!r} "
+                f"({', '.join(diffs)} differ or unknown); a table holds one machine's timings: pass another --out"
             )
         for keep in (
             "build_seconds",
