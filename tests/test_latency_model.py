@@ -330,6 +330,69 @@ def test_validation_reads_whole_subnets_at_the_reference_speed(fake_timer, tmp_p
     assert saved["subnet"] == reference_subnet(space).key and saved["subnet_ms"] > 0 and saved["block_ms"] > 0
 
 
+def test_validation_refuses_raw_timings_among_reference_speed_ones(fake_timer, tmp_path):
+    from nasforge.errors import MixedSpeedError
+    from nasforge.latency.profiler import build_table, validate_table
+
+    timer, backend = fake_timer
+    space = tiny_space("tiny-mbv3")
+    table = build_table(space, timer, tmp_path / "t.json")
+    feats = TableFeatures(table, space)
+    groups = []
+
+    def half_referenced(sp, archs, warmup, repeats, reference):  # the second group lost its reference
+        groups.append(len(archs))
+        t = [{"median_ms": float(truth(feats([a]))[0]), "rounds_spread": 0.01} for a in archs]
+        return [{**x, "reference_ms": 1.0} for x in t] if len(groups) != 2 else t
+
+    backend.time_subnets = half_referenced
+    with pytest.raises(MixedSpeedError, match=r"10 of \d+ timings carry no speed reference") as err:
+        validate_table(space, table, timer, 24)
+    assert "\n" not in str(err.value)
+    assert "calibration" not in LatencyTable.load(tmp_path / "t.json").metadata  # nothing fitted on the mix
+
+
+def test_a_table_mixing_raw_and_reference_speed_blocks_is_refused_and_an_old_one_still_works(fake_timer, tmp_path):
+    from nasforge.errors import MixedSpeedError
+    from nasforge.latency.profiler import build_table
+
+    timer, _ = fake_timer
+    space = tiny_space("tiny-mbv3")
+    table = build_table(space, timer, tmp_path / "t.json")
+    assert table.block_speed_ms and all(e.get("reference_ms") for e in table.entries.values())
+    mixed = json.loads((tmp_path / "t.json").read_text())
+    key = next(iter(mixed["entries"]))
+    del mixed["entries"][key]["reference_ms"]  # one block timed alone, the rest beside the reference
+    (tmp_path / "mixed.json").write_text(json.dumps(mixed))
+    with pytest.raises(MixedSpeedError, match="1 of .* timings carry no speed reference"):
+        LatencyTable.load(tmp_path / "mixed.json")
+    result = CliRunner().invoke(app, ["latency", "--target", "cpu", "--space", TINY, "--lut",
+                                      str(tmp_path / "mixed.json"), "--arch", json.dumps(space.smallest().to_dict())])
+    assert result.exit_code == 2 and "carry no speed reference" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    # a table from before the speed reference (no reference anywhere) still loads and reads its plain medians
+    old = json.loads((tmp_path / "t.json").read_text())
+    old["metadata"].pop("speed_reference")
+    for entry in old["entries"].values():
+        entry.pop("reference_ms", None)
+        entry.pop("reference_ratio", None)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    loaded = LatencyTable.load(tmp_path / "old.json")
+    assert loaded.block_speed_ms is None and loaded.ms(key) == old["entries"][key]["median_ms"]
+    assert load_latency_model("cpu", space, loaded.path).predict([space.smallest()])[0] > 0
+
+
+def test_at_one_speed_reads_all_raw_without_a_speed():
+    from nasforge.errors import MixedSpeedError
+    from nasforge.latency.lut import at_one_speed
+
+    mixed = [{"median_ms": 2.0, "reference_ms": 1.0}, {"median_ms": 3.0}]
+    assert list(at_one_speed(mixed, None, "x")) == [2.0, 3.0]  # no speed: every timing raw, consistently
+    assert list(at_one_speed(mixed[:1], 1.5, "x")) == [3.0]
+    with pytest.raises(MixedSpeedError, match="x: 1 of 2 timings"):
+        at_one_speed(mixed, 1.5, "x")
+
+
 # ---------------------------------------------------------------------------- validation and the noise verdict
 def truth(features):
     """A whole-net latency the block table misses: 0.9 x the blocks' own time + cold weights + a fixed cost."""

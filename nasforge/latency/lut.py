@@ -23,11 +23,14 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasforge.errors import LatencyError
+import numpy as np
+
+from nasforge.errors import LatencyError, MixedSpeedError
 from nasforge.io import atomic_write_json
 from nasforge.latency import calibration as cal
 from nasforge.latency.ort_timing import LUT_FORMAT, at_reference_speed, machine_info
@@ -64,6 +67,10 @@ class LatencyTable:
         ref = self.metadata.get("speed_reference")
         value = ref.get("block_ms") if isinstance(ref, dict) else None
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+    def check_one_speed(self) -> None:
+        """Refuse a table whose blocks cannot all be read at one speed (`at_one_speed`)."""
+        at_one_speed(self.entries.values(), self.block_speed_ms, f"latency table {self.path or '<memory>'} blocks")
 
     @property
     def target(self) -> str:
@@ -108,7 +115,27 @@ class LatencyTable:
             name = value.get("key", i) if isinstance(value, dict) else i
             _check_timing(value, f"{path}: verify entry {name!r}")
         cal.check(meta.get("calibration"), str(path))
-        return cls(meta, entries, list(verify), str(path))
+        table = cls(meta, entries, list(verify), str(path))
+        table.check_one_speed()
+        return table
+
+
+def at_one_speed(timings: Iterable[dict[str, Any]], speed_ms: float | None, what: str) -> np.ndarray:
+    """Every timing read at the reference speed `speed_ms` (`ort_timing.at_reference_speed`), or every one raw
+    when `speed_ms` is None (tables timed before the speed reference).
+
+    A timing without `reference_ms` among ones read at a reference speed would enter a fit or a comparison at
+    the machine's speed of its own moment: refused (`MixedSpeedError`), naming how many lack the reference.
+    """
+    timings = list(timings)
+    if speed_ms:
+        raw = sum(1 for t in timings if not t.get("reference_ms"))
+        if raw:
+            raise MixedSpeedError(
+                f"{what}: {raw} of {len(timings)} timings carry no speed reference while the others are read at "
+                f"the reference speed; they cannot be combined (time them again together with `nasforge profile`)"
+            )
+    return np.array([at_reference_speed(t, speed_ms) for t in timings], dtype=np.float64)
 
 
 def _check_timing(value: object, where: str) -> None:
