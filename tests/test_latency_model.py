@@ -674,7 +674,7 @@ def test_outputs_carry_the_label(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             entry = latency_entry(space, arch, "cpu")
-        assert entry["source"] == "measured on Other CPU 9000" and entry["device"] == "Other CPU 9000"
+        assert entry.source == "predicted from a table measured on Other CPU 9000" and entry.device == "Other CPU 9000"
         result = CliRunner().invoke(app, ["latency", "--target", "cpu", "--space", TINY,
                                           "--arch", json.dumps(arch.to_dict())])
         assert result.exit_code == 0, result.output
