@@ -112,3 +112,28 @@ def test_export_cli_shows_predicted_and_measured(home, tiny_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert "measured_ms" not in json.loads((tmp_path / "model.pt.json").read_text())["latency"]
     assert "not timed: no ONNX model" in result.output
+
+
+def test_latency_and_search_commands_call_a_table_number_a_prediction(home, tmp_path, monkeypatch):
+    import nasforge.pipelines.search as pipeline
+    from nasforge.testing import TINY_SPACES_DIR
+    from nasforge.testing.search import SyntheticAccuracy
+
+    tiny = str(TINY_SPACES_DIR / "tiny-mbv3.yaml")
+    space = tiny_space("tiny-mbv3")
+    path = table_for(space, this_machine(), home / "cpu__tiny.json")
+    label = f"predicted from a table measured on {this_machine()['cpu']}"
+    arch = json.dumps(space.smallest().to_dict())
+    result = CliRunner().invoke(app, ["latency", "--target", "cpu", "--space", tiny, "--arch", arch])
+    assert result.exit_code == 0, result.output
+    assert f"({label}, this machine: {path}" in result.output and "measured table" not in result.output
+    result = CliRunner().invoke(app, ["latency", "--target", "cpu", "--space", tiny, "--arch", arch, "--json"])
+    got = json.loads(result.stdout)
+    assert got["label"] == label and got["source"] == "measured"  # `source` keeps its old value for readers
+    monkeypatch.setattr(pipeline, "load_accuracy", lambda p, run, sp: SyntheticAccuracy(sp))
+    result = CliRunner().invoke(app, ["search", "--space", tiny, "--predictor", "p", "--target", "cpu", "--lut",
+                                      str(path), "--budget", "100", "--out", str(tmp_path / "s")],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "latency ms (predicted)" in result.output and f"latency {label}" in result.output
+    assert "(measured)" not in result.output
