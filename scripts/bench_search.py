@@ -292,13 +292,15 @@ def main() -> None:
         default=None,
         help="with --run: linas with real measurements vs the run's measured stratified sample",
     )
+    ap.add_argument("--linas-seeds", type=int, nargs="+", default=[0], help="with --linas-budget: linas seeds")
     args = ap.parse_args()
     if args.run and args.linas_budget:
-        res = linas_real(args.run, args.target, args.linas_budget)
-        console.print({k: v for k, v in res.items() if k != "linas_curve"})
+        runs = [linas_real(args.run, args.target, args.linas_budget, seed=seed) for seed in args.linas_seeds]
+        for seed, res in zip(args.linas_seeds, runs):
+            console.print({"seed": seed, **{k: v for k, v in res.items() if k != "linas_curve"}})
         if args.json:
             with open(args.json, "w") as fh:
-                json.dump(res, fh, indent=2)
+                json.dump(runs[0] if len(runs) == 1 else {"seeds": args.linas_seeds, "runs": runs}, fh, indent=2)
         return
     if args.run:
         rows = engines_vs_random(
