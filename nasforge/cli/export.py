@@ -123,6 +123,15 @@ def _export_ofa(run: Path | None, out: Path, arch: str | None, checkpoint: Path 
     console.print(table)
 
 
+def measured_latency_text(lat: dict) -> str:  # type: ignore[type-arg]
+    """The sidecar's timing of the exported model, or why none was made."""
+    if lat.get("measured_ms") is None:
+        return f"not timed: {lat.get('not_measured') or 'no ONNX model'}"
+    speed = lat.get("measured_at_table_speed_ms")
+    at_speed = "" if speed is None else f" ({speed:.3f} ms at the table's reference speed)"
+    return f"{lat['measured_ms']:.3f} ms measured on {lat['cpu']}{at_speed}"
+
+
 def _print_summary(model_path: Path, sidecar_path: Path, sidecar: dict) -> None:  # type: ignore[type-arg]
     table = ResultTable(title=f"exported {model_path}")
     table.add_column("what")
@@ -145,6 +154,7 @@ def _print_summary(model_path: Path, sidecar_path: Path, sidecar: dict) -> None:
     lat = sidecar.get("latency")
     if lat:
         table.add_row(f"latency ({lat['target']})", f"{lat['ms']:.3f} ms ({lat['source']})")
+        table.add_row("latency timed here", measured_latency_text(lat))
     table.add_row("sidecar", str(sidecar_path))
     console.print(table)
 

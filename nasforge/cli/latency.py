@@ -260,7 +260,7 @@ def latency_command(
     import warnings
 
     from nasforge.io import read_arch_argument
-    from nasforge.latency.model import load_latency_model
+    from nasforge.latency.model import load_latency_model, prediction_label
     from nasforge.latency.model import profile_command as measure_cmd
     from nasforge.latency.targets import load_target
     from nasforge.space import load_space
@@ -276,6 +276,7 @@ def latency_command(
     if as_json:
         print_json({
             "arch": a.key, "space": s.name, "target": model.target, "latency_ms": ms, "source": model.source,
+            "label": prediction_label(model),  # what latency_ms is: a prediction from a table, or an estimate
             "calibrated": bool(getattr(model, "calibration", None)),
             "table": str(getattr(table, "path", "")) or None,
             "measured_on": table.metadata.get("device") if table is not None else None,
@@ -293,9 +294,9 @@ def latency_command(
             if table is not None and table.metadata.get("validation_rejected")
             else "; uncalibrated block sum"
         )
-        _say(as_json, f"{ms:.3f} ms  (measured table {getattr(table, 'path', '')}{how})")
+        _say(as_json, f"{ms:.3f} ms  ({prediction_label(model)}, this machine: {getattr(table, 'path', '')}{how})")
     else:
-        _say(as_json, f"{ms:.3f} ms  ({model.source}, not on this machine: table {getattr(table, 'path', '')})")
+        _say(as_json, f"{ms:.3f} ms  ({prediction_label(model)}, not this machine: {getattr(table, 'path', '')})")
         typer.echo(f"warning: measure this machine with `{measure_cmd(model.target, s)}`", err=True)
 
 

@@ -31,7 +31,14 @@ from nasforge.latency.backends import (  # noqa: F401  (re-exported: the profile
     open_backend,
 )
 from nasforge.latency.enumerate import distinct_layers
-from nasforge.latency.lut import LatencyTable, machine_differences, table_filename, this_machine, user_tables_dir
+from nasforge.latency.lut import (
+    LatencyTable,
+    at_one_speed,
+    machine_differences,
+    table_filename,
+    this_machine,
+    user_tables_dir,
+)
 from nasforge.latency.model import TableFeatures
 from nasforge.latency.reference import reference_block, reference_subnet
 from nasforge.latency.targets import Target
@@ -180,10 +187,11 @@ def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
                     f"{out} was measured with {field}={old.get(field)!r}, this run has {meta[field]!r}; "
                     f"pass another --out or delete the file"
                 )
-        if machine_differences(table.machine):
+        diffs = machine_differences(table.machine)
+        if diffs:
             raise LatencyError(
-                f"{out} was measured on {table.machine.get('cpu')!r}, this machine is {this_machine().get('cpu')!r}; "
-                "a table holds one machine's timings: pass another --out"
+                f"{out} was measured on {table.machine.get('cpu')!r}, this machine is {this_machine().get('cpu')!r} "
+                f"({', '.join(diffs)} differ or unknown); a table holds one machine's timings: pass another --out"
             )
         for keep in (
             "build_seconds",
@@ -277,6 +285,7 @@ def build_table(
         "block_ms": ort_timing.reference_speed(table.entries.values()),
         "block_range": _reference_range(table.entries.values()),
     }
+    table.check_one_speed()
     table.save(out)
     return table
 
@@ -448,7 +457,7 @@ def measure_block_drift(space: SearchSpace, table: LatencyTable, timer: Timer, r
     group = [specs[i] for i in pick]
     speed = table.block_speed_ms
     timings = timer.blocks(group, reference_block(space) if speed else None)
-    now = np.array([ort_timing.at_reference_speed(t, speed) for t in timings])
+    now = at_one_speed(timings, speed, "blocks timed again for the drift check")
     then = np.array([table.ms(s.key) for s in group])
     return float(np.median(np.abs(now / then - 1)))
 
@@ -477,8 +486,8 @@ def assess_validation(
     designed = np.asarray(designed, bool)
     again_idx = np.asarray(again_idx, dtype=np.int64)
     speed = ort_timing.reference_speed([*timings, *again])
-    measured = np.array([ort_timing.at_reference_speed(t, speed) for t in timings])
-    measured_again = np.array([ort_timing.at_reference_speed(t, speed) for t in again])
+    measured = at_one_speed(timings, speed, "whole-subnet timings of the validation")
+    measured_again = at_one_speed(again, speed, "whole-subnet timings of the validation (repeats)")
     verdict = noise_verdict(measured[again_idx], measured_again, timings + again, block_drift)
     if speed is not None and len(again):
         raw = np.array([t["median_ms"] for t in again]) / np.array([timings[i]["median_ms"] for i in again_idx])
