@@ -19,7 +19,6 @@ modules have today, so `OFAMobileNetV3(...).load_state_dict(nasforge_to_ofa(...)
 from __future__ import annotations
 
 import itertools
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -193,8 +192,12 @@ def read_checkpoint(path: str | Path | BinaryIO) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # truncated, garbage, code
-        raise CheckpointError(f"{path}: unreadable OFA checkpoint ({type(exc).__name__})") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file") from None
+    except PermissionError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    except Exception as exc:  # torch.load raises anything for junk: IndexError, KeyError, EOFError, zip errors...
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.load failed: {type(exc).__name__})") from None
     return _unwrap(obj)
 
 

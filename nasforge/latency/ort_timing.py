@@ -621,7 +621,9 @@ def _cpuinfo_flags() -> list[str]:
 
 
 def _cpu_id() -> str | None:
-    """vendor family/model/stepping from /proc/cpuinfo (x86), e.g. "AuthenticAMD 26/2/1"; None elsewhere."""
+    """vendor family/model/stepping from /proc/cpuinfo, e.g. "AuthenticAMD 26/2/1" (x86) or
+    "ARM 0x41/0xd0c/0x3/1" (implementer/part/variant/revision on Arm, whose model name is often absent);
+    None elsewhere."""
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as fh:
@@ -633,6 +635,9 @@ def _cpu_id() -> str | None:
     except OSError:
         return None
     if "vendor_id" not in fields:
+        if "cpu implementer" in fields and "cpu part" in fields:
+            return "ARM " + "/".join(fields.get(k, "?") for k in ("cpu implementer", "cpu part", "cpu variant",
+                                                                   "cpu revision"))
         return None
     family, model, stepping = (fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
     return f"{fields['vendor_id']} {family}/{model}/{stepping}"
