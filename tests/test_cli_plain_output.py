@@ -222,12 +222,14 @@ def test_quickstart(monkeypatch, long_dir):
         hooks.stage(1, 5, stage)
         hooks.note(f"front: 30 archs -> {out}/search/pareto.json")
         return {"predictor_metrics": {"kendall_tau": 0.8, "rmse": 1.0}, "predicted_accuracy": 90.0,
-                "test_accuracy": 91.0, "latency_ms": 0.07, "latency_source": "measured", "constraint_ms": 0.075,
+                "val_accuracy": 89.0, "candidates": [{"predicted_accuracy": 90.0, "val_accuracy": 89.0}],
+                "test_accuracy": 91.0, "latency_ms": 0.07, "constraint_ms": 0.075,
+                "latency_source": "predicted from a table measured on a CPU whose name is longer than forty columns",
                 "ort_max_abs_diff": 1e-6, "front_size": 30, "pareto": f"{out}/search/pareto.json",
                 "pareto_png": f"{out}/search/pareto.png", "run": f"{out}/supernet", "model": f"{out}/model.onnx",
                 "sidecar": f"{out}/model.onnx.json"}
 
     monkeypatch.setattr(quickstart, "run_quickstart", run)
     out = _ok(runner.invoke(app, ["quickstart", "--out", str(long_dir)], env=NARROW))
-    _whole(out, f"1/5 {stage}", f"front: 30 archs -> {long_dir}/search/pareto.json",
+    _whole(out, f"1/5 {stage}", f"front: 30 archs -> {long_dir}/search/pareto.json", "longer than forty columns",
            f"{long_dir}/model.onnx (+ {long_dir}/model.onnx.json)", f"{long_dir}/search/pareto.png")
