@@ -90,7 +90,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("arch-overflow", ["space", "show", "--space", TINY, "--arch", _arch(resolution=1e400)], "resolution"),
     ("arch-depths", ["space", "show", "--space", TINY, "--arch", _arch(depths=[2, 2])], "'depths' has 2 entries"),
     ("arch-value", ["space", "show", "--space", TINY, "--arch", _arch(resolution=17)], "resolution 17"),
-    ("arch-field", ["space", "show", "--space", TINY, "--arch", _arch(colour=1)], "unknown arch field"),
+    ("arch-field", ["space", "show", "--space", TINY, "--arch", _arch(colour=[1])], "unknown arch field"),
+    ("arch-field-value", ["space", "show", "--space", TINY, "--arch", _arch(colour=1)], "must be a list"),
     ("arch-ofa-type", ["space", "show", "--space", TINY, "--arch", '{"ks": "x", "e": 3, "d": 2}'], "'ks'"),
     # ---------------------------------------------------------------- training
     ("train-schedule", ["train-supernet", "--quiet", "--schedule", "cosmic"], "unknown schedule 'cosmic'"),
