@@ -11,7 +11,7 @@ import torch
 
 from nasforge.errors import CheckpointError
 from nasforge.testing import tiny_space
-from nasforge.testing.train import tiny_train_config
+from nasforge.testing.train import tiny_train_config, top1_by_hand
 from nasforge.train import train_supernet
 from nasforge.train.config import PhaseConfig
 from nasforge.train.runs import evaluate_subnets, load_run
@@ -30,30 +30,6 @@ def _losses(metrics):
     return [m["train_loss"] for m in metrics]
 
 
-def _top1_by_hand(run, arch, cfg) -> float:
-    """Top-1 % of `arch` as the trainer's evaluation defines it, without its code: a static copy of the subnet,
-    BN statistics averaged afresh over the seeded calibration images, then argmax on the eval split."""
-    subnet = run.supernet.extract(arch)
-    data, e = run.data(), cfg.eval
-    bns = [m for m in subnet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert bns
-    with torch.no_grad():
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None  # a plain average over the calibration batches
-        subnet.train()
-        for x in data.calibration_batches(e.calib_images, batch_size=e.calib_batch_size, resolution=arch.resolution):
-            subnet(x)
-        subnet.eval()
-        correct = total = 0
-        for x, y in data.eval_batches(e.split, batch_size=e.batch_size, resolution=arch.resolution,
-                                      limit=e.max_images):
-            correct += int((subnet(x).argmax(1) == y).sum())
-            total += int(y.shape[0])
-    assert total == (e.max_images or total) and total > 0
-    return 100.0 * correct / total
-
-
 def test_sandwich_trains_and_writes_run(tmp_path):
     cfg = tiny_train_config(schedule__name="sandwich", epochs=3)
     result = train_supernet(cfg, tmp_path / "run")
@@ -69,11 +45,11 @@ def test_sandwich_trains_and_writes_run(tmp_path):
     assert not run.supernet.training and run.space.fingerprint == tiny_space().fingerprint
     logged = lines[-1]["eval"]
     for key, arch in (("largest", run.space.largest()), ("smallest", run.space.smallest())):
-        assert _top1_by_hand(run, arch, cfg) == pytest.approx(logged[key], abs=1e-9), key
+        assert top1_by_hand(run, arch, cfg.eval) == pytest.approx(logged[key], abs=1e-9), key
     # and so does the Run API that later stages call, on the whole split (no `max_images` cap there)
     acc = evaluate_subnets(run, [run.space.largest()], calib_images=cfg.eval.calib_images)
-    uncapped = replace(cfg, eval=replace(cfg.eval, max_images=None))
-    assert acc.shape == (1,) and acc[0] == pytest.approx(_top1_by_hand(run, run.space.largest(), uncapped), abs=1e-9)
+    uncapped = replace(cfg.eval, max_images=None)
+    assert acc.shape == (1,) and acc[0] == pytest.approx(top1_by_hand(run, run.space.largest(), uncapped), abs=1e-9)
     # weights are checked against the space they were trained on
     space_file = tmp_path / "run" / "space.yaml"
     space_file.write_text(space_file.read_text().replace("feature_mix: 64", "feature_mix: 72"))
