@@ -1,16 +1,17 @@
 """The architecture config: one immutable, hashable value per distinct subnet.
 
-An `ArchConfig` holds only the elastic choices. Slots of blocks that a stage's depth
-switches off are stored as 0 (the canonical form), so two configs that describe the
-same network compare and hash equal. Only a `SearchSpace` knows which slot belongs to
-which stage; it produces canonical configs (`SearchSpace.canonical`).
+An `ArchConfig` holds only the elastic choices, one tuple of values per elastic field the space declares.
+Slots of blocks that a stage's depth switches off are stored as 0 (the canonical form), so two configs that
+describe the same network compare and hash equal. Only a `SearchSpace` knows which slot belongs to which
+stage, and which fields it has; it produces canonical configs (`SearchSpace.canonical`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from nasforge.errors import ArchError
@@ -21,40 +22,85 @@ def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else float(value)
 
 
-@dataclass(frozen=True)
-class ArchConfig:
-    """Elastic choices of one subnet.
+STANDARD_FIELDS: tuple[str, ...] = ("depths", "kernel_sizes", "expand_ratios", "width_mults")
+_INTEGER_FIELDS = frozenset({"depths", "kernel_sizes"})
+_KEY_LETTERS = {"depths": "d", "kernel_sizes": "k", "expand_ratios": "e", "width_mults": "w"}
 
-    resolution:    input side in pixels.
-    depths:        active blocks per elastic stage.
-    kernel_sizes:  depthwise kernel per block slot (0 = slot inactive).
-    expand_ratios: expansion ratio per block slot (0 = slot inactive).
-    width_mults:   width multiplier per width slot (ResNet stem and stages).
+
+def _convert(name: str, value: Any) -> int | float:
+    if name in _INTEGER_FIELDS:
+        return int(value)
+    if name in STANDARD_FIELDS:
+        return float(value)
+    return _number(value)  # another family's field: its space types it (`SearchSpace.validate`)
+
+
+@dataclass(frozen=True, init=False)
+class ArchConfig:
+    """Elastic choices of one subnet: the input resolution and one tuple of values per elastic field.
+
+    The fields are whatever the space's gene groups declare (`nasforge.genes`); the conv families use
+    depths (active blocks per stage), kernel_sizes and expand_ratios (per block slot, 0 = slot inactive) and
+    width_mults (per width slot), which stay attributes and keep their JSON names. Empty fields are dropped
+    and the rest kept in one canonical order, so one network has one key, hash and JSON form.
     """
 
     resolution: int
-    depths: tuple[int, ...]
-    kernel_sizes: tuple[int, ...] = ()
-    expand_ratios: tuple[float, ...] = ()
-    width_mults: tuple[float, ...] = field(default=())
+    values: tuple[tuple[str, tuple[int | float, ...]], ...]
 
-    def __post_init__(self) -> None:
-        # Normalise element types so (3, 4) and (3.0, 4.0) are one key.
-        object.__setattr__(self, "resolution", int(self.resolution))
-        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
-        object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in self.kernel_sizes))
-        object.__setattr__(self, "expand_ratios", tuple(float(e) for e in self.expand_ratios))
-        object.__setattr__(self, "width_mults", tuple(float(w) for w in self.width_mults))
+    def __init__(
+        self,
+        resolution: int,
+        depths: Iterable[float] = (),
+        kernel_sizes: Iterable[float] = (),
+        expand_ratios: Iterable[float] = (),
+        width_mults: Iterable[float] = (),
+        *,
+        values: Mapping[str, Iterable[float]] | Iterable[tuple[str, Iterable[float]]] = (),
+    ) -> None:
+        given: dict[str, Iterable[float]] = dict(
+            zip(STANDARD_FIELDS, (depths, kernel_sizes, expand_ratios, width_mults))
+        )
+        given.update(dict(values.items() if isinstance(values, Mapping) else values))
+        order = [f for f in STANDARD_FIELDS] + sorted(set(given) - set(STANDARD_FIELDS))
+        fields = tuple((name, tuple(_convert(name, v) for v in given[name])) for name in order)
+        object.__setattr__(self, "resolution", int(resolution))
+        object.__setattr__(self, "values", tuple((n, v) for n, v in fields if v))
+
+    def get(self, name: str) -> tuple[int | float, ...]:
+        """The values of elastic field `name` (() when the arch has none)."""
+        return next((v for n, v in self.values if n == name), ())
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.values)
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        return self.get("depths")  # type: ignore[return-value]
+
+    @property
+    def kernel_sizes(self) -> tuple[int, ...]:
+        return self.get("kernel_sizes")  # type: ignore[return-value]
+
+    @property
+    def expand_ratios(self) -> tuple[float, ...]:
+        return self.get("expand_ratios")  # type: ignore[return-value]
+
+    @property
+    def width_mults(self) -> tuple[float, ...]:
+        return self.get("width_mults")  # type: ignore[return-value]
+
+    def with_resolution(self, resolution: int) -> ArchConfig:
+        return ArchConfig(resolution, values=self.values)
 
     def to_dict(self) -> dict[str, Any]:
-        """nasforge's JSON form (the one every artifact stores)."""
-        out: dict[str, Any] = {"resolution": self.resolution, "depths": list(self.depths)}
-        if self.kernel_sizes:
-            out["kernel_sizes"] = list(self.kernel_sizes)
-        if self.expand_ratios:
-            out["expand_ratios"] = [_number(e) for e in self.expand_ratios]
-        if self.width_mults:
-            out["width_mults"] = [_number(w) for w in self.width_mults]
+        """nasforge's JSON form (the one every artifact stores): resolution, then each field as a list."""
+        out: dict[str, Any] = {"resolution": self.resolution}
+        if not self.depths:
+            out["depths"] = []
+        for name, values in self.values:
+            out[name] = [_number(v) for v in values] if name not in _INTEGER_FIELDS else list(values)
         return out
 
     def to_json(self) -> str:
@@ -62,43 +108,34 @@ class ArchConfig:
 
     @property
     def key(self) -> str:
-        """Compact, stable string key (timm-style), e.g. ``r224-d2,3,4-k3,5,0-e4,6,0``."""
+        """Compact, stable string key (timm-style), e.g. ``r224-d2,3,4-k3,5,0-e4,6,0``; other fields as
+        ``name=v,v``."""
         parts = [f"r{self.resolution}", "d" + ",".join(map(str, self.depths))]
-        if self.kernel_sizes:
-            parts.append("k" + ",".join(map(str, self.kernel_sizes)))
-        if self.expand_ratios:
-            parts.append("e" + ",".join(str(_number(e)) for e in self.expand_ratios))
-        if self.width_mults:
-            parts.append("w" + ",".join(str(_number(w)) for w in self.width_mults))
+        for name, values in self.values:
+            if name != "depths":
+                parts.append(_KEY_LETTERS.get(name, f"{name}=") + ",".join(str(_number(v)) for v in values))
         return "-".join(parts)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={v}" for n, v in self.values)
+        return f"ArchConfig(resolution={self.resolution}, {fields})"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
-        """Parse nasforge's JSON form; values are checked against a space by `SearchSpace.validate`."""
+        """Parse nasforge's JSON form; fields and values are checked against a space by `SearchSpace.validate`."""
         if not isinstance(data, dict):
             raise ArchError(f"an arch must be a JSON object, got {type(data).__name__}")
-        known = {"resolution", "depths", "kernel_sizes", "expand_ratios", "width_mults"}
-        unknown = sorted(set(data) - known - {"macs", "params"})
-        if unknown:
-            raise ArchError(f"unknown arch field(s) {unknown}; expected {sorted(known)}")
         if "resolution" not in data or "depths" not in data:
             raise ArchError("an arch needs at least 'resolution' and 'depths'")
-        try:
-            return cls(
-                resolution=_as_int(data["resolution"], "resolution"),
-                depths=tuple(_as_int(v, "depths") for v in _as_list(data["depths"], "depths")),
-                kernel_sizes=tuple(
-                    _as_int(v, "kernel_sizes") for v in _as_list(data.get("kernel_sizes", []), "kernel_sizes")
-                ),
-                expand_ratios=tuple(
-                    _as_float(v, "expand_ratios") for v in _as_list(data.get("expand_ratios", []), "expand_ratios")
-                ),
-                width_mults=tuple(
-                    _as_float(v, "width_mults") for v in _as_list(data.get("width_mults", []), "width_mults")
-                ),
-            )
-        except (TypeError, ValueError) as exc:  # pragma: no cover - guarded above
-            raise ArchError(f"malformed arch: {exc}") from None
+        values: dict[str, tuple[int | float, ...]] = {}
+        for name, raw in data.items():
+            if name in ("resolution", "macs", "params"):
+                continue
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ArchError(f"unknown arch field {name!r}; fields are names such as {list(STANDARD_FIELDS)}")
+            parse = _as_int if name in _INTEGER_FIELDS else _as_float
+            values[name] = tuple(parse(v, name) for v in _as_list(raw, name))
+        return cls(_as_int(data["resolution"], "resolution"), values=values)
 
     @classmethod
     def from_json(cls, text: str) -> ArchConfig:

@@ -35,7 +35,7 @@ class BlockSum:
         self._rng = np.random.default_rng(seed)
         genes = space.genes
         self._context = np.array(
-            [i for i, g in enumerate(genes) if g.stage is None and g.group != "depth"], dtype=np.int64
+            [i for i, g in enumerate(genes) if not g.gated and g.group != "depth"], dtype=np.int64
         )
         blocks = [(s, p) for s, st in enumerate(space.stages) for p in range(st.max_depth)]
         self._blocks = blocks
@@ -44,7 +44,7 @@ class BlockSum:
         own: list[list[int]] = [[] for _ in blocks]
         index = {b: i for i, b in enumerate(blocks)}
         for g, gene in enumerate(genes):
-            if gene.stage is not None:
+            if gene.gated:
                 own[index[(gene.stage, gene.position)]].append(g)  # type: ignore[index]
         self._own = own
         self._radix = [space.gene_sizes[o].astype(np.int64) for o in own]

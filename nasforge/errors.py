@@ -39,5 +39,10 @@ class LatencyError(NasforgeError):
     """A latency target, lookup table or bundle is missing, malformed or does not fit the space."""
 
 
+class MixedSpeedError(LatencyError):
+    """Timings read at a reference speed and raw ones (timed without the reference) were to be combined:
+    their ratio is the machine's speed at the time, not the models', so no fit or comparison may mix them."""
+
+
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint belongs to another space: resuming from an older copy would be just as wrong."""

@@ -8,6 +8,7 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, busy: NasforgeError) -> Iterator[None]:
+    """Hold an exclusive `flock` on the lock file `path` for the block; raise `busy` at once if another
+    process (or another open of it in this one) holds it. The file is removed on exit, while still locked,
+    and a lock taken on a file its holder removed meanwhile is dropped and taken again on the new one.
+    """
+    path = Path(path)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:
+            raise type(busy)(f"{path}: cannot create the lock file ({exc.strerror})") from None
+        if not _lock_nowait(fd):
+            os.close(fd)
+            raise busy
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        held = os.fstat(fd)
+        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # its holder removed it between our open and our lock: lock the file there now
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
 
 
 def remove_stale_temps(directory: str | Path, name_glob: str) -> list[Path]:

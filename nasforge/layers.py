@@ -22,7 +22,6 @@ from nasforge.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
-ACTIVATIONS = ("relu", "relu6", "hswish", "none")
 SHORTCUTS = ("none", "identity", "conv", "avgpool_conv")
 
 
@@ -45,19 +44,25 @@ def conv_out_size(size: int, stride: int) -> int:
     return -(-size // stride)
 
 
+AttrValue = int | float | str | bool
+
+
 @dataclass(frozen=True)
 class LayerSpec:
-    """One block of a static network, with its input shape.
+    """One block of a static network, with the shape of its input.
 
     kind: a registered `BlockKind` (conv, residual_conv, maxpool, mbconv, bottleneck, mbv3_head,
-          mbv2_head, resnet_head, ...; see `BLOCKS`).
-    mid_channels: expansion width (mbconv: 0 = no expansion conv; mbv3_head: final expand).
+          mbv2_head, resnet_head, ...; see `BLOCKS`), which owns the block's input and output shapes, costs,
+          module and table key.
+    The named fields are what image blocks need (channels, a square `input_size`, kernel, ...; mid_channels:
+    expansion width, 0 = no expansion conv for mbconv, the final expand for mbv3_head); a kind that needs
+    something else (a token count, attention heads) keeps it in `attrs`, read with `attr(name)`.
     """
 
     kind: str
-    in_channels: int
-    out_channels: int
-    input_size: int
+    in_channels: int = 0
+    out_channels: int = 0
+    input_size: int = 0
     kernel_size: int = 1
     stride: int = 1
     mid_channels: int = 0
@@ -65,10 +70,23 @@ class LayerSpec:
     se: bool = False
     shortcut: str = "none"
     num_classes: int = 0
+    attrs: tuple[tuple[str, AttrValue], ...] = ()
+
+    def attr(self, name: str, default: AttrValue | None = None) -> AttrValue | None:
+        return next((v for n, v in self.attrs if n == name), default)
 
     @property
     def block(self) -> type[BlockKind]:
         return BLOCKS.get(self.kind)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input example (no batch dimension): (C, H, W) for images, (tokens, dim), ..."""
+        return self.block.input_shape(self)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.block.output_shape(self)
 
     @property
     def output_size(self) -> int:
@@ -77,22 +95,7 @@ class LayerSpec:
     @property
     def key(self) -> str:
         """Compact key naming this block and its input shape (a latency-table key)."""
-        parts = [self.kind, f"i{self.in_channels}", f"o{self.out_channels}", f"hw{self.input_size}"]
-        if self.kernel_size != 1:
-            parts.append(f"k{self.kernel_size}")
-        if self.stride != 1:
-            parts.append(f"s{self.stride}")
-        if self.mid_channels:
-            parts.append(f"m{self.mid_channels}")
-        if self.act != "relu":
-            parts.append(self.act)
-        if self.se:
-            parts.append("se")
-        if self.shortcut != "none":
-            parts.append(f"sc-{self.shortcut}")
-        if self.num_classes:
-            parts.append(f"n{self.num_classes}")
-        return "_".join(parts)
+        return self.block.key(self)
 
 
 BLOCKS: Registry[type[BlockKind]] = Registry("block kind", error=SpaceError)
@@ -104,8 +107,54 @@ class BlockKind:
     name: ClassVar[str] = ""
 
     @classmethod
+    def input_shape(cls, spec: LayerSpec) -> tuple[int, ...]:
+        """One input example's shape (no batch): an image block's (C, H, W)."""
+        return (spec.in_channels, spec.input_size, spec.input_size)
+
+    @classmethod
     def output_size(cls, spec: LayerSpec) -> int:
         return conv_out_size(spec.input_size, spec.stride)
+
+    @classmethod
+    def output_shape(cls, spec: LayerSpec) -> tuple[int, ...]:
+        size = cls.output_size(spec)
+        return (spec.out_channels, size, size)
+
+    @classmethod
+    def input_dtype(cls, spec: LayerSpec) -> str:
+        """The input's element type, as torch names it (token ids are "int64")."""
+        return "float32"
+
+    @classmethod
+    def key(cls, spec: LayerSpec) -> str:
+        """The latency-table key: kind, then each attribute that differs from its default, then `attrs`."""
+        parts = [spec.kind, f"i{spec.in_channels}", f"o{spec.out_channels}", f"hw{spec.input_size}"]
+        if spec.kernel_size != 1:
+            parts.append(f"k{spec.kernel_size}")
+        if spec.stride != 1:
+            parts.append(f"s{spec.stride}")
+        if spec.mid_channels:
+            parts.append(f"m{spec.mid_channels}")
+        if spec.act != "relu":
+            parts.append(spec.act)
+        if spec.se:
+            parts.append("se")
+        if spec.shortcut != "none":
+            parts.append(f"sc-{spec.shortcut}")
+        if spec.num_classes:
+            parts.append(f"n{spec.num_classes}")
+        parts += [f"{name}{_attr_text(value)}" for name, value in spec.attrs]
+        return "_".join(parts)
+
+    @classmethod
+    def activation_values(cls, spec: LayerSpec) -> int:
+        """Values the block reads and writes besides its weights (roofline estimates): input, output, inner.
+
+        An image block counts its input and its `out_channels` x output side^2 (a head: its pooled features).
+        """
+        s_in, s_out = spec.input_size, cls.output_size(spec)
+        io = spec.in_channels * s_in * s_in + spec.out_channels * s_out * s_out
+        return io + cls.inner_activations(spec)
 
     @classmethod
     def macs(cls, spec: LayerSpec) -> int:
@@ -235,6 +284,10 @@ class MobileNetV3Head(BlockKind):
         return 1
 
     @classmethod
+    def output_shape(cls, spec: LayerSpec) -> tuple[int, ...]:
+        return (spec.num_classes,)
+
+    @classmethod
     def macs(cls, spec: LayerSpec) -> int:
         macs = _conv_macs(spec.in_channels, spec.mid_channels, 1, spec.input_size)
         return macs + spec.mid_channels * spec.out_channels + spec.out_channels * spec.num_classes
@@ -252,6 +305,10 @@ class MobileNetV2Head(BlockKind):
     @classmethod
     def output_size(cls, spec: LayerSpec) -> int:
         return 1
+
+    @classmethod
+    def output_shape(cls, spec: LayerSpec) -> tuple[int, ...]:
+        return (spec.num_classes,)
 
     @classmethod
     def macs(cls, spec: LayerSpec) -> int:
@@ -275,6 +332,10 @@ class ResNetHead(BlockKind):
     @classmethod
     def output_size(cls, spec: LayerSpec) -> int:
         return 1
+
+    @classmethod
+    def output_shape(cls, spec: LayerSpec) -> tuple[int, ...]:
+        return (spec.num_classes,)
 
     @classmethod
     def macs(cls, spec: LayerSpec) -> int:
@@ -305,9 +366,13 @@ def network_params(layers: list[LayerSpec]) -> int:
 
 def activation_bytes(spec: LayerSpec, bytes_per_value: int = 4) -> int:
     """Bytes a block reads and writes in activations and weights (for roofline estimates)."""
-    s_in, s_out = spec.input_size, spec.output_size
-    io = spec.in_channels * s_in * s_in + spec.out_channels * s_out * s_out
-    return bytes_per_value * (io + spec.block.inner_activations(spec) + layer_params(spec))
+    return bytes_per_value * (spec.block.activation_values(spec) + layer_params(spec))
+
+
+def _attr_text(value: AttrValue) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def build_layer(spec: LayerSpec, dropout: float = 0.0) -> Any:
@@ -316,7 +381,6 @@ def build_layer(spec: LayerSpec, dropout: float = 0.0) -> Any:
 
 
 __all__ = [
-    "ACTIVATIONS",
     "BLOCKS",
     "BlockKind",
     "LayerSpec",

@@ -1,10 +1,11 @@
 """`SearchSpace`: a space built once from YAML; the only object that knows the encoding.
 
-The family declares the genes (`Family.genes`); the space is generic over them. nasforge's standard
-layout, in order: resolution, one depth per stage, one kernel per kernel slot, one expand ratio per
-expand slot, one width multiplier per width slot. A slot belongs to one block position of one stage
-and is *active* only while that stage's depth reaches it. Inactive slots are 0 in an `ArchConfig`
-and gene 0 in an encoding, so `decode(encode(a)) == a`.
+The family declares its gene groups (`Family.gene_groups`, `nasforge.genes`) and the genes of a space
+(`Family.genes`); the space is generic over them. The encoding holds the groups in the family's order:
+resolution first, one depth gene per stage, then any number of block, stage and global groups (the conv
+families: kernel slots, expand slots, width slots). A block slot belongs to one block position of one stage
+and is *active* only while that stage's depth reaches it. Inactive slots are 0 in an `ArchConfig` and gene 0
+in an encoding, so `decode(encode(a)) == a`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import copy
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ import numpy as np
 from nasforge.arch import ArchConfig
 from nasforge.config import load_dataclass
 from nasforge.errors import ArchError, SpaceError
-from nasforge.families.base import ARCH_FIELDS, FAMILIES, GENE_GROUPS, Family, Gene, PlacedLayer, StageSpec
+from nasforge.families.base import FAMILIES, Family, PlacedLayer, StageSpec
+from nasforge.genes import BlockGenes, Gene, GeneGroup
 from nasforge.io import read_yaml
 from nasforge.layers import LayerSpec, network_macs, network_params
 from nasforge.resources import shipped_dir
@@ -30,24 +31,7 @@ from nasforge.resources import shipped_dir
 SPACES_DIR = shipped_dir("search_spaces")
 
 
-@dataclass(frozen=True)
-class GeneLayout:
-    """Where each group of genes sits in an encoding, and which block position each slot gene belongs to."""
-
-    depth: slice
-    kernel: slice
-    expand: slice
-    width: slice
-    slot_stage: np.ndarray  # per slot gene (kernel then expand slots): its stage index
-    slot_position: np.ndarray  # per slot gene: its block position within the stage
-
-
-@dataclass(frozen=True)
-class BlockChoice:
-    """The kernel and expansion one active block of an arch uses (fixed stage values filled in)."""
-
-    kernel_size: int
-    expand_ratio: float
+BlockChoice = BlockGenes  # the values of one active block (older name)
 
 
 class SearchSpace:
@@ -74,8 +58,8 @@ class SearchSpace:
         self.config = config
         self.resolutions = tuple(int(r) for r in resolutions)
         self.stages: tuple[StageSpec, ...] = parsed.stages
-        self.width_choices = parsed.width_choices
         self.width_mult_options = parsed.width_mult_options
+        self.groups: tuple[GeneGroup, ...] = tuple(family.gene_groups)
         self.num_classes = int(num_classes)
         self.width_mult = float(width_mult)
         self._raw = raw or {}
@@ -83,39 +67,62 @@ class SearchSpace:
         self._index_genes()
 
     def _index_genes(self) -> None:
-        genes = self.genes
-        groups = [g.group for g in genes]
-        order = [GENE_GROUPS.index(g) for g in groups]
-        if order != sorted(order) or groups[:1] != ["resolution"] or groups.count("resolution") != 1:
-            raise SpaceError(f"{self.source}: family {self.family.name!r} declares genes out of the standard order")
+        genes, groups = self.genes, self.groups
+        names = [g.name for g in groups]
+        if names[:2] != ["resolution", "depth"] or len(set(names)) != len(names):
+            raise SpaceError(f"{self.source}: family {self.family.name!r} must declare its gene groups once each, "
+                             f"resolution and depth first; got {names}")
+        order = [names.index(g.group) if g.group in names else -1 for g in genes]
+        if -1 in order or order != sorted(order) or order.count(0) != 1:
+            raise SpaceError(f"{self.source}: family {self.family.name!r} declares genes outside the order of its "
+                             f"gene groups {names}")
         self._slices = {}
-        for group in GENE_GROUPS:
-            idx = [i for i, g in enumerate(groups) if g == group]
-            self._slices[group] = slice(idx[0], idx[-1] + 1) if idx else slice(len(genes), len(genes))
+        for i, group in enumerate(groups):
+            idx = [j for j, o in enumerate(order) if o == i]
+            self._slices[group.name] = slice(idx[0], idx[-1] + 1) if idx else slice(len(genes), len(genes))
         if len(self.genes_of("depth")) != len(self.stages):
             raise SpaceError(f"{self.source}: family {self.family.name!r} must declare one depth gene per stage")
-        self.kernel_slots = self.genes_of("kernel")
-        self.expand_slots = self.genes_of("expand")
-        self._slot_of = {(g.group, g.stage, g.position): j
-                         for group in ("kernel", "expand") for j, g in enumerate(self.genes_of(group))}
+        self._slot_of = {(g.group, g.stage, g.position): j for group in groups
+                         for j, g in enumerate(self.genes_of(group.name)) if g.gated}
         self._choices = [g.choices for g in genes]
         self.gene_sizes = np.array([len(c) for c in self._choices], dtype=np.int64)
         width = int(self.gene_sizes.max())
         self._values = np.zeros((len(genes), width))
         for g, choices in enumerate(self._choices):
             self._values[g, : len(choices)] = choices
-        slot_genes = [i for i, g in enumerate(genes) if g.stage is not None]
+        slot_genes = [i for i, g in enumerate(genes) if g.gated]
         self._slot_genes = np.array(slot_genes, dtype=np.int64)
         self._slot_stage = np.array([genes[i].stage for i in slot_genes], dtype=np.int64)
         self._slot_pos = np.array([genes[i].position for i in slot_genes], dtype=np.int64)
-        self._depth0 = self._slices["depth"].start
         self._feature_genes = np.array([g for g in range(len(genes)) if self.gene_sizes[g] > 1], dtype=np.int64)
         sizes = self.gene_sizes[self._feature_genes]
         self._feature_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.num_features = int(sizes.sum())
 
     def genes_of(self, group: str) -> tuple[Gene, ...]:
-        return self.genes[self._slices[group]]
+        """The genes of one group, in encoding order (none when the family has no such group)."""
+        where = self._slices.get(group)
+        return self.genes[where] if where is not None else ()
+
+    def group(self, name: str) -> GeneGroup:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise SpaceError(f"space '{self.name}' has no gene group {name!r}; "
+                         f"its groups are {[g.name for g in self.groups]}")
+
+    @property
+    def kernel_slots(self) -> tuple[Gene, ...]:
+        return self.genes_of("kernel")
+
+    @property
+    def expand_slots(self) -> tuple[Gene, ...]:
+        return self.genes_of("expand")
+
+    @property
+    def width_choices(self) -> tuple[tuple[float, ...], ...]:
+        """The multipliers of each width slot (the conv families' `width` group)."""
+        return tuple(g.choices for g in self.genes_of("width"))
 
     # ------------------------------------------------------------------ identity
     @property
@@ -146,18 +153,8 @@ class SearchSpace:
 
     @property
     def gene_groups(self) -> dict[str, np.ndarray]:
-        """Gene indices of each group (resolution, depth, kernel, expand, width)."""
+        """Gene indices of each of the space's groups (e.g. resolution, depth, kernel, expand, width)."""
         return {g: np.arange(s.start, s.stop) for g, s in self._slices.items()}
-
-    @property
-    def gene_layout(self) -> GeneLayout:
-        s = self._slices
-        kernel_expand = [i for i in range(s["kernel"].start, s["expand"].stop)]
-        return GeneLayout(
-            depth=s["depth"], kernel=s["kernel"], expand=s["expand"], width=s["width"],
-            slot_stage=np.array([self.genes[i].stage for i in kernel_expand], dtype=np.int64),
-            slot_position=np.array([self.genes[i].position for i in kernel_expand], dtype=np.int64),
-        )
 
     @property
     def feature_layout(self) -> tuple[np.ndarray, np.ndarray]:
@@ -186,49 +183,59 @@ class SearchSpace:
         """Distinct subnets (canonical archs); resolution multiplies in on request."""
         total = 1
         for s, stage in enumerate(self.stages):
-            per_block = 1
-            for group in ("kernel", "expand"):
-                slot = self._slot_of.get((group, s, 0))
-                if slot is not None:
-                    per_block *= len(self.genes_of(group)[slot].choices)
-            total *= sum(per_block**d for d in stage.depths)
-        for choices in self.width_choices:
-            total *= len(choices)
+            per_depth, prefix = 0, 1
+            for d in range(stage.max_depth + 1):
+                if d in stage.depths:
+                    per_depth += prefix
+                prefix *= self._block_variants(s, d)
+            total *= per_depth
+        for gene in self.genes:
+            if gene.stage is None and gene.group != "resolution":
+                total *= len(gene.choices)
+            elif gene.stage is not None and not gene.gated and gene.group != "depth":
+                total *= len(gene.choices)
         if include_resolution:
             total *= len(self.resolutions)
         return total
 
+    def _block_variants(self, stage: int, position: int) -> int:
+        """How many distinct value combinations block `position` of `stage` has."""
+        n = 1
+        for group in self.groups:
+            slot = self._slot_of.get((group.name, stage, position))
+            if slot is not None:
+                n *= len(self.genes_of(group.name)[slot].choices)
+        return n
+
     # ------------------------------------------------------------------ validation
     def validate(self, arch: ArchConfig) -> ArchConfig:
         """Check an arch against the space and return its canonical form (inactive slots 0)."""
+        unknown = sorted(set(arch.fields) - {g.field for g in self.groups})
+        if unknown:
+            raise ArchError(f"unknown arch field(s) {unknown}; space '{self.name}' has "
+                            f"{[g.field for g in self.groups]}")
         if arch.resolution not in self.resolutions:
             raise ArchError(
                 f"resolution {arch.resolution} is not in space '{self.name}' "
                 f"(expected one of {_short_list(self.resolutions)})"
             )
-        self._check_len("depths", arch.depths, len(self.stages))
-        self._check_len("kernel_sizes", arch.kernel_sizes, len(self.kernel_slots))
-        self._check_len("expand_ratios", arch.expand_ratios, len(self.expand_slots))
-        self._check_len("width_mults", arch.width_mults, len(self.width_choices))
-        for i, (d, stage) in enumerate(zip(arch.depths, self.stages)):
-            if d not in stage.depths:
-                raise ArchError(f"depths[{i}] = {d} is not a choice of stage '{stage.name}' {list(stage.depths)}")
-        for field_name, values, slots in (
-            ("kernel_sizes", arch.kernel_sizes, self.kernel_slots),
-            ("expand_ratios", arch.expand_ratios, self.expand_slots),
-        ):
-            for j, (v, slot) in enumerate(zip(values, slots)):
-                active = arch.depths[slot.stage] > slot.position  # type: ignore[index,operator]
-                if v in slot.choices or (not active and v == 0):
+        for group in self.groups[1:]:
+            self._check_len(group.field, arch.get(group.field), len(self.genes_of(group.name)))
+        for group in self.groups[1:]:
+            for j, (v, gene) in enumerate(zip(arch.get(group.field), self.genes_of(group.name))):
+                if v in gene.choices or (v == 0 and gene.gated and arch.depths[gene.stage] <= gene.position):
                     continue
-                raise ArchError(
-                    f"{field_name}[{j}] = {_fmt(v)} is not in space '{self.name}' "
-                    f"(expected one of {', '.join(_fmt(c) for c in slot.choices)})"
-                )
-        for j, (w, choices) in enumerate(zip(arch.width_mults, self.width_choices)):
-            if w not in choices:
-                raise ArchError(f"width_mults[{j}] = {_fmt(w)} is not one of {[_fmt(c) for c in choices]}")
+                raise ArchError(self._not_a_choice(group.field, j, v, gene))
         return self._mask(arch)
+
+    def _not_a_choice(self, field: str, j: int, v: float, gene: Gene) -> str:
+        if gene.gated:
+            return (f"{field}[{j}] = {_fmt(v)} is not in space '{self.name}' "
+                    f"(expected one of {', '.join(_fmt(c) for c in gene.choices)})")
+        if gene.stage is not None:
+            return f"{field}[{j}] = {_fmt(v)} is not a choice of stage '{self.stages[gene.stage].name}' " \
+                   f"{[int(c) if float(c).is_integer() else c for c in gene.choices]}"
+        return f"{field}[{j}] = {_fmt(v)} is not one of {[_fmt(c) for c in gene.choices]}"
 
     canonical = validate
 
@@ -237,11 +244,13 @@ class SearchSpace:
             raise ArchError(f"'{name}' has {len(values)} entries; space '{self.name}' expects {expected}")
 
     def _mask(self, arch: ArchConfig) -> ArchConfig:
-        ks = tuple(k if arch.depths[s.stage] > s.position else 0  # type: ignore[index,operator]
-                   for k, s in zip(arch.kernel_sizes, self.kernel_slots))
-        es = tuple(e if arch.depths[s.stage] > s.position else 0.0  # type: ignore[index,operator]
-                   for e, s in zip(arch.expand_ratios, self.expand_slots))
-        return ArchConfig(arch.resolution, arch.depths, ks, es, arch.width_mults)
+        values: dict[str, tuple[int | float, ...]] = {}
+        for group in self.groups[1:]:
+            values[group.field] = tuple(
+                group.convert(0 if g.gated and arch.depths[g.stage] <= g.position else v)  # type: ignore[index]
+                for v, g in zip(arch.get(group.field), self.genes_of(group.name))
+            )
+        return ArchConfig(arch.resolution, values=values)
 
     def contains(self, arch: ArchConfig) -> bool:
         try:
@@ -250,24 +259,28 @@ class SearchSpace:
             return False
         return True
 
-    def block_choices(self, arch: ArchConfig) -> list[list[BlockChoice]]:
-        """Per stage, the kernel and expansion of each active block (the one place with slot arithmetic)."""
+    def block_choices(self, arch: ArchConfig) -> list[list[BlockGenes]]:
+        """Per stage, the values of each active block by group (a stage's fixed values filled in): the one
+        place with slot arithmetic."""
+        block_groups = [g for g in self.groups if g.scope == "block"]
         out = []
         for s, (stage, depth) in enumerate(zip(self.stages, arch.depths)):
             blocks = []
             for p in range(depth):
-                k = self._slot_of.get(("kernel", s, p))
-                e = self._slot_of.get(("expand", s, p))
-                blocks.append(BlockChoice(
-                    int(arch.kernel_sizes[k]) if k is not None else stage.kernel_sizes[0],
-                    float(arch.expand_ratios[e]) if e is not None else stage.expand_ratios[0],
-                ))
+                values = []
+                for group in block_groups:
+                    slot = self._slot_of.get((group.name, s, p))
+                    if slot is not None:
+                        values.append((group.name, group.convert(arch.get(group.field)[slot])))
+                    elif stage.choices(group.name):
+                        values.append((group.name, group.convert(stage.choices(group.name)[0])))
+                blocks.append(BlockGenes(tuple(values)))
             out.append(blocks)
         return out
 
     # ------------------------------------------------------------------ parsing archs
     def parse_arch(self, data: Any) -> ArchConfig:
-        """Accept nasforge's JSON form or a foreign form the family knows (e.g. OFA's `{ks, e, d, r}`)."""
+        """Accept nasforge's JSON form or a registered foreign form (`nasforge.foreign.forms`, e.g. OFA's)."""
         if isinstance(data, str):
             try:
                 data = json.loads(data)
@@ -276,21 +289,18 @@ class SearchSpace:
         if isinstance(data, dict) and "arch" in data and isinstance(data["arch"], dict):
             data = data["arch"]  # an entry of pareto.json or a sample line
         if isinstance(data, dict):
-            foreign = self.family.parse_foreign(self, data)
+            from nasforge.foreign.forms import parse_foreign
+
+            foreign = parse_foreign(self, data)
             if foreign is not None:
                 return foreign
         return self.validate(ArchConfig.from_dict(data))
 
     def foreign_forms(self, arch: ArchConfig) -> dict[str, dict[str, Any]]:
-        """`arch` in every other project's form the family knows (e.g. {"ofa": {...}})."""
-        return self.family.foreign_forms(self, self.validate(arch))
+        """`arch` in every other project's registered form this space has (e.g. {"ofa": {...}})."""
+        from nasforge.foreign.forms import write_foreign
 
-    def to_ofa_dict(self, arch: ArchConfig) -> dict[str, Any]:
-        """Once-for-All's subnet dict of `arch` (families that have one)."""
-        forms = self.foreign_forms(arch)
-        if "ofa" not in forms:
-            raise ArchError(f"Once-for-All's dict form is not defined for {self.family.name} space '{self.name}'")
-        return forms["ofa"]
+        return write_foreign(self, self.validate(arch))
 
     # ------------------------------------------------------------------ encoding
     def encode(self, arch: ArchConfig) -> np.ndarray:
@@ -298,7 +308,7 @@ class SearchSpace:
         arch = self.validate(arch)
         out = np.zeros(self.num_genes, dtype=np.int64)
         for g, v in enumerate(self._arch_values(arch)):
-            if v == 0 and self.genes[g].stage is not None:
+            if v == 0 and self.genes[g].gated:
                 continue  # inactive slot
             out[g] = self._choices[g].index(float(v))
         return out
@@ -308,10 +318,9 @@ class SearchSpace:
         return np.stack(rows) if rows else np.zeros((0, self.num_genes), dtype=np.int64)
 
     def _arch_values(self, arch: ArchConfig) -> list[float]:
-        values: list[float] = []
-        for group in GENE_GROUPS:
-            v = getattr(arch, ARCH_FIELDS[group])
-            values.extend(map(float, v) if isinstance(v, tuple) else [float(v)])
+        values: list[float] = [float(arch.resolution)]
+        for group in self.groups[1:]:
+            values.extend(map(float, arch.get(group.field)))
         return values
 
     def decode(self, genes: Sequence[int] | np.ndarray) -> ArchConfig:
@@ -333,14 +342,8 @@ class SearchSpace:
         genes = genes.astype(np.int64)
         vals = self._values[np.arange(self.num_genes)[None, :], genes]
         vals = np.where(self.active_mask(genes), vals, 0.0)
-        s = self._slices
-        out = []
-        for row in vals.tolist():
-            out.append(ArchConfig(
-                int(row[0]), tuple(row[s["depth"]]), tuple(row[s["kernel"]]), tuple(row[s["expand"]]),
-                tuple(row[s["width"]]),
-            ))
-        return out
+        fields = [(g.field, self._slices[g.name]) for g in self.groups[1:]]
+        return [ArchConfig(int(row[0]), values=[(f, row[where]) for f, where in fields]) for row in vals.tolist()]
 
     def canonical_genes(self, genes: np.ndarray) -> np.ndarray:
         """Zero the genes of skipped blocks, so one network has one encoding."""
@@ -379,11 +382,11 @@ class SearchSpace:
     # ------------------------------------------------------------------ sampling
     def largest(self, resolution: int | None = None) -> ArchConfig:
         arch = self.decode(self.gene_sizes - 1)
-        return arch if resolution is None else self.validate(_with_res(arch, resolution))
+        return arch if resolution is None else self.validate(arch.with_resolution(resolution))
 
     def smallest(self, resolution: int | None = None) -> ArchConfig:
         arch = self.decode(np.zeros(self.num_genes, dtype=np.int64))
-        return arch if resolution is None else self.validate(_with_res(arch, resolution))
+        return arch if resolution is None else self.validate(arch.with_resolution(resolution))
 
     def sample(self, rng: np.random.Generator) -> ArchConfig:
         """Each gene uniform over its choices (as OFA samples), then canonicalised."""
@@ -496,10 +499,6 @@ class SearchSpace:
             typed.name, family, typed.resolution_list, typed, num_classes=typed.num_classes, width_mult=wm,
             description=typed.description, raw=raw, source=source,
         )
-
-
-def _with_res(arch: ArchConfig, resolution: int) -> ArchConfig:
-    return ArchConfig(resolution, arch.depths, arch.kernel_sizes, arch.expand_ratios, arch.width_mults)
 
 
 def _fmt(v: float) -> str:

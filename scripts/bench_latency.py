@@ -41,7 +41,7 @@ from rich.table import Table
 
 from nasforge.latency import calibration as cal
 from nasforge.latency import ort_timing
-from nasforge.latency.lut import LatencyTable, this_machine
+from nasforge.latency.lut import LatencyTable, at_one_speed, this_machine
 from nasforge.latency.model import TableFeatures, TableLatencyModel
 from nasforge.latency.profiler import Timer, profile
 from nasforge.latency.reference import reference_subnet
@@ -188,7 +188,7 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
         for g in range(0, len(archs), ort_timing.SUBNET_GROUP):
             timings += timer.subnets(space, archs[g : g + ort_timing.SUBNET_GROUP], reference)
     speed = ort_timing.reference_speed(timings)
-    measured = np.array([ort_timing.at_reference_speed(t, speed) for t in timings])
+    measured = at_one_speed(timings, speed, "random subnets")  # refuses raw timings among referenced ones
     measured_raw = np.array([t["median_ms"] for t in timings])
     profile_speed = (row["speed_reference"] or {}).get("subnet_ms")
     at_profile_speed = np.array([ort_timing.at_reference_speed(t, profile_speed) for t in timings])

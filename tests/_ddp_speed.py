@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train_speed import _plans, _setup, _sync_reference, plain_step  # noqa: E402
 
 from nasforge.train import checkpoint as ckpt  # noqa: E402
-from nasforge.train.distributed import GradientReducer, gather_objects, init_distributed  # noqa: E402
+from nasforge.train.distributed import GradientReducer, gather_objects, init_distributed, shutdown  # noqa: E402
 
 torch.set_num_threads(1)
 out = Path(sys.argv[1])
@@ -54,4 +54,4 @@ picked = torch.equal(ckpt.rng_for_rank(payload, ctx.rank, ctx.world_size)["torch
 old_style = torch.equal(ckpt.rng_for_rank({"rng": states[0]}, ctx.rank, ctx.world_size)["torch"], states[0]["torch"])
 overlapped = all(0 < n < len(step.reducer.buckets) for n in early)
 (out / f"rank{ctx.rank}.txt").write_text(f"{worst} {own} {other} {picked} {old_style} {overlapped}\n")
-torch.distributed.destroy_process_group()
+shutdown()

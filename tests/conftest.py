@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+import nasforge.testing.token_family  # noqa: F401  (registers the one-file test family: every suite runs on it)
+
 # Keep the suite predictable on small CI machines.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

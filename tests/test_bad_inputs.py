@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from nasforge.cli import app
 from nasforge.testing import TINY_SPACES_DIR, tiny_space
+from nasforge.testing.train import tiny_train_config
 
 TINY = str(TINY_SPACES_DIR / "tiny-mbv3.yaml")
 RUN = "@RUN"  # replaced by the shared tiny trained run's folder
@@ -29,6 +31,8 @@ def _arch(**change) -> str:  # type: ignore[no-untyped-def]
 
 GOOD_ARCH = _arch()
 SPACE_YAML = Path(TINY).read_text()
+# What a run folder holds when training was killed before its first checkpoint (config written, no weights).
+KILLED_CONFIG = yaml.safe_dump(tiny_train_config(epochs=1).to_dict(), sort_keys=False)
 
 # Inputs a case can ask for by name (written into its working folder before the command runs).
 FILES: dict[str, bytes | str] = {
@@ -48,6 +52,10 @@ FILES: dict[str, bytes | str] = {
     "space_extra.yaml": SPACE_YAML + "colour: blue\n",
     "binary.bin": bytes(range(256)) * 4,
     "garbage.pt": b"not a checkpoint at all" * 10,
+    "one_char.pth": "a",  # torch.load(weights_only=True): IndexError
+    "words.pth": "hello world",  # KeyError
+    "empty.pth": "",  # EOFError
+    "zip_head.pth": b"PK\x03\x04" + b"x" * 60,  # RuntimeError from the zip reader
     "pareto.json": json.dumps([{"arch": json.loads(GOOD_ARCH)}]),
     "qs_fraction.yaml": "latency_fraction: half\n",
     "qs_budget.yaml": "budget: big\n",
@@ -55,6 +63,11 @@ FILES: dict[str, bytes | str] = {
     "search_unknown.yaml": "budgte: 10\n",
     "target_nan.yaml": "name: toy\npeak_flops: .nan\nbandwidth: 1.0e+8\nefficiency: 0.5\n",
     "a_file": "x",
+    "killed/config.yaml": KILLED_CONFIG,
+    "killed/space.yaml": SPACE_YAML,
+    "refused/config.yaml": KILLED_CONFIG,
+    "refused/space.yaml": SPACE_YAML,
+    "refused/checkpoints/last.pt": b"\x00garbage" * 50,
     "lut_nan.json": json.dumps({"format": "nasforge-lut/1", "metadata": {"target": "cpu"},
                                 "entries": {"conv_i3_o8": {"median_ms": float("nan")}}}),
 }
@@ -77,7 +90,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("arch-overflow", ["space", "show", "--space", TINY, "--arch", _arch(resolution=1e400)], "resolution"),
     ("arch-depths", ["space", "show", "--space", TINY, "--arch", _arch(depths=[2, 2])], "'depths' has 2 entries"),
     ("arch-value", ["space", "show", "--space", TINY, "--arch", _arch(resolution=17)], "resolution 17"),
-    ("arch-field", ["space", "show", "--space", TINY, "--arch", _arch(colour=1)], "unknown arch field"),
+    ("arch-field", ["space", "show", "--space", TINY, "--arch", _arch(colour=[1])], "unknown arch field"),
+    ("arch-field-value", ["space", "show", "--space", TINY, "--arch", _arch(colour=1)], "must be a list"),
     ("arch-ofa-type", ["space", "show", "--space", TINY, "--arch", '{"ks": "x", "e": 3, "d": 2}'], "'ks'"),
     # ---------------------------------------------------------------- training
     ("train-schedule", ["train-supernet", "--quiet", "--schedule", "cosmic"], "unknown schedule 'cosmic'"),
@@ -108,6 +122,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train-out-run", ["train-supernet", "--quiet", "--space", TINY, "--epochs", "1", "--out", RUN],
      "already holds a run"),
     ("train-resume-empty", ["train-supernet", "--quiet", "--resume", "--out", "empty_dir"], "config.yaml"),
+    ("train-resume-nothing-saved", ["train-supernet", "--quiet", "--resume", "--out", "killed"],
+     "no checkpoint was saved yet (stopped before its first one); run the same command without --resume"),
     ("subnet-arch", ["train-subnet", "--quiet", "--space", TINY, "--arch", _arch(resolution=17)], "resolution 17"),
     # ---------------------------------------------------------------- evaluate and predictors
     ("evaluate-run-missing", ["evaluate", "--run", "missing", "--arch", GOOD_ARCH], "no such run folder"),
@@ -117,6 +133,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("evaluate-calib", ["evaluate", "--run", RUN, "--arch", GOOD_ARCH, "--calib-images", "0"], "--calib-images"),
     ("evaluate-arch", ["evaluate", "--run", RUN, "--arch", _arch(resolution=17)], "resolution 17"),
     ("evaluate-checkpoint", ["evaluate", "--checkpoint", "garbage.pt"], "garbage.pt"),
+    ("evaluate-refused-checkpoint", ["evaluate", "--run", "refused", "--arch", GOOD_ARCH],
+     "refused: no usable supernet: supernet.pt is missing and its checkpoints were refused"),
+    ("evaluate-nothing-saved", ["evaluate", "--run", "killed", "--arch", GOOD_ARCH],
+     "killed: no usable supernet: supernet.pt is missing and no checkpoint was saved; train or resume the run first"),
     ("predictor-model", ["build-predictor", "--run", RUN, "--model", "xgb"], "--model must be one of"),
     ("predictor-samples", ["build-predictor", "--run", RUN, "--samples", "2"], "--samples"),
     ("predictor-holdout", ["build-predictor", "--run", RUN, "--holdout", "0"], "--holdout"),
@@ -164,6 +184,16 @@ CASES: list[tuple[str, list[str], str]] = [
     ("export-out-dir", ["export", "--out", "a_dir", "--run", RUN, "--arch", GOOD_ARCH], "is a folder"),
     ("export-checkpoint", ["export", "--out", "m.onnx", "--checkpoint", "garbage.pt"], "garbage.pt"),
     ("export-ofa", ["export", "--out", "m.pt", "--run", RUN, "--format", "ofa"], "Once-for-All"),
+    ("export-ofa-out-dir", ["export", "--out", "a_dir", "--run", RUN, "--format", "ofa"], "--out a_dir is a folder"),
+    ("export-ofa-out-under-file", ["export", "--out", "a_file/m.pt", "--run", RUN, "--format", "ofa"],
+     "a_file is a file"),
+    # unsupported opsets are refused before the run is read (it does not even exist here)
+    ("export-opset-low", ["export", "--out", "m.onnx", "--run", "missing", "--arch", GOOD_ARCH, "--opset", "5"],
+     "--opset 5 is not supported; give an opset from 7 to"),
+    ("export-opset-high", ["export", "--out", "m.onnx", "--run", "missing", "--arch", GOOD_ARCH, "--opset", "99"],
+     "--opset 99 is not supported"),
+    ("export-opset-int8", ["export", "--out", "m.onnx", "--run", "missing", "--arch", GOOD_ARCH, "--opset", "12",
+                           "--quantize", "int8"], "not supported with --quantize int8; give an opset from 13 to"),
     ("finetune-epochs", ["finetune", "--run", RUN, "--arch", GOOD_ARCH, "--epochs", "0", "--out", "f.pt"],
      "--epochs"),
     ("finetune-lr-nan", ["finetune", "--run", RUN, "--arch", GOOD_ARCH, "--epochs", "1", "--lr", "nan", "--out",
@@ -181,6 +211,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("quickstart-out-file", ["quickstart", "--fast", "--out", "a_file"], "is a file"),
     ("import-missing", ["import-ofa", "missing.pth", "--out", "imported"], "missing.pth"),
     ("import-garbage", ["import-ofa", "garbage.pt", "--out", "imported"], "garbage.pt"),
+    ("import-one-char", ["import-ofa", "one_char.pth", "--out", "imported"], "one_char.pth: not a PyTorch checkpoint"),
+    ("import-words", ["import-ofa", "words.pth", "--out", "imported"], "words.pth: not a PyTorch checkpoint"),
+    ("import-empty", ["import-ofa", "empty.pth", "--out", "imported"], "empty.pth: not a PyTorch checkpoint"),
+    ("import-zip-head", ["import-ofa", "zip_head.pth", "--out", "imported"], "zip_head.pth: not a PyTorch checkpoint"),
+    ("import-folder", ["import-ofa", "a_dir", "--out", "imported"], "a_dir: is a folder"),
 ]
 
 USAGE_CASES: list[tuple[str, list[str]]] = [  # Typer checks these flags itself: its usage box, exit 2
@@ -201,6 +236,7 @@ def _digest(root: Path) -> dict[str, str]:
 def workdir(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     for name, content in FILES.items():
         path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     for name in DIRS:
         (tmp_path / name).mkdir()

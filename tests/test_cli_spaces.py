@@ -4,6 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nasforge.cli import app
+from nasforge.foreign.ofa import arch_to_ofa
 from nasforge.space import load_space
 
 runner = CliRunner()
@@ -47,7 +48,7 @@ def test_space_sample_prints_json_lines_with_cost():
 def test_space_show_accepts_ofa_dict_and_files(tmp_path):
     space = load_space("mobilenetv3-ofa")
     arch = space.smallest()
-    ofa = json.dumps(space.to_ofa_dict(arch))
+    ofa = json.dumps(arch_to_ofa(arch, space))
     result = runner.invoke(app, ["space", "show", "--space", "mobilenetv3-ofa", "--arch", ofa])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["depths"] == [2, 2, 2, 2, 2]

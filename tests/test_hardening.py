@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,10 +15,12 @@ import numpy as np
 import pytest
 
 from nasforge.predictors import MeasurementStore, sample_for_predictor
-from nasforge.testing import tiny_space
+from nasforge.testing import TINY_SPACES_DIR, tiny_space
 from nasforge.testing.synthetic import SyntheticAccuracy
+from nasforge.train.callbacks import TrainCallback
 
 ROOT = Path(__file__).resolve().parent.parent
+TINY_YAML = TINY_SPACES_DIR / "tiny-mbv3.yaml"
 SHA = "f" * 64
 
 
@@ -565,3 +569,335 @@ def test_negative_seed_is_a_config_error_for_optuna_engines():
 
     with pytest.raises(ConfigError, match="non-negative"):
         run_search(_search_problem(), make_engine("tpe"), budget=5, seed=-1)
+
+
+# ---------------------------------------------------------------------------------------------- issue 22
+def _one_error_line(result) -> str:
+    """The CLI's answer to bad input: exit 2, exactly one `error:` line, no traceback."""
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+@contextlib.contextmanager
+def _immutable(folder: Path):
+    """`folder` made immutable (`chattr +i`): the tests run as root, where a chmod does not stop writes."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed: cannot make a folder read-only for root")
+    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i is not permitted here ({done.stderr.strip()})")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("where", ["below", "itself"])
+def test_import_ofa_refuses_a_read_only_out_before_reading_the_checkpoint(tmp_path, monkeypatch, where):
+    from typer.testing import CliRunner
+
+    from nasforge.cli import app
+    from nasforge.foreign import ofa_runs
+
+    monkeypatch.setattr(ofa_runs, "read_checkpoint", lambda path: pytest.fail("checkpoint read before --out checked"))
+    source = tmp_path / "ofa.pth"
+    source.write_bytes(b"weights")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    out = ro / "run" if where == "below" else ro
+    with _immutable(ro):
+        result = CliRunner().invoke(app, ["import-ofa", str(source), "--out", str(out)])
+        assert list(ro.iterdir()) == []
+    line = _one_error_line(result)
+    assert f"--out {out}" in line and "not writable" in line
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torch", "ofa"])
+def test_every_export_format_checks_its_output_before_loading_the_run(tmp_path, monkeypatch, fmt):
+    from typer.testing import CliRunner
+
+    from nasforge.cli import app
+    from nasforge.train import runs
+
+    monkeypatch.setattr(runs, "load_run", lambda *a, **k: pytest.fail("run loaded before --out was checked"))
+    arch = [] if fmt == "ofa" else ["--arch", json.dumps(tiny_space().largest().to_dict())]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (tmp_path / "a_dir").mkdir()
+    base = ["export", "--run", str(tmp_path / "run"), "--format", fmt, *arch, "--out"]
+    line = _one_error_line(CliRunner().invoke(app, [*base, str(tmp_path / "a_dir")]))
+    assert "is a folder" in line  # was IsADirectoryError at the final rename (format ofa)
+    with _immutable(ro):
+        line = _one_error_line(CliRunner().invoke(app, [*base, str(ro / "m.pt")]))
+        assert list(ro.iterdir()) == []
+    assert "not writable" in line
+
+
+def test_export_ofa_checkpoint_checks_its_output_first(tmp_path):
+    from nasforge.errors import ConfigError
+    from nasforge.foreign.ofa_runs import export_ofa_checkpoint
+
+    with pytest.raises(ConfigError, match="is a folder"):
+        export_ofa_checkpoint(object(), tmp_path)  # the run (here not one) is not touched before the check
+
+
+@pytest.mark.parametrize("name", ["tiny-mbv3", "tiny-resnet"])
+def test_opset_range_is_what_export_checker_and_runtime_accept(tmp_path, monkeypatch, name):
+    """Both ends of the range export, pass onnx.checker and run in ORT; one past either end fails when forced,
+    and `export_onnx` refuses it up front with one line."""
+    import warnings
+
+    import torch
+
+    from nasforge.errors import ConfigError
+    from nasforge.export import export_onnx
+    from nasforge.export import onnx as onnx_mod
+    from nasforge.export.quantize import onnx_accuracy, quantize_int8
+    from nasforge.supernet import build_supernet
+
+    space = tiny_space(name)
+    torch.manual_seed(0)
+    arch = space.smallest()
+    subnet = build_supernet(space).eval().extract(arch)
+    low, high = onnx_mod.opset_range()
+    low8, high8 = onnx_mod.opset_range("int8")
+    assert (low, low8) == (7, 13) and high == high8 >= 17  # 17: the default
+    for opset in (low, high):
+        assert export_onnx(subnet, tmp_path / f"m{opset}.onnx", arch.resolution, opset=opset).max_abs_diff <= 1e-4
+    images = np.random.default_rng(0).standard_normal((4, 3, arch.resolution, arch.resolution)).astype(np.float32)
+    for opset in (low8, high8):
+        fp32 = export_onnx(subnet, tmp_path / f"q{opset}.onnx", arch.resolution, opset=opset, dynamic_batch=True)
+        int8 = quantize_int8(fp32.path, tmp_path / f"q{opset}.int8.onnx", images)
+        assert 0.0 <= onnx_accuracy(int8, images, np.zeros(4, dtype=np.int64)) <= 100.0
+    for opset in (low - 1, high + 1):
+        with pytest.raises(ConfigError, match=f"--opset {opset} is not supported; give an opset from {low} to {high}"):
+            export_onnx(subnet, tmp_path / "bad.onnx", arch.resolution, opset=opset)
+    monkeypatch.setattr(onnx_mod, "check_opset", lambda opset, quantize=None: None)
+    with pytest.raises(Exception):  # noqa: B017 - the low edge is real: forced past it, onnx.checker or ORT fails
+        export_onnx(subnet, tmp_path / "forced.onnx", arch.resolution, opset=low - 1)
+    with warnings.catch_warnings(record=True) as said:  # and so is the high one: torch says it is unsupported
+        warnings.simplefilter("always")
+        with contextlib.suppress(Exception):
+            export_onnx(subnet, tmp_path / "forced.onnx", arch.resolution, opset=high + 1)
+    assert any(f"opset version {high + 1} is not supported" in str(w.message) for w in said)
+    fp32 = export_onnx(subnet, tmp_path / "q12.onnx", arch.resolution, opset=low8 - 1, dynamic_batch=True)
+    with pytest.raises(Exception):  # noqa: B017 - ORT refuses the int8 graph of opset 12 (per-channel QDQ)
+        onnx_accuracy(quantize_int8(fp32.path, tmp_path / "q12.int8.onnx", images), images, np.zeros(4, np.int64))
+
+
+def _loop_folder(root: Path) -> Path:
+    """A tiny ImageFolder whose folders also hold symlinks that cannot be followed: to themselves, in a loop."""
+    from nasforge.testing.conformance.data_sources import make_folder
+
+    make_folder(root, train=2, held=1, fixed=24)
+    (root / "train" / "self").symlink_to("self")  # a 'class' linking to itself
+    cls = sorted((root / "train").iterdir())[0]
+    (cls / "me.png").symlink_to("me.png")  # an 'image' linking to itself
+    (cls / "a.jpg").symlink_to("b.jpg")
+    (cls / "b.jpg").symlink_to("a.jpg")  # two links in a loop
+    (root / "val" / cls.name / "up").symlink_to("..")  # a folder link (not an image): ignored as before
+    return cls
+
+
+@pytest.mark.parametrize("loader", ["stream", "memory"])
+def test_symlink_loops_in_a_data_folder_are_skipped_with_a_warning(tmp_path, loader):
+    import warnings
+
+    from nasforge.data import open_source
+    from nasforge.testing.conformance.data_sources import settings
+
+    cls = _loop_folder(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        src = open_source(settings(tmp_path, loader=loader, val_fraction=0.0), resolution=24)
+    said = {str(w.message) for w in caught}  # (train/ is listed twice: for its classes, then for strays)
+    assert said == {f"{p}: skipped (Too many levels of symbolic links)"
+                    for p in (tmp_path / "train" / "self", cls / "me.png", cls / "a.jpg", cls / "b.jpg")}
+    assert src.split_size("train") == 2 * 3 and src.split_size("test") == 1 * 3  # every real image, no link
+    batches = src.train_batches(0, batch_size=3, seed=0)
+    assert sum(int(x.shape[0]) for x, _ in batches) == 6
+
+
+def test_a_data_folder_of_only_a_symlink_loop_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from nasforge.cli import app
+
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "loop").symlink_to("loop")
+    result = CliRunner().invoke(app, ["train-supernet", "--quiet", "--dataset", "imagefolder", "--data-dir",
+                                      str(tmp_path), "--loader", "stream", "--out", str(tmp_path / "run")])
+    assert "no class folders" in _one_error_line(result)
+    assert f"warning: {tmp_path / 'train' / 'loop'}: skipped" in result.output
+
+
+class _Stop(Exception):
+    pass
+
+
+class _StopAfter(TrainCallback):
+    """Kills training (an exception) right after optimizer step `iteration`."""
+
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.state.iteration == self.iteration:
+            raise _Stop
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    from nasforge.testing.train import tiny_train_config
+    from nasforge.train import train_supernet
+
+    cfg = tiny_train_config(schedule__name="sandwich", epochs=2, checkpoint_every_steps=3)
+    run = tmp_path_factory.mktemp("whole") / "run"
+    return cfg, train_supernet(cfg, run)
+
+
+def test_run_resumed_mid_epoch_logs_what_an_uninterrupted_one_does(uninterrupted, tmp_path):
+    """8 steps an epoch, a checkpoint every 3: killed after step 5, it resumes from step 3 of epoch 1."""
+    import torch
+
+    from nasforge.train import train_supernet
+    from nasforge.train.callbacks import METRICS_FILE, read_metrics
+
+    cfg, whole = uninterrupted
+    run = tmp_path / "run"
+    with pytest.raises(_Stop):
+        train_supernet(cfg, run, callbacks=[_StopAfter(5)])
+    resumed = train_supernet(cfg, run, resume=True)
+    assert resumed.finished
+    wall_clock = ("images_per_s", "train_seconds")
+    expected = [{k: v for k, v in r.items() if k not in wall_clock} for r in read_metrics(whole.run_dir / METRICS_FILE)]
+    got = [{k: v for k, v in r.items() if k not in wall_clock} for r in read_metrics(run / METRICS_FILE)]
+    assert len(expected) == 2 and got == expected  # every logged number, train_loss and train_acc included
+    a, b = whole.supernet.state_dict(), resumed.supernet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _optuna_worker(problem, url: str, budget: int, worker: int, out: list) -> None:
+    from nasforge.search import make_engine, run_search
+
+    try:
+        result = run_search(problem, make_engine("tpe", batch_size=7), budget=budget, seed=0, storage=url,
+                            worker=worker)
+        out.append(result.meta["study_name"])
+    except BaseException as exc:  # reported to the test's thread
+        out.append(exc)
+
+
+@pytest.mark.parametrize("locked", [True, False], ids=["sqlite-lock", "no-lock"])
+def test_two_optuna_workers_never_charge_more_than_the_budget(tmp_path, monkeypatch, locked):
+    """Two workers (threads) on one SQLite study: exactly `budget` charged trials. Without the file lock (as on
+    a database server) the surplus a race asks for is failed, never evaluated or counted."""
+    import threading
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from nasforge.search.engines import optuna_engines
+
+    if not locked:
+        monkeypatch.setattr(optuna_engines, "_file_lock", lambda path: contextlib.nullcontext())
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna_engines._storage(url)  # the tables, before two threads race to create them
+    budget, done = 45, []
+    problems = [_search_problem() for _ in (0, 1)]  # built here: the space registries fill lazily, not thread-safe
+    threads = [threading.Thread(target=_optuna_worker, args=(problems[w], url, budget, w, done)) for w in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(done) == 2 and all(isinstance(d, str) for d in done) and done[0] == done[1], done
+    trials = optuna.load_study(study_name=done[0], storage=url).get_trials()
+    assert len(_charged(trials)) == budget
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    if locked:
+        assert not [t for t in trials if t.state == TrialState.FAIL]  # nothing asked beyond the budget
+
+
+def test_second_profile_on_one_table_fails_at_once_while_the_first_times(tmp_path, monkeypatch):
+    """A profile (a thread, stopped inside its lock) holds the table; a second `nasforge profile` on the same
+    --out is one line and times nothing; the lock goes with the first one."""
+    import threading
+
+    from typer.testing import CliRunner
+
+    from nasforge.cli import app
+    from nasforge.latency import profiler
+    from nasforge.latency.targets import load_target
+
+    timers, entered, release = [], threading.Event(), threading.Event()
+
+    class _HeldTimer:  # no real timing: the first profile waits here, inside its lock, until released
+        def __init__(self, *args, **kwargs) -> None:
+            timers.append(threading.current_thread().name)
+            if len(timers) == 1:
+                entered.set()
+                release.wait(120)
+            raise _Stop
+
+    monkeypatch.setattr(profiler, "Timer", _HeldTimer)
+    out = tmp_path / "tables" / "cpu.json"
+    outcome: list = []
+
+    def first() -> None:
+        try:
+            profiler.profile(tiny_space(), load_target("cpu"), out, pin=False)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    holder = threading.Thread(target=first, name="first")
+    holder.start()
+    try:
+        assert entered.wait(120)
+        result = CliRunner().invoke(app, ["profile", "--target", "cpu", "--space", str(TINY_YAML), "--out", str(out)])
+        lock_held = (out.parent / ".cpu.json.lock").exists()
+    finally:
+        release.set()
+        holder.join()
+    line = _one_error_line(result)
+    assert f"{out}: another `nasforge profile` is writing this table" in line
+    assert timers == ["first"] and lock_held  # the second timed nothing
+    assert len(outcome) == 1 and isinstance(outcome[0], _Stop)
+    assert list(out.parent.iterdir()) == []  # the lock file went with the first profile (no table: it timed nothing)
+
+
+def test_table_lock_is_exclusive_and_released_on_error(tmp_path):
+    from nasforge.errors import LatencyError
+    from nasforge.latency.profiler import table_lock
+
+    out = tmp_path / "t.json"
+    with pytest.raises(_Stop), table_lock(out):
+        with pytest.raises(LatencyError, match="another `nasforge profile` is writing this table"), table_lock(out):
+            pass
+        raise _Stop
+    assert list(tmp_path.iterdir()) == []
+    with table_lock(out):  # free again
+        assert [p.name for p in tmp_path.iterdir()] == [".t.json.lock"]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    with _immutable(ro), pytest.raises(LatencyError, match="cannot create the lock file"), table_lock(ro / "t.json"):
+        pass
+
+
+def test_import_ofa_predictor_refuses_a_read_only_run_before_loading_it(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nasforge.cli import app
+    from nasforge.train import runs
+
+    monkeypatch.setattr(runs, "load_run", lambda *a, **k: pytest.fail("run loaded before its predictor/ was checked"))
+    (tmp_path / "acc.pth").write_bytes(b"weights")
+    run = tmp_path / "run"
+    run.mkdir()
+    with _immutable(run):
+        result = CliRunner().invoke(app, ["import-ofa", "--predictor", str(tmp_path / "acc.pth"), "--run", str(run)])
+    line = _one_error_line(result)
+    assert f"{run / 'predictor'}: {run} is not writable" in line

@@ -330,6 +330,69 @@ def test_validation_reads_whole_subnets_at_the_reference_speed(fake_timer, tmp_p
     assert saved["subnet"] == reference_subnet(space).key and saved["subnet_ms"] > 0 and saved["block_ms"] > 0
 
 
+def test_validation_refuses_raw_timings_among_reference_speed_ones(fake_timer, tmp_path):
+    from nasforge.errors import MixedSpeedError
+    from nasforge.latency.profiler import build_table, validate_table
+
+    timer, backend = fake_timer
+    space = tiny_space("tiny-mbv3")
+    table = build_table(space, timer, tmp_path / "t.json")
+    feats = TableFeatures(table, space)
+    groups = []
+
+    def half_referenced(sp, archs, warmup, repeats, reference):  # the second group lost its reference
+        groups.append(len(archs))
+        t = [{"median_ms": float(truth(feats([a]))[0]), "rounds_spread": 0.01} for a in archs]
+        return [{**x, "reference_ms": 1.0} for x in t] if len(groups) != 2 else t
+
+    backend.time_subnets = half_referenced
+    with pytest.raises(MixedSpeedError, match=r"10 of \d+ timings carry no speed reference") as err:
+        validate_table(space, table, timer, 24)
+    assert "\n" not in str(err.value)
+    assert "calibration" not in LatencyTable.load(tmp_path / "t.json").metadata  # nothing fitted on the mix
+
+
+def test_a_table_mixing_raw_and_reference_speed_blocks_is_refused_and_an_old_one_still_works(fake_timer, tmp_path):
+    from nasforge.errors import MixedSpeedError
+    from nasforge.latency.profiler import build_table
+
+    timer, _ = fake_timer
+    space = tiny_space("tiny-mbv3")
+    table = build_table(space, timer, tmp_path / "t.json")
+    assert table.block_speed_ms and all(e.get("reference_ms") for e in table.entries.values())
+    mixed = json.loads((tmp_path / "t.json").read_text())
+    key = next(iter(mixed["entries"]))
+    del mixed["entries"][key]["reference_ms"]  # one block timed alone, the rest beside the reference
+    (tmp_path / "mixed.json").write_text(json.dumps(mixed))
+    with pytest.raises(MixedSpeedError, match="1 of .* timings carry no speed reference"):
+        LatencyTable.load(tmp_path / "mixed.json")
+    result = CliRunner().invoke(app, ["latency", "--target", "cpu", "--space", TINY, "--lut",
+                                      str(tmp_path / "mixed.json"), "--arch", json.dumps(space.smallest().to_dict())])
+    assert result.exit_code == 2 and "carry no speed reference" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    # a table from before the speed reference (no reference anywhere) still loads and reads its plain medians
+    old = json.loads((tmp_path / "t.json").read_text())
+    old["metadata"].pop("speed_reference")
+    for entry in old["entries"].values():
+        entry.pop("reference_ms", None)
+        entry.pop("reference_ratio", None)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    loaded = LatencyTable.load(tmp_path / "old.json")
+    assert loaded.block_speed_ms is None and loaded.ms(key) == old["entries"][key]["median_ms"]
+    assert load_latency_model("cpu", space, loaded.path).predict([space.smallest()])[0] > 0
+
+
+def test_at_one_speed_reads_all_raw_without_a_speed():
+    from nasforge.errors import MixedSpeedError
+    from nasforge.latency.lut import at_one_speed
+
+    mixed = [{"median_ms": 2.0, "reference_ms": 1.0}, {"median_ms": 3.0}]
+    assert list(at_one_speed(mixed, None, "x")) == [2.0, 3.0]  # no speed: every timing raw, consistently
+    assert list(at_one_speed(mixed[:1], 1.5, "x")) == [3.0]
+    with pytest.raises(MixedSpeedError, match="x: 1 of 2 timings"):
+        at_one_speed(mixed, 1.5, "x")
+
+
 # ---------------------------------------------------------------------------- validation and the noise verdict
 def truth(features):
     """A whole-net latency the block table misses: 0.9 x the blocks' own time + cold weights + a fixed cost."""
@@ -526,7 +589,76 @@ def test_machine_differences_on_identity_fields_only():
     assert machine_differences(dict(here), here) == []
     assert machine_differences({**here, "ort_version": "0.1", "logical_cpus": 64}, here) == []  # notes, not identity
     assert machine_differences({**here, "isa": ["sse2"]}, here) == ["isa"]
-    assert machine_differences({"cpu": None}, here) == ["cpu"]
+    assert machine_differences({"cpu": None}, here)[0] == "cpu"
+
+
+XEON_VM = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_id": "GenuineIntel 6/106/6", "isa": ["avx2", "avx512f", "fma"],
+           "cache_kb": {"L1d": 48, "L2": 1280, "L3": 55296}}
+XEON_8375C = {**XEON_VM, "cpu": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz"}
+
+
+@pytest.mark.parametrize("name, generic", [
+    ("Intel(R) Xeon(R) Processor", True), ("AMD EPYC", True), ("Common KVM processor", True),
+    ("QEMU Virtual CPU version 2.5+", True), ("AMD EPYC-Rome Processor", True), ("aarch64", True), (None, True),
+    ("ARMv8 Processor rev 1 (v8l)", True), ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", False),
+    ("AMD EPYC 7B13 64-Core Processor", False), ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", False),
+    ("Apple M1", False), ("Raspberry Pi 5 Model B Rev 1.0", False),
+])
+def test_generic_cpu_names_have_no_model_number(name, generic):
+    assert lut_mod.generic_cpu_name(name) is generic
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_a_generic_cpu_name_alone_is_not_this_machine(swap):
+    def diff(table, here):
+        return machine_differences(here, table) if swap else machine_differences(table, here)
+
+    legacy = {"cpu": "Intel(R) Xeon(R) Processor", "ort_version": "1.17.0"}  # the shipped tables' record
+    assert diff(legacy, XEON_VM) == ["cpu_id", "isa", "cache_kb"]  # unknown, not equal
+    assert diff(dict(XEON_VM), XEON_VM) == []  # the whole record matches: the same machine
+    other_host = {**XEON_VM, "cpu_id": "GenuineIntel 6/85/7", "cache_kb": {"L1d": 32, "L2": 1024, "L3": 36608}}
+    assert diff(other_host, XEON_VM) == ["cpu_id", "cache_kb"]
+    assert diff({**XEON_VM, "cache_kb": {}}, XEON_VM) == ["cache_kb"]  # caches unread: not known to match
+    assert diff({**XEON_VM, "cpu": "AMD EPYC"}, XEON_VM)[0] == "cpu"
+
+
+def test_a_specific_cpu_name_needs_every_field_the_table_lacks():
+    diff = machine_differences
+    assert diff({"cpu": XEON_8375C["cpu"]}, XEON_8375C) == ["cpu_id", "isa"]  # an older table: unknown
+    assert diff(dict(XEON_8375C), XEON_8375C) == []  # caches are not needed when the name has a model number
+    assert diff({**XEON_8375C, "cache_kb": {"L3": 1}}, XEON_8375C) == []
+    assert diff({**XEON_8375C, "isa": ["avx2", "fma"]}, XEON_8375C) == ["isa"]  # a VM that hides AVX-512
+    assert diff(XEON_8375C, {**XEON_8375C, "cpu_id": "GenuineIntel 6/85/7"}) == ["cpu_id"]
+
+
+def test_a_field_this_machine_cannot_read_is_no_evidence_for_a_specific_name():
+    pi = {"cpu": "Raspberry Pi 5 Model B Rev 1.0", "cpu_id": None, "isa": ["asimd", "neon"]}
+    assert machine_differences(dict(pi), pi) == []
+    assert machine_differences({**pi, "isa": None}, pi) == ["isa"]
+    arm_vm = {"cpu": "aarch64", "cpu_id": None, "isa": ["asimd"], "cache_kb": {"L2": 1024}}
+    assert machine_differences(dict(arm_vm), arm_vm) == ["cpu_id"]  # generic and no CPU id: cannot tell
+
+
+@pytest.mark.parametrize("cpuinfo, cpu_id", [
+    ("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
+     "CPU variant\t: 0x3\nCPU part\t: 0xd0c\nCPU revision\t: 1\n\nprocessor\t: 1\nCPU part\t: 0xd40\n",
+     "ARM 0x41/0xd0c/0x3/1"),  # Arm (Neoverse N1): no model name, so a generic one, identified by these
+    ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nstepping\t: 1\n\n",
+     "AuthenticAMD 25/1/1"),
+    ("processor\t: 0\nmodel name\t: something\n\n", None),
+])
+def test_cpu_id_on_x86_and_arm(monkeypatch, cpuinfo, cpu_id):
+    import io
+
+    real_open = open
+    monkeypatch.setattr(ort_timing, "open", lambda path, *a, **k: io.StringIO(cpuinfo) if path == "/proc/cpuinfo"
+                        else real_open(path, *a, **k), raising=False)
+    assert ort_timing._cpu_id() == cpu_id
+
+
+def test_machine_key_of_a_generic_name_includes_its_caches():
+    assert lut_mod.machine_key(XEON_VM) != lut_mod.machine_key({**XEON_VM, "cache_kb": {"L3": 1}})
+    assert lut_mod.machine_key(XEON_8375C) == lut_mod.machine_key({**XEON_8375C, "cache_kb": {"L3": 1}})
 
 
 def test_outputs_carry_the_label(tmp_path):
@@ -542,7 +674,7 @@ def test_outputs_carry_the_label(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             entry = latency_entry(space, arch, "cpu")
-        assert entry["source"] == "measured on Other CPU 9000" and entry["device"] == "Other CPU 9000"
+        assert entry.source == "predicted from a table measured on Other CPU 9000" and entry.device == "Other CPU 9000"
         result = CliRunner().invoke(app, ["latency", "--target", "cpu", "--space", TINY,
                                           "--arch", json.dumps(arch.to_dict())])
         assert result.exit_code == 0, result.output

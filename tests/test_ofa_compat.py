@@ -189,7 +189,7 @@ def test_read_checkpoint_errors_are_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         read_checkpoint(tmp_path / "missing")
     (tmp_path / "garbage").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="unreadable OFA checkpoint"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         read_checkpoint(tmp_path / "garbage")
     torch.save({"epoch": 3}, tmp_path / "other")
     with pytest.raises(CheckpointError, match="not an OFA checkpoint"):

@@ -105,6 +105,25 @@ def test_linas_reports_only_measured_points():
     assert np.allclose(h.metrics["accuracy"], measure(p.evaluator.archs(h.genes)))  # measured, not predicted
 
 
+def test_linas_learns_only_from_its_own_measurements():
+    """The problem's accuracy predictor (a run's, built from measurements linas is not charged for) never steers
+    linas: with a good, a wrong and a constant predictor it measures the same configurations in the same order."""
+    space = tiny_space("tiny-mbv3")
+    measure = _measure(space)
+
+    class Constant:
+        def predict(self, features):
+            return np.full(len(features), 50.0)
+
+    runs = []
+    for predictor in (SyntheticAccuracy(space), SyntheticAccuracy(space, seed=11), Constant()):
+        p = SearchProblem(space, Evaluator(space, predictor, TableLatency(space)), ("accuracy", "latency"))
+        runs.append(run_search(p, make_engine("linas", measure=measure), budget=50, seed=3).history)
+    for h in runs[1:]:
+        assert np.array_equal(h.genes, runs[0].genes)
+        assert np.array_equal(h.metrics["accuracy"], runs[0].metrics["accuracy"])
+
+
 @pytest.mark.parametrize("engine", ["nsga2", "evolution", "random", "linas", "tpe"])
 def test_same_seed_same_front(engine):
     budgets = {"tpe": 40, "linas": 30}

@@ -5,6 +5,7 @@ import pytest
 
 from nasforge.arch import ArchConfig
 from nasforge.errors import ArchError, SpaceError
+from nasforge.foreign.ofa import arch_to_ofa
 from nasforge.space import SearchSpace, list_spaces, load_space
 from nasforge.testing import tiny_space
 
@@ -113,12 +114,12 @@ def test_stratified_sampling_covers_macs_range(rng):
 def test_ofa_dict_round_trip(rng):
     space = load_space("mobilenetv3-ofa")
     for arch in space.sample_many(rng, 20):
-        d = space.to_ofa_dict(arch)
+        d = arch_to_ofa(arch, space)
         assert len(d["ks"]) == 20 and len(d["e"]) == 20 and len(d["d"]) == 5
         assert all(k in (3, 5, 7) for k in d["ks"])
         assert space.parse_arch(d) == arch
     # OFA writes arbitrary values into skipped slots; they must not matter
-    d = space.to_ofa_dict(space.smallest())
+    d = arch_to_ofa(space.smallest(), space)
     d["ks"] = [k if i % 4 < 2 else 7 for i, k in enumerate(d["ks"])]  # slots 2, 3 of each stage are skipped
     assert space.parse_arch(d) == space.smallest()
     assert space.parse_arch({**d, "r": [128]}) == space.smallest()

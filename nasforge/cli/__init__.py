@@ -16,10 +16,22 @@ from typer.core import TyperGroup
 
 from nasforge.errors import NasforgeError
 
+# `nasforge --help` lists the commands in the order a user meets them: look around, try it all, then the
+# pipeline's stages, then Once-for-All's files. A command missing here is listed last.
+COMMAND_ORDER = (
+    "spaces", "space", "targets", "quickstart", "train-supernet", "train-subnet", "evaluate", "build-predictor",
+    "profile", "lut", "latency", "search", "export", "finetune", "import-ofa",
+)
+
 
 class _ErrorBoundary(TyperGroup):
     """Maps library errors to one line and exit code 2, and library warnings to one `warning:` line each
-    (the first time a message appears), for `main()` and `CliRunner` alike."""
+    (the first time a message appears), for `main()` and `CliRunner` alike; lists commands in pipeline order."""
+
+    def list_commands(self, ctx):  # type: ignore[no-untyped-def]
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda name: rank.get(name, len(rank)))  # stable: unknown ones keep their order
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         shown: set[str] = set()

@@ -60,16 +60,17 @@ def export_command(
     loader: LoaderOpt = None,
 ) -> None:
     """Extract a subnet (BN recalibrated), export it, verify it in ONNX Runtime and write a sidecar JSON."""
-    from nasforge.export.pipeline import PreparedSubnet, export_prepared, prepare_from_run
+    from nasforge.export.pipeline import PreparedSubnet, check_export_options, export_prepared, prepare_from_run
     from nasforge.supernet.standalone import load_standalone
 
+    check_export_options(fmt, opset=opset, quantize=quantize)
+    if fmt != "ofa" and (arch is None) == (checkpoint is None):
+        raise ConfigError("give exactly one of --arch (with --run) or --checkpoint")
+    check_output_file(out)  # every format, before any work
+    check_output_file(out.with_name(out.name + ".json"), "--out (its sidecar)")
     if fmt == "ofa":
         _export_ofa(run, out, arch, checkpoint, device)
         return
-    if (arch is None) == (checkpoint is None):
-        raise ConfigError("give exactly one of --arch (with --run) or --checkpoint")
-    check_output_file(out)
-    check_output_file(out.with_name(out.name + ".json"), "--out (its sidecar)")
     if checkpoint is not None:
         subnet, space, extra = load_standalone(checkpoint)
         run_dir = run or (Path(extra["run"]) if extra.get("run") else None)
@@ -122,6 +123,15 @@ def _export_ofa(run: Path | None, out: Path, arch: str | None, checkpoint: Path 
     console.print(table)
 
 
+def measured_latency_text(lat: dict) -> str:  # type: ignore[type-arg]
+    """The sidecar's timing of the exported model, or why none was made."""
+    if lat.get("measured_ms") is None:
+        return f"not timed: {lat.get('not_measured') or 'no ONNX model'}"
+    speed = lat.get("measured_at_table_speed_ms")
+    at_speed = "" if speed is None else f" ({speed:.3f} ms at the table's reference speed)"
+    return f"{lat['measured_ms']:.3f} ms measured on {lat['cpu']}{at_speed}"
+
+
 def _print_summary(model_path: Path, sidecar_path: Path, sidecar: dict) -> None:  # type: ignore[type-arg]
     table = ResultTable(title=f"exported {model_path}")
     table.add_column("what")
@@ -144,6 +154,7 @@ def _print_summary(model_path: Path, sidecar_path: Path, sidecar: dict) -> None:
     lat = sidecar.get("latency")
     if lat:
         table.add_row(f"latency ({lat['target']})", f"{lat['ms']:.3f} ms ({lat['source']})")
+        table.add_row("latency timed here", measured_latency_text(lat))
     table.add_row("sidecar", str(sidecar_path))
     console.print(table)
 

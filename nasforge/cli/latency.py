@@ -184,10 +184,20 @@ def _profile_here(
     note: str | None, seed: int,
 ) -> None:
     """`profile` on this machine: time every block (resumable), then whole subnets for the calibration."""
-    from nasforge.latency.enumerate import distinct_layers
-    from nasforge.latency.profiler import Timer, build_table, default_table_path, validate_table, validation_size
+    from nasforge.latency.profiler import default_table_path, table_lock
 
     out = check_output_file(out or default_table_path(t, s))
+    with table_lock(out):  # a second profile on this table fails at once, before timing anything
+        _time_and_validate(s, t, out, validate, threads=threads, warmup=warmup, repeats=repeats, note=note, seed=seed)
+
+
+def _time_and_validate(
+    s: Any, t: Any, out: Path, validate: int | None, *, threads: int | None, warmup: int, repeats: int,
+    note: str | None, seed: int,
+) -> None:
+    from nasforge.latency.enumerate import distinct_layers
+    from nasforge.latency.profiler import Timer, build_table, validate_table, validation_size
+
     timer = Timer(t, threads, warmup, repeats)
     with progress_bar(console, "profiling blocks", len(distinct_layers(s))) as update:
         table = build_table(s, timer, out, note=note, on_progress=lambda done, total: update(completed=done))
@@ -250,7 +260,7 @@ def latency_command(
     import warnings
 
     from nasforge.io import read_arch_argument
-    from nasforge.latency.model import load_latency_model
+    from nasforge.latency.model import load_latency_model, prediction_label
     from nasforge.latency.model import profile_command as measure_cmd
     from nasforge.latency.targets import load_target
     from nasforge.space import load_space
@@ -266,6 +276,7 @@ def latency_command(
     if as_json:
         print_json({
             "arch": a.key, "space": s.name, "target": model.target, "latency_ms": ms, "source": model.source,
+            "label": prediction_label(model),  # what latency_ms is: a prediction from a table, or an estimate
             "calibrated": bool(getattr(model, "calibration", None)),
             "table": str(getattr(table, "path", "")) or None,
             "measured_on": table.metadata.get("device") if table is not None else None,
@@ -283,9 +294,9 @@ def latency_command(
             if table is not None and table.metadata.get("validation_rejected")
             else "; uncalibrated block sum"
         )
-        _say(as_json, f"{ms:.3f} ms  (measured table {getattr(table, 'path', '')}{how})")
+        _say(as_json, f"{ms:.3f} ms  ({prediction_label(model)}, this machine: {getattr(table, 'path', '')}{how})")
     else:
-        _say(as_json, f"{ms:.3f} ms  ({model.source}, not on this machine: table {getattr(table, 'path', '')})")
+        _say(as_json, f"{ms:.3f} ms  ({prediction_label(model)}, not this machine: {getattr(table, 'path', '')})")
         typer.echo(f"warning: measure this machine with `{measure_cmd(model.target, s)}`", err=True)
 
 

@@ -11,6 +11,7 @@ import typer
 
 from nasforge.cli import app
 from nasforge.cli._common import ResultTable, console, warn
+from nasforge.cli.export import measured_latency_text
 
 
 @app.command("quickstart")
@@ -76,8 +77,22 @@ def _print_summary(s: dict[str, Any]) -> None:
     table.add_column("what")
     table.add_column("value", overflow="fold")
     m = s["predictor_metrics"]
-    table.add_row("chosen subnet", f"predicted {s['predicted_accuracy']:.2f}%, measured test {s['test_accuracy']:.2f}%")
+    table.add_row(
+        "chosen subnet",
+        f"predicted {s['predicted_accuracy']:.2f}% (predictor's held-out RMSE {m['rmse']:.2f} pts), measured val "
+        f"{s['val_accuracy']:.2f}%, measured test {s['test_accuracy']:.2f}%",
+    )
+    cands = s["candidates"]
+    table.add_row(
+        "chosen by measured val among",
+        f"the {len(cands)} most accurate feasible subnets by prediction, predicted / val: "
+        + ", ".join(f"{c['predicted_accuracy']:.2f} / {c['val_accuracy']:.2f}" for c in cands),
+    )
     table.add_row("latency", f"{s['latency_ms']:.3f} ms ({s['latency_source']}) <= {s['constraint_ms']:.3f} ms")
+    table.add_row("latency timed here", measured_latency_text({
+        "measured_ms": s.get("latency_measured_ms"), "cpu": s.get("latency_measured_cpu"),
+        "measured_at_table_speed_ms": s.get("latency_measured_at_table_speed_ms"),
+        "not_measured": s.get("latency_not_measured")}))
     table.add_row("ONNX Runtime vs PyTorch", f"max |diff| {s['ort_max_abs_diff']:.1e}")
     table.add_row("predictor (held-out)", f"Kendall tau {m['kendall_tau']:.3f}, RMSE {m['rmse']:.2f} pts")
     table.add_row("Pareto front", f"{s['front_size']} archs: {s['pareto']} (plot {s['pareto_png']})")

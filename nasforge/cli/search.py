@@ -88,13 +88,19 @@ def search_command(
 def _print_front(result: Any) -> None:
 
     from nasforge.arch import ArchConfig
+    from nasforge.latency.model import prediction_label
 
     rows = result.front_rows()
+    latency = result.problem.evaluator.latency
     src = result.problem.evaluator.latency_source
+    # a table's numbers are predictions too: "predicted", and the caption says from which machine's table
+    label = prediction_label(latency) if getattr(latency, "table", None) is not None else None
     table = ResultTable(
-        title=f"Pareto front ({result.engine}, {len(result.history)} evaluations, HV {result.hv[-1][2]:.4f})"
+        title=f"Pareto front ({result.engine}, {len(result.history)} evaluations, HV {result.hv[-1][2]:.4f})",
+        caption=f"latency {label}" if label else None,
     )
-    for col in ("#", "accuracy %", f"latency ms ({src})" if src else "latency ms", "MACs", "params", "arch"):
+    head = "latency ms (predicted)" if label else f"latency ms ({src})" if src else "latency ms"
+    for col in ("#", "accuracy %", head, "MACs", "params", "arch"):
         table.add_column(col, justify="left" if col == "arch" else "right", overflow="fold")
     for i, r in enumerate(rows):
         table.add_row(

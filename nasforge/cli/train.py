@@ -155,6 +155,7 @@ def _run(cfg, out: Path, resume: bool, until_epoch: int | None, quiet: bool) -> 
     from nasforge.cli.train_progress import TrainProgress
     from nasforge.io import check_output_dir
     from nasforge.train import train_supernet
+    from nasforge.train.distributed import shutdown
 
     check_output_dir(out)
     progress = [] if quiet else [TrainProgress(console)]
@@ -163,6 +164,7 @@ def _run(cfg, out: Path, resume: bool, until_epoch: int | None, quiet: bool) -> 
     finally:
         for p in progress:
             p.close()
+    shutdown()  # under torchrun: every rank done, the process group torn down before exit
     if result.metrics and not quiet:
         console.print(json.dumps({"run_dir": str(out), "finished": result.finished, **result.metrics[-1]}))
     elif not quiet:

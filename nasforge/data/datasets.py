@@ -103,11 +103,29 @@ class FileSamples:
         return str(self.path(i))
 
 
+def _entries(folder: Path, kind: str) -> list[str]:
+    """Names of the folders (`kind` "dir") or files ("file") in `folder`, symlinks followed.
+
+    An entry whose link cannot be followed (a symlink to itself, a loop, a target denied) is neither: it is
+    skipped with a warning naming it, never followed again, so a loop cannot hang or crash a scan.
+    """
+    names = []
+    with os.scandir(folder) as it:
+        for e in it:
+            try:
+                wanted = e.is_dir() if kind == "dir" else e.is_file()
+            except OSError as exc:
+                warnings.warn(f"{folder / e.name}: skipped ({exc.strerror or exc})", stacklevel=3)
+                continue
+            if wanted:
+                names.append(e.name)
+    return names
+
+
 def scan_split(folder: Path, classes: Sequence[str], *, max_pixels: int) -> FileSamples:
     """The images of DIR/<split>/<class>/*, sorted; a class folder without images is an error."""
     known = set(classes)
-    stray = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")
-                   and e.name not in known)
+    stray = sorted(n for n in _entries(folder, "dir") if not n.startswith(".") and n not in known)
     if stray:
         raise DataError(f"{folder / stray[0]}: class {stray[0]!r} has no folder in train/")
     paths: list[bytes] = []
@@ -116,7 +134,7 @@ def scan_split(folder: Path, classes: Sequence[str], *, max_pixels: int) -> File
         sub = folder / name
         if not sub.is_dir():
             continue
-        files = sorted(e.name for e in os.scandir(sub) if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(n for n in _entries(sub, "file") if Path(n).suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"{sub}: class folder holds no images ({' '.join(IMAGE_SUFFIXES)})")
         paths += [os.fsencode(f"{name}/{f}") for f in files]
@@ -338,7 +356,7 @@ class ImageFolder:
         held = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
         if held is None:
             raise DataError(f"{root}: no val/ or test/ folder next to train/")
-        classes = sorted(e.name for e in os.scandir(root / "train") if e.is_dir() and not e.name.startswith("."))
+        classes = sorted(n for n in _entries(root / "train", "dir") if not n.startswith("."))
         if not classes:
             raise DataError(f"{root / 'train'}: no class folders")
         self.class_names = tuple(classes)

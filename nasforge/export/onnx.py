@@ -6,6 +6,7 @@ every op a static subnet contains (conv, BN folded at export, hard-swish, poolin
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -15,10 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from nasforge.errors import NasforgeError
+from nasforge.errors import ConfigError, NasforgeError
 from nasforge.io import atomic_write_bytes
 
 FP32_TOLERANCE = 1e-4
+# Opsets below these fail for nasforge's subnets: torch.onnx's classic exporter writes nothing older than 7
+# (6's BatchNormalization has no ONNX Runtime kernel), and ORT's per-channel int8 QDQ graphs need 13.
+MIN_OPSET = 7
+MIN_OPSET_INT8 = 13
 
 
 class ExportError(NasforgeError):
@@ -32,6 +37,28 @@ class OnnxExportReport:
     input_shape: tuple[int, ...]
     max_abs_diff: float
     dynamic_batch: bool
+
+
+def opset_range(quantize: str | None = None) -> tuple[int, int]:
+    """The opsets an export can be asked for: from `MIN_OPSET` (`MIN_OPSET_INT8` with int8) to the newest that
+    both the classic exporter supports (torch warns past it, and fails past ONNX_MAX_OPSET) and onnx knows."""
+    import onnx
+
+    high = int(onnx.defs.onnx_opset_version())
+    with contextlib.suppress(ImportError, AttributeError, TypeError, ValueError):  # a private module of torch
+        from torch.onnx import _constants
+
+        classic = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET)
+        high = min(high, int(classic))
+    return (MIN_OPSET_INT8 if quantize else MIN_OPSET), high
+
+
+def check_opset(opset: int, quantize: str | None = None) -> None:
+    """A one-line ConfigError for an opset the export would fail on, before any work."""
+    low, high = opset_range(quantize)
+    if not low <= opset <= high:
+        also = " with --quantize int8" if quantize else ""
+        raise ConfigError(f"--opset {opset} is not supported{also}; give an opset from {low} to {high}")
 
 
 def run_onnx(path: str | Path, inputs: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -62,6 +89,7 @@ def export_onnx(
     """
     import onnx
 
+    check_opset(opset)
     path = Path(path)
     model = model.eval().cpu().float()
     example = torch.zeros(1, 3, resolution, resolution)

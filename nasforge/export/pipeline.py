@@ -2,7 +2,8 @@
 
 The sidecar says everything a deployment needs and where each number came from: input shape and
 normalisation, class names, MACs/params, accuracy (measured on the test split here, labelled) and
-latency (from the target's table or its roofline estimate, labelled with its source).
+latency (predicted from the target's table or its roofline estimate, labelled so; and, when the table is this
+machine's and the target this CPU, the exported model timed here: `nasforge.export.latency`).
 
 BN statistics are recalibrated for the subnet on training images (`bn="recalibrate"`, the default) or taken
 as the supernet stores them (`bn="stored"`). A run without a dataset (imported from Once-for-All, no
@@ -22,7 +23,8 @@ import torch
 from nasforge.arch import ArchConfig
 from nasforge.data import DataSource, Normalization
 from nasforge.errors import ConfigError
-from nasforge.export.onnx import OnnxExportReport, export_onnx
+from nasforge.export.latency import LatencyEntry, latency_entry, time_exported
+from nasforge.export.onnx import OnnxExportReport, check_opset, export_onnx
 from nasforge.io import atomic_write_json
 from nasforge.space import SearchSpace
 from nasforge.supernet.standalone import save_standalone
@@ -88,29 +90,6 @@ def torch_accuracy(model: StaticSubnet, images: np.ndarray, labels: np.ndarray, 
     return 100.0 * correct / max(1, len(images))
 
 
-def latency_entry(space: SearchSpace, arch: ArchConfig, target: str | None) -> dict[str, Any] | None:
-    """Latency on `target` with its source, or None without a target.
-
-    source: "measured" (a table of this machine, or of the device a remote target names), "measured on
-    <CPU>" (a `cpu` table from another machine: not this machine's latency) or "estimated" (roofline);
-    table / device / calibrated say which table and whether a whole-subnet calibration was applied.
-    """
-    if not target:
-        return None
-    from nasforge.latency import load_latency_model
-
-    model = load_latency_model(target, space)
-    entry = {"target": target, "ms": float(model.predict([arch])[0]), "source": model.source}
-    table = getattr(model, "table", None)
-    if table is not None:
-        entry.update(
-            table=table.path,
-            device=table.machine.get("cpu"),
-            calibrated=bool(getattr(model, "calibration", None)),
-        )
-    return entry
-
-
 @dataclass
 class ExportResult:
     model_path: Path
@@ -149,7 +128,7 @@ def _evidence(prepared: PreparedSubnet, test_limit: int | None, quantize: str | 
                      data.describe().get("eval_preprocess", "resize to the input resolution"), test_x, test_y)
 
 
-def _sidecar(prepared: PreparedSubnet, ev: _Evidence, fmt: str, dynamic_batch: bool, target: str | None
+def _sidecar(prepared: PreparedSubnet, ev: _Evidence, fmt: str, dynamic_batch: bool, latency: LatencyEntry | None
              ) -> dict[str, Any]:
     space, arch = prepared.space, prepared.arch
     sidecar: dict[str, Any] = {
@@ -172,7 +151,7 @@ def _sidecar(prepared: PreparedSubnet, ev: _Evidence, fmt: str, dynamic_batch: b
         "macs": space.macs(arch),
         "params": space.params(arch),
         "accuracy": ev.accuracy,
-        "latency": latency_entry(space, arch, target),
+        "latency": None if latency is None else latency.to_dict(),
         "provenance": prepared.provenance,
     }
     for form, value in space.foreign_forms(arch).items():
@@ -198,6 +177,21 @@ def _int8(prepared: PreparedSubnet, ev: _Evidence, out: Path, calib_images: int)
     }
 
 
+EXPORT_FORMATS = ("onnx", "torch", "ofa")
+
+
+def check_export_options(fmt: str, *, opset: int = 17, quantize: str | None = None) -> None:
+    """Refuse a format, opset or quantisation the export would fail on, before any run is loaded (one line)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"--quantize supports only int8, got {quantize!r}")
+    if quantize and fmt != "onnx":
+        raise ConfigError("--quantize int8 needs --format onnx")
+    if fmt == "onnx":
+        check_opset(opset, quantize)
+
+
 def export_prepared(
     prepared: PreparedSubnet,
     out: str | Path,
@@ -209,17 +203,19 @@ def export_prepared(
     calib_images: int = 256,
     target: str | None = "cpu",
     test_limit: int | None = None,
+    time_latency: bool = True,
 ) -> ExportResult:
-    """Write the model (ONNX or standalone torch) and `<out>.json`; measure accuracy on the test split."""
+    """Write the model (ONNX or standalone torch) and `<out>.json`; measure accuracy on the test split.
+
+    time_latency: time the ONNX model here when the target's table is this machine's (`time_exported`).
+    """
     if fmt not in ("onnx", "torch"):
         raise ConfigError(f"--format must be onnx or torch, got {fmt!r}")
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"--quantize supports only int8, got {quantize!r}")
-    if quantize and fmt != "onnx":
-        raise ConfigError("--quantize int8 needs --format onnx")
+    check_export_options(fmt, opset=opset, quantize=quantize)
     out = Path(out)
     ev = _evidence(prepared, test_limit, quantize)
-    sidecar = _sidecar(prepared, ev, fmt, dynamic_batch, target)
+    latency = latency_entry(prepared.space, prepared.arch, target)
+    sidecar = _sidecar(prepared, ev, fmt, dynamic_batch, latency)
     report = None
     if fmt == "torch":
         save_standalone(out, prepared.subnet, prepared.space, {"sidecar": sidecar})
@@ -232,6 +228,8 @@ def export_prepared(
         sidecar["onnx"] = {"opset": opset, "max_abs_diff_vs_torch": report.max_abs_diff,
                            "check_inputs": "random" if checks is None else "test images",
                            "onnxruntime": onnxruntime.__version__}
+        if latency is not None and time_latency:
+            sidecar["latency"] = time_exported(latency, out, prepared.space).to_dict()
         if quantize == "int8":
             sidecar["int8"] = _int8(prepared, ev, out, calib_images)
     sidecar_path = out.with_name(out.name + ".json")

@@ -5,6 +5,7 @@ family provides. Adding a family is one module with one `@FAMILIES.register(...)
 the registry's built-in modules or installed as a `nasforge.families` entry point.
 """
 
-from nasforge.families.base import FAMILIES, Family, Gene, ParsedSpace, PlacedLayer, StageSpec
+from nasforge.families.base import FAMILIES, Family, ParsedSpace, PlacedLayer, StageSpec
+from nasforge.genes import Gene, GeneGroup
 
-__all__ = ["FAMILIES", "Family", "Gene", "ParsedSpace", "PlacedLayer", "StageSpec"]
+__all__ = ["FAMILIES", "Family", "Gene", "GeneGroup", "ParsedSpace", "PlacedLayer", "StageSpec"]

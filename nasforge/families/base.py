@@ -9,21 +9,25 @@ A family owns everything that differs between, say, MobileNetV3 and ResNet space
 - `plan(space, arch)`: the static layers of an arch, each tagged with the (stage, position) of the
   elastic block it belongs to (None for fixed layers) — the one place with slot arithmetic;
 - `supernet(space)`: the elastic network (torch is imported there, lazily);
-- foreign arch forms (Once-for-All's `{ks, e, d, r}` dict) through `parse_foreign` / `foreign_forms`;
-- `ofa_layout(space)`: how Once-for-All names the tensors of the space's supernet and encodes its archs for
-  OFA's accuracy predictor (`OFALayout`; `nasforge.foreign.ofa` applies it), or None.
+- `probe_archs(space)`: archs whose layers hold every distinct block (latency tables).
+
+Other projects' forms of a family's archs and tensors (Once-for-All's subnet dicts and names) are not the
+family's business: they live in `nasforge.foreign`, registered per family.
 
 `SearchSpace` is generic over these; nothing outside `families/` branches on a family's name.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from nasforge.arch import ArchConfig
 from nasforge.config import check, field_error
 from nasforge.errors import SpaceError
+from nasforge.genes import DEPTH, RESOLUTION, BlockGenes, Gene, GeneGroup
 from nasforge.layers import LayerSpec
 from nasforge.registry import Registry
 
@@ -32,44 +36,25 @@ FAMILIES: Registry[Family] = Registry(
     plural="families",
 )
 
-# Gene groups in encoding order, and the ArchConfig field each one fills.
-GENE_GROUPS: tuple[str, ...] = ("resolution", "depth", "kernel", "expand", "width")
-ARCH_FIELDS: dict[str, str] = {
-    "resolution": "resolution", "depth": "depths", "kernel": "kernel_sizes", "expand": "expand_ratios",
-    "width": "width_mults",
-}
-
-
 @dataclass(frozen=True)
 class StageSpec:
-    """One elastic stage: blocks of one kind whose depth, kernel and expansion vary."""
+    """One elastic stage: `depths` blocks of one kind, each block with the values `block_choices` offers per
+    block gene group (a group with one choice is fixed for the stage; with more, every position is a slot).
+
+    Families add what their blocks need (channels, stride, ...) in a subclass (`nasforge.families.conv`).
+    """
 
     name: str
-    block: str
-    channels: int
-    stride: int
-    act: str
-    se: bool
     depths: tuple[int, ...]
-    kernel_sizes: tuple[int, ...]
-    expand_ratios: tuple[float, ...]
-    width_slot: int | None = None
+    block_choices: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    def choices(self, group: str) -> tuple[float, ...]:
+        """The values a block of this stage may take in `group` (() when the stage has no such group)."""
+        return next((c for g, c in self.block_choices if g == group), ())
 
     @property
     def max_depth(self) -> int:
         return max(self.depths)
-
-
-@dataclass(frozen=True)
-class Gene:
-    """One position of the integer encoding: a group, the values it indexes, and (for per-block slot
-    genes) the stage whose depth switches it on and its block position there."""
-
-    group: str
-    name: str
-    choices: tuple[float, ...]
-    stage: int | None = None
-    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,29 +67,12 @@ class PlacedLayer:
 
 
 @dataclass(frozen=True)
-class OFALayout:
-    """How Once-for-All lays out a space's supernet: data only, applied by `nasforge.foreign.ofa`.
-
-    `rules` rename nasforge state-dict keys (whose `stages.S.P.` already reads OFA's `blocks.B.`) to OFA's:
-    the first regex that matches a key's start wins. Keys matching `dynamic` belong to OFA's dynamic modules,
-    which nest one more `conv.` / `bn.` / `linear.`. `predictor_genes`: the genes whose one-hot blocks, in
-    this order, follow the resolution block in OFA's arch encoding (`ofa.nas.accuracy_predictor`).
-    """
-
-    rules: tuple[tuple[str, str], ...]
-    first_block: int  # OFA's `blocks` index of the first elastic block
-    skip_stages: int  # leading nasforge stages that are not in OFA's `blocks` (ResNet's stem)
-    dynamic: str
-    predictor_genes: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class ParsedSpace:
-    """What a family reads from a space YAML."""
+    """What a family reads from a space YAML: its stages and its global genes, as (group, choices) in order."""
 
     config: Any  # the family's typed schema instance
     stages: tuple[StageSpec, ...]
-    width_choices: tuple[tuple[float, ...], ...] = ()
+    global_choices: tuple[tuple[str, tuple[float, ...]], ...] = ()
     width_mult_options: tuple[float, ...] = (1.0,)
 
 
@@ -116,16 +84,25 @@ class SpaceView(Protocol):
     stages: tuple[StageSpec, ...]
     resolutions: tuple[int, ...]
     width_mult: float
-    kernel_slots: tuple[Gene, ...]
-    expand_slots: tuple[Gene, ...]
     genes: tuple[Gene, ...]
-    width_choices: tuple[tuple[float, ...], ...]
+    groups: tuple[GeneGroup, ...]
+
+    @property
+    def kernel_slots(self) -> tuple[Gene, ...]: ...
+
+    @property
+    def expand_slots(self) -> tuple[Gene, ...]: ...
+
+    @property
+    def width_choices(self) -> tuple[tuple[float, ...], ...]: ...
 
     def genes_of(self, group: str) -> tuple[Gene, ...]: ...
 
     def validate(self, arch: ArchConfig) -> ArchConfig: ...
 
-    def block_choices(self, arch: ArchConfig) -> list[list[Any]]: ...
+    def block_choices(self, arch: ArchConfig) -> list[list[BlockGenes]]: ...
+
+    def decode(self, genes: Sequence[int]) -> ArchConfig: ...
 
 
 # ---------------------------------------------------------------------------- YAML schema pieces
@@ -186,6 +163,10 @@ class Family:
 
     name: ClassVar[str] = ""
     schema: ClassVar[type[SpaceFile]] = SpaceFile
+    gene_groups: ClassVar[tuple[GeneGroup, ...]] = (RESOLUTION, DEPTH)  # encoding order; see `nasforge.genes`
+    # A small space of this family, as its YAML would hold it: the conformance suites run on it (beside every
+    # shipped space), so a family that ships no space is still tested whole.
+    example_space: ClassVar[dict[str, Any] | None] = None
 
     def prepare_yaml(self, raw: dict[str, Any]) -> dict[str, Any]:
         """The YAML mapping before typing: stage entries inherit `defaults` (so errors still name
@@ -201,28 +182,56 @@ class Family:
         raise NotImplementedError
 
     def genes(self, parsed: ParsedSpace, resolutions: tuple[int, ...]) -> tuple[Gene, ...]:
-        """nasforge's standard encoding: resolution, depths, kernel slots, expand slots, width slots.
+        """The encoding, group by group in `gene_groups` order: resolution, one depth per stage, then for each
+        block group a slot for every block position of every stage that offers more than one choice, and
+        for each global group one gene per entry of `parsed.global_choices`.
 
-        A slot exists for every block position of a stage whose kernel (expansion) is elastic.
+        A family whose dimensions do not fit this pattern (a per-stage gene besides depth) overrides it.
         """
         stages = parsed.stages
         out = [Gene("resolution", "resolution", tuple(float(r) for r in resolutions))]
-        out += [Gene("depth", f"depth[{s.name}]", tuple(float(d) for d in s.depths)) for s in stages]
-        for group, attr in (("kernel", "kernel_sizes"), ("expand", "expand_ratios")):
+        out += [Gene("depth", f"depth[{s.name}]", tuple(float(d) for d in s.depths), i) for i, s in enumerate(stages)]
+        for group in self.gene_groups[2:]:
             j = 0
-            for i, s in enumerate(stages):
-                choices = getattr(s, attr)
-                if len(choices) > 1:
-                    for p in range(s.max_depth):
-                        out.append(Gene(group, f"{ARCH_FIELDS[group]}[{j}]", tuple(float(c) for c in choices), i, p))
+            if group.scope == "block":
+                for i, s in enumerate(stages):
+                    choices = s.choices(group.name)
+                    if len(choices) > 1:
+                        for p in range(s.max_depth):
+                            out.append(Gene(group.name, f"{group.field}[{j}]", tuple(map(float, choices)), i, p))
+                            j += 1
+            else:
+                for name, choices in parsed.global_choices:
+                    if name == group.name:
+                        out.append(Gene(group.name, f"{group.field}[{j}]", tuple(map(float, choices))))
                         j += 1
-        out += [Gene("width", f"width_mults[{j}]", tuple(float(c) for c in choices))
-                for j, choices in enumerate(parsed.width_choices)]
         return tuple(out)
 
     def plan(self, space: SpaceView, arch: ArchConfig, num_classes: int) -> list[PlacedLayer]:  # pragma: no cover
         """The static layers of a canonical `arch`, stem to classifier."""
         raise NotImplementedError
+
+    def probe_archs(self, space: SpaceView) -> Iterator[ArchConfig]:
+        """Archs whose layers together hold every distinct block of `space` (`nasforge.latency.enumerate`).
+
+        Every stage at its largest depth; every combination of the genes that are not block slots (resolution,
+        width, any global or per-stage gene); and per block group, choice index i everywhere at once for each
+        i, combined across groups. Exact when a block depends only on those, its stage, position and own slots.
+        """
+        genes = space.genes
+        context = [g for g, gene in enumerate(genes) if not gene.gated and gene.group != "depth"]
+        block_groups = [g.name for g in space.groups if g.scope == "block"]
+        counts = [max((len(gene.choices) for gene in space.genes_of(n)), default=1) for n in block_groups]
+        base = [len(gene.choices) - 1 for gene in genes]  # depth genes (and the rest until set) at their largest
+        for values in itertools.product(*[range(len(genes[g].choices)) for g in context]):
+            for picks in itertools.product(*[range(n) for n in counts]):
+                vector = list(base)
+                for g, v in zip(context, values):
+                    vector[g] = v
+                for g, gene in enumerate(genes):
+                    if gene.gated:
+                        vector[g] = min(picks[block_groups.index(gene.group)], len(gene.choices) - 1)
+                yield space.decode(vector)
 
     def supernet(self, space: SpaceView) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -231,39 +240,9 @@ class Family:
         """Dropout before the classifier of this space's networks."""
         return 0.0
 
-    # foreign arch forms (other projects' ways of writing a subnet)
-    def parse_foreign(self, space: SpaceView, data: dict[str, Any]) -> ArchConfig | None:
-        """An arch written in another project's form, or None when `data` is not such a form."""
-        return None
-
-    def foreign_forms(self, space: SpaceView, arch: ArchConfig) -> dict[str, dict[str, Any]]:
-        """`arch` in every foreign form this family knows, e.g. {"ofa": {"ks": ..., ...}}."""
-        return {}
-
-    def ofa_layout(self, space: SpaceView) -> OFALayout | None:
-        """How Once-for-All names this space's supernet tensors; None when OFA has no such network."""
-        return None
-
-
-def foreign_resolution(space: SpaceView, data: dict[str, Any], error: type[Exception]) -> int:
-    """The resolution of a foreign arch dict: `image_size` (OFA's encoders), `r` (OFA's tutorial, as a
-    one-element list or a number) or `resolution`; the space's largest when none is given."""
-    r = data.get("image_size", data.get("r", data.get("resolution", max(space.resolutions))))
-    if isinstance(r, (list, tuple)):
-        if len(r) != 1:
-            raise error(f"OFA arch dict: one resolution expected, got {r!r}")
-        r = r[0]
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not float(r).is_integer():
-        raise error(f"OFA arch dict: the resolution must be an integer, got {r!r}")
-    return int(r)
-
-
 __all__ = [
-    "ARCH_FIELDS",
     "FAMILIES",
-    "GENE_GROUPS",
     "Family",
-    "OFALayout",
     "Gene",
     "ParsedSpace",
     "PlacedLayer",
@@ -271,5 +250,4 @@ __all__ = [
     "SpaceFile",
     "StageSpec",
     "distinct_sorted",
-    "foreign_resolution",
 ]

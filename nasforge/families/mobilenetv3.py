@@ -5,8 +5,8 @@ Its YAML (see `search_spaces/mobilenetv3-ofa.yaml`) names the stem, the first bl
 what a stage leaves out), the head and the width multipliers on offer. The head is MobileNetV3's
 (`final_expand` given: 1x1 conv-BN-act, pool, 1x1 conv-act, linear) or MobileNetV2's / ProxylessNAS's
 (no `final_expand`: 1x1 conv-BN-act, pool, linear), so `search_spaces/proxylessnas-ofa.yaml` is a space
-of this family too. Once-for-All's subnet dict `{ks, e, d, r}` is this family's foreign arch form, and
-OFA's `OFAMobileNetV3` / `OFAProxylessNASNets` tensor names its `ofa_layout`.
+of this family too. Once-for-All's forms of it (its `{ks, e, d, r}` dict, `OFAMobileNetV3` /
+`OFAProxylessNASNets` tensor names) are in `nasforge.foreign.ofa_families`.
 """
 
 from __future__ import annotations
@@ -16,19 +16,17 @@ from typing import Any, Literal
 
 from nasforge.arch import ArchConfig
 from nasforge.config import check, field_error
-from nasforge.errors import ArchError
 from nasforge.families.base import (
     FAMILIES,
     Family,
-    OFALayout,
     ParsedSpace,
     PlacedLayer,
     SpaceFile,
     SpaceView,
-    StageSpec,
     distinct_sorted,
-    foreign_resolution,
 )
+from nasforge.families.conv import conv_stage
+from nasforge.genes import CONV_GROUPS
 from nasforge.layers import LayerSpec, make_divisible
 
 Act = Literal["relu", "relu6", "hswish"]
@@ -99,11 +97,12 @@ class MobileNetV3File(SpaceFile):
 class MobileNetV3Family(Family):
     name = "mobilenetv3"
     schema = MobileNetV3File
+    gene_groups = CONV_GROUPS
 
     def parse(self, cfg: MobileNetV3File) -> ParsedSpace:
         stages = tuple(
-            StageSpec(s.name or f"stage{i + 1}", "mbconv", s.channels, s.stride, s.act, s.se, s.depths,
-                      s.kernel_sizes, s.expand_ratios)
+            conv_stage(s.name or f"stage{i + 1}", "mbconv", s.channels, s.stride, s.act, s.se, s.depths,
+                       s.kernel_sizes, s.expand_ratios)
             for i, s in enumerate(cfg.stages)
         )
         return ParsedSpace(cfg, stages, (), tuple(cfg.width_mult))
@@ -125,9 +124,9 @@ class MobileNetV3Family(Family):
             out_c = make_divisible(stage.channels * wm)
             for p, block in enumerate(blocks):
                 stride = stage.stride if p == 0 else 1
-                mid = make_divisible(round(in_c * block.expand_ratio))
+                mid = make_divisible(round(in_c * block["expand"]))
                 shortcut = "identity" if stride == 1 and in_c == out_c else "none"
-                spec = LayerSpec("mbconv", in_c, out_c, size, block.kernel_size, stride, mid, stage.act, stage.se,
+                spec = LayerSpec("mbconv", in_c, out_c, size, int(block["kernel"]), stride, mid, stage.act, stage.se,
                                  shortcut)
                 out.append(PlacedLayer(spec, s, p))
                 size, in_c = spec.output_size, out_c
@@ -148,74 +147,3 @@ class MobileNetV3Family(Family):
 
     def dropout(self, space: SpaceView) -> float:
         return float(space.config.head.dropout)
-
-    # ------------------------------------------------------------------ Once-for-All's subnet dict
-    def parse_foreign(self, space: SpaceView, data: dict[str, Any]) -> ArchConfig | None:
-        """OFA's `{ks, e, d, r}` (as OFA and DyNAS-T write it; or `image_size`, as OFA's encoders do); scalars
-        mean "every block"; inactive slots ignored; a depth beyond a stage's blocks means all of them (OFA's
-        `set_active_subnet` clamps it too: ProxylessNAS's one-block last stage takes any `d`)."""
-        if not ({"ks", "d"} & set(data)):
-            return None
-        missing = [k for k in ("ks", "e", "d") if k not in data]
-        if missing:
-            raise ArchError(f"OFA arch dict is missing {missing}; expected keys ks, e, d and r")
-        n_slots, n_stages = len(space.kernel_slots), len(space.stages)
-        r = foreign_resolution(space, data, ArchError)
-        ks, es, ds = (_per_slot(data[k], n, k) for k, n in (("ks", n_slots), ("e", n_slots), ("d", n_stages)))
-        ds = [min(d, s.max_depth) if isinstance(d, (int, float)) else d for d, s in zip(ds, space.stages)]
-        arch = ArchConfig.from_dict({"resolution": r, "depths": ds, "kernel_sizes": ks, "expand_ratios": es})
-        return space.validate(arch)
-
-    def foreign_forms(self, space: SpaceView, arch: ArchConfig) -> dict[str, dict[str, Any]]:
-        """OFA's dict; inactive slots get the smallest choice (OFA needs a value there)."""
-        if len(space.kernel_slots) != len(space.expand_slots):
-            return {}  # OFA's dict needs kernel and expand per block
-        ks = [k if k else int(min(s.choices)) for k, s in zip(arch.kernel_sizes, space.kernel_slots)]
-        es = [_number(e) if e else _number(min(s.choices)) for e, s in zip(arch.expand_ratios, space.expand_slots)]
-        return {"ofa": {"ks": ks, "e": es, "d": list(arch.depths), "r": arch.resolution}}
-
-    def ofa_layout(self, space: SpaceView) -> OFALayout:
-        """`OFAMobileNetV3`'s names, or `OFAProxylessNASNets`' for the MobileNetV2 head (its feature mix has a BN)."""
-        if space.config.head.final_expand is None:
-            head: tuple[tuple[str, str], ...] = ((r"head\.feature_mix\.", "feature_mix_layer."),)
-        else:
-            head = (
-                (r"head\.final_expand\.", "final_expand_layer."),
-                (r"head\.feature_mix\.", "feature_mix_layer.conv."),
-            )
-        genes = [i for group in ("kernel", "expand") for i, g in enumerate(space.genes) if g.group == group]
-        return OFALayout(
-            rules=(
-                (r"stem\.", "first_conv."),
-                (r"first_block\.depthwise\.", "blocks.0.conv.depth_conv."),
-                (r"first_block\.project\.", "blocks.0.conv.point_linear."),
-                (r"(blocks\.\d+)\.expand_conv\.", r"\1.conv.inverted_bottleneck.conv."),
-                (r"(blocks\.\d+)\.expand_bn\.", r"\1.conv.inverted_bottleneck.bn."),
-                (r"(blocks\.\d+)\.depthwise\.kernel_transforms\.(\d+to\d+)", r"\1.conv.depth_conv.conv.\2_matrix"),
-                (r"(blocks\.\d+)\.depthwise\.", r"\1.conv.depth_conv.conv."),
-                (r"(blocks\.\d+)\.depthwise_bn\.", r"\1.conv.depth_conv.bn."),
-                (r"(blocks\.\d+)\.se\.", r"\1.conv.depth_conv.se.fc."),
-                (r"(blocks\.\d+)\.project_conv\.", r"\1.conv.point_linear.conv."),
-                (r"(blocks\.\d+)\.project_bn\.", r"\1.conv.point_linear.bn."),
-                *head,
-                (r"head\.classifier\.", "classifier.linear."),
-            ),
-            first_block=1,
-            skip_stages=0,
-            dynamic=r"blocks\.[1-9]",  # the elastic blocks; stem, first block and head are static layers
-            predictor_genes=tuple(genes),  # OFA's MobileNetArchEncoder: kernels of every block, then expand ratios
-        )
-
-
-def _per_slot(value: Any, n: int, key: str) -> list[Any]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [value] * n  # OFA's set_active_subnet accepts one value for every block
-    if not isinstance(value, (list, tuple)):
-        raise ArchError(f"OFA '{key}' must be a number or a list, got {value!r}")
-    if len(value) != n:
-        raise ArchError(f"OFA '{key}' needs {n} entries for this space, got {len(value)}")
-    return list(value)
-
-
-def _number(v: float) -> int | float:
-    return int(v) if float(v).is_integer() else float(v)

@@ -2,8 +2,9 @@
 
 OFA (mit-han-lab/once-for-all, `ofa` on PyPI) publishes four elastic supernets. Each is, tensor for tensor,
 the supernet of a shipped nasforge space; only the names differ. OFA's names are derived from nasforge's by
-the space's family (`Family.ofa_layout`: a table of rename rules, which OFA block a nasforge (stage, position)
-is, and which OFA modules are "dynamic", nesting one more `conv.`/`bn.`/`linear.`); this module applies it::
+the family's adapter (`ofa_families.OFAAdapter.layout`: a table of rename rules, which OFA block a nasforge
+(stage, position) is, and which OFA modules are "dynamic", nesting one more `conv.`/`bn.`/`linear.`); this
+module applies it::
 
     space = load_space("mobilenetv3-ofa", width_mult=1.2)
     supernet = build_supernet(space)
@@ -18,7 +19,6 @@ modules have today, so `OFAMobileNetV3(...).load_state_dict(nasforge_to_ofa(...)
 from __future__ import annotations
 
 import itertools
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +29,7 @@ import torch
 
 from nasforge.arch import ArchConfig
 from nasforge.errors import ArchError, CheckpointError, NasforgeError
-from nasforge.families.base import OFALayout
+from nasforge.foreign.ofa_families import OFALayout, adapter
 from nasforge.space import SearchSpace, load_space
 
 Shape = tuple[int, ...]
@@ -114,10 +114,10 @@ _STATIC_ALIAS = re.compile(r"(?<![^.])(conv|bn|linear)\.\1\." + _LEAF)  # and ba
 
 
 def _layout(space: SearchSpace, error: type[NasforgeError] = CheckpointError) -> OFALayout:
-    layout = space.family.ofa_layout(space)
-    if layout is None:
+    found = adapter(space)
+    if found is None:
         raise error(f"space '{space.name}' (family {space.family.name}) has no Once-for-All counterpart")
-    return layout
+    return found.layout(space)
 
 
 def _ofa_name(key: str, layout: OFALayout, block_offsets: list[int]) -> str:
@@ -192,8 +192,12 @@ def read_checkpoint(path: str | Path | BinaryIO) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # truncated, garbage, code
-        raise CheckpointError(f"{path}: unreadable OFA checkpoint ({type(exc).__name__})") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file") from None
+    except PermissionError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    except Exception as exc:  # torch.load raises anything for junk: IndexError, KeyError, EOFError, zip errors...
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.load failed: {type(exc).__name__})") from None
     return _unwrap(obj)
 
 
@@ -298,21 +302,23 @@ def identify(state_dict: Mapping[str, Any]) -> tuple[str, float]:
 def arch_to_ofa(arch: ArchConfig, space: SearchSpace) -> dict[str, Any]:
     """OFA's subnet dict: `set_active_subnet(**d)` takes it, and so do OFA's arch encoders (`image_size`).
 
-    MobileNet: ks, e, d (and r, as OFA's tutorial and DyNAS-T write it); ResNet: d, e, w (indices). The family
-    writes it (`space.foreign_forms`); inactive slots get the smallest choice, since OFA needs a value there.
+    MobileNet: ks, e, d (and r, as OFA's tutorial and DyNAS-T write it); ResNet: d, e, w (indices). The family's
+    adapter writes it (`ofa_families`); inactive slots get the smallest choice, since OFA needs a value there.
     """
     arch = space.validate(arch)
-    forms = space.foreign_forms(arch)
-    if "ofa" not in forms:
+    found = adapter(space)
+    form = found.write(space, arch) if found is not None else None
+    if form is None:
         raise ArchError(f"Once-for-All's dict form is not defined for {space.family.name} space '{space.name}'")
-    return {**forms["ofa"], "image_size": arch.resolution}
+    return {**form, "image_size": arch.resolution}
 
 
 def arch_from_ofa(data: Mapping[str, Any], space: SearchSpace) -> ArchConfig:
     """The canonical nasforge arch of an OFA subnet dict (resolution from image_size, r or resolution)."""
     if not isinstance(data, Mapping):
         raise ArchError(f"an OFA arch must be a dict, got {type(data).__name__}")
-    arch = space.family.parse_foreign(space, dict(data))
+    found = adapter(space)
+    arch = found.parse(space, dict(data)) if found is not None else None
     if arch is None:
         raise ArchError(f"not an OFA arch dict for {space.family.name} space '{space.name}': keys {sorted(data)}")
     return arch

@@ -16,7 +16,7 @@ two forms, both read here:
 Each block is one-hot over its choices, all-zero when its stage's depth skips it: the same blocks as nasforge's
 own features (`SearchSpace.features`), so OFA's encoding is a fixed linear map of them (`ofa_feature_map`), and
 the `ofa-mlp` predictor kind runs OFA's weights on nasforge's features inside any search. Which genes follow
-the resolution is the family's business (`Family.ofa_layout(space).predictor_genes`).
+the resolution is the family's business (`ofa_families.OFAAdapter.layout(space).predictor_genes`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import numpy as np
 
 from nasforge.arch import ArchConfig
 from nasforge.errors import PredictorError
+from nasforge.foreign.ofa_families import adapter
 from nasforge.predictors.base import PREDICTORS, PredictorBase
 from nasforge.space import SearchSpace
 
@@ -44,10 +45,10 @@ Layers = list[tuple[np.ndarray, np.ndarray | None]]
 
 
 def _predictor_genes(space: SearchSpace) -> tuple[int, ...]:
-    layout = space.family.ofa_layout(space)
-    if layout is None:
+    found = adapter(space)
+    if found is None:
         raise PredictorError(f"OFA's accuracy predictor has no encoding for family {space.family.name!r}")
-    return layout.predictor_genes
+    return found.layout(space).predictor_genes
 
 
 def _resolution_column(r: int, form: str, image_sizes: Sequence[int], nearest: bool) -> int | None:

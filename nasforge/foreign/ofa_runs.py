@@ -32,7 +32,7 @@ from nasforge.foreign.ofa import (
     read_checkpoint,
     recognise,
 )
-from nasforge.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from nasforge.io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_output_dir, check_output_file
 from nasforge.space import SearchSpace
 
 IMPORT_FORMAT = "nasforge-import/1"
@@ -79,8 +79,7 @@ def import_ofa_checkpoint(path: str | Path, out: str | Path, *, net: str | None 
     path, out = Path(path), Path(out)
     if net is not None and net not in PUBLISHED:
         raise ConfigError(f"--net {net!r} is not a published OFA net; expected one of {list(PUBLISHED)}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a run folder")
+    check_output_dir(out)  # a file, or a folder that cannot be written: refused before reading 30 MB of weights
     if holds_run(out) and not force:
         raise ConfigError(f"{out} already holds a run; pass --force to overwrite it or choose another --out")
     ckpt = read_checkpoint(path)
@@ -130,6 +129,7 @@ def import_ofa_predictor(path: str | Path, run_dir: str | Path, *,
     from nasforge.train.checkpoint import sha256_file
     from nasforge.train.runs import load_run
 
+    check_output_dir(Path(run_dir) / RUN_PREDICTOR_DIR, "--run (its predictor/)")
     run = load_run(run_dir, device="cpu")
     record = run.import_record()
     if record is None:
@@ -153,6 +153,8 @@ def export_ofa_checkpoint(run: Any, out: str | Path) -> dict[str, Any]:
 
     Refused (one line) for spaces OFA has no class for. Writes `<out>.json` saying how to build OFA's class.
     """
+    out = check_output_file(out)
+    check_output_file(out.with_name(out.name + ".json"), "--out (its sidecar)")
     space: SearchSpace = run.space
     net = published_net(space)
     if net is None:
@@ -161,7 +163,6 @@ def export_ofa_checkpoint(run: Any, out: str | Path) -> dict[str, Any]:
                               f"OFA builds {offered}")
     state = {k: v.detach().cpu() for k, v in run.supernet.state_dict().items()}
     exported = nasforge_to_ofa(state, space)
-    out = Path(out)
     buffer = io.BytesIO()
     torch.save({"state_dict": exported}, buffer)
     atomic_write_bytes(out, buffer.getvalue())

@@ -72,17 +72,20 @@ def open_backend(target: Target, threads: int) -> Any:
 
 
 # ---------------------------------------------------------------------------- ONNX export of blocks
-def export_module(module: Any, input_shape: tuple[int, ...]) -> bytes:
-    """ONNX bytes of a module (classic TorchScript exporter, opset 17, fixed shapes)."""
+def export_module(module: Any, input_shape: tuple[int, ...], dtype: str = "float32") -> bytes:
+    """ONNX bytes of a module (classic TorchScript exporter, opset 17, fixed shapes); integer inputs (token
+    ids) are exported with zeros, a valid id of any vocabulary."""
     import torch
 
     module = module.eval()
     buf = io.BytesIO()
+    example = torch.randn(*input_shape) if dtype.startswith("float") else torch.zeros(
+        *input_shape, dtype=getattr(torch, dtype))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            (torch.randn(*input_shape),),
+            (example,),
             buf,
             opset_version=OPSET,
             dynamo=False,
@@ -92,19 +95,21 @@ def export_module(module: Any, input_shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
-def block_input_shape(spec: LayerSpec, batch: int) -> tuple[int, int, int, int]:
-    return (batch, spec.in_channels, spec.input_size, spec.input_size)
+def block_input_shape(spec: LayerSpec, batch: int) -> tuple[int, ...]:
+    """A batch of the block's input: (batch, C, H, W) for an image block, (batch, tokens, dim), ..."""
+    return (batch, *spec.input_shape)
 
 
 def export_block(spec: LayerSpec, batch: int = 1) -> bytes:
-    return export_module(build_layer(spec), block_input_shape(spec, batch))
+    return export_module(build_layer(spec), block_input_shape(spec, batch), spec.block.input_dtype(spec))
 
 
 def export_subnet(space: SearchSpace, arch: ArchConfig, batch: int = 1) -> bytes:
     from nasforge.supernet.static import StaticSubnet
 
     specs = space.layers(arch)
-    return export_module(StaticSubnet(specs, arch), block_input_shape(specs[0], batch))
+    return export_module(StaticSubnet(specs, arch), block_input_shape(specs[0], batch),
+                         specs[0].block.input_dtype(specs[0]))
 
 
 # ---------------------------------------------------------------------------- the backends

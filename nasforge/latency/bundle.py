@@ -34,7 +34,7 @@ from nasforge.errors import LatencyError
 from nasforge.latency import calibration as cal
 from nasforge.latency import ort_timing
 from nasforge.latency.enumerate import distinct_layers
-from nasforge.latency.lut import LatencyTable
+from nasforge.latency.lut import LatencyTable, at_one_speed
 from nasforge.latency.model import TableFeatures, load_latency_model
 from nasforge.latency.reference import reference_block, reference_subnet
 from nasforge.latency.targets import Target
@@ -220,15 +220,15 @@ def import_table(
         )
         report["validation"] = result
     subnet_speed = ort_timing.reference_speed(v for v in table.verify if v.get("role") in ("validation", "repeat"))
-    for v in table.verify:
-        if v.get("role") != "topk":
-            continue
+    topk = [v for v in table.verify if v.get("role") == "topk"]
+    measured = at_one_speed(topk, subnet_speed, f"{lut_path} top-K subnets")
+    for v, ms in zip(topk, measured):
         arch = space.parse_arch(v["arch"])
         pred = float(cal.apply(table.metadata.get("calibration"), features([arch]))[0])
         report["topk"].append(
             {
                 "arch": arch.key,
-                "measured_ms": ort_timing.at_reference_speed(v, subnet_speed),
+                "measured_ms": float(ms),
                 "lut_predicted_ms": pred,
                 "search_predicted_ms": v.get("predicted_ms"),
                 "search_predicted_source": v.get("predicted_source"),

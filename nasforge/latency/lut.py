@@ -22,11 +22,15 @@ import functools
 import hashlib
 import json
 import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasforge.errors import LatencyError
+import numpy as np
+
+from nasforge.errors import LatencyError, MixedSpeedError
 from nasforge.io import atomic_write_json
 from nasforge.latency import calibration as cal
 from nasforge.latency.ort_timing import LUT_FORMAT, at_reference_speed, machine_info
@@ -63,6 +67,10 @@ class LatencyTable:
         ref = self.metadata.get("speed_reference")
         value = ref.get("block_ms") if isinstance(ref, dict) else None
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+    def check_one_speed(self) -> None:
+        """Refuse a table whose blocks cannot all be read at one speed (`at_one_speed`)."""
+        at_one_speed(self.entries.values(), self.block_speed_ms, f"latency table {self.path or '<memory>'} blocks")
 
     @property
     def target(self) -> str:
@@ -107,7 +115,27 @@ class LatencyTable:
             name = value.get("key", i) if isinstance(value, dict) else i
             _check_timing(value, f"{path}: verify entry {name!r}")
         cal.check(meta.get("calibration"), str(path))
-        return cls(meta, entries, list(verify), str(path))
+        table = cls(meta, entries, list(verify), str(path))
+        table.check_one_speed()
+        return table
+
+
+def at_one_speed(timings: Iterable[dict[str, Any]], speed_ms: float | None, what: str) -> np.ndarray:
+    """Every timing read at the reference speed `speed_ms` (`ort_timing.at_reference_speed`), or every one raw
+    when `speed_ms` is None (tables timed before the speed reference).
+
+    A timing without `reference_ms` among ones read at a reference speed would enter a fit or a comparison at
+    the machine's speed of its own moment: refused (`MixedSpeedError`), naming how many lack the reference.
+    """
+    timings = list(timings)
+    if speed_ms:
+        raw = sum(1 for t in timings if not t.get("reference_ms"))
+        if raw:
+            raise MixedSpeedError(
+                f"{what}: {raw} of {len(timings)} timings carry no speed reference while the others are read at "
+                f"the reference speed; they cannot be combined (time them again together with `nasforge profile`)"
+            )
+    return np.array([at_reference_speed(t, speed_ms) for t in timings], dtype=np.float64)
 
 
 def _check_timing(value: object, where: str) -> None:
@@ -155,25 +183,56 @@ def this_machine() -> dict[str, Any]:
     return machine_info()
 
 
+# what in a CPU model name is not a model number: the clock, a version or revision, an ISA or core count
+_NOT_A_MODEL_NUMBER = re.compile(
+    r"@\s*[\d.]+\s*[GM]Hz|\b(?:version|rev)\s*[\w.+]+|\bARMv\d\w*|\(v\d\w*\)|\baarch64\b|\bx86[_-]64\b"
+    r"|\bi[3-6]86\b|\b\d+-Core\b",
+    re.IGNORECASE,
+)
+IDENTITY_FIELDS = ("cpu", "cpu_id", "isa")
+GENERIC_IDENTITY_FIELDS = (*IDENTITY_FIELDS, "cache_kb")
+
+
+def generic_cpu_name(name: str | None) -> bool:
+    """True for a model name without a model number ("Intel(R) Xeon(R) Processor", "AMD EPYC", "Common KVM
+    processor", "QEMU Virtual CPU version 2.5+"): hypervisors report these for whole families of CPUs."""
+    return not any(ch.isdigit() for ch in _NOT_A_MODEL_NUMBER.sub(" ", name or ""))
+
+
+def identity_fields(machine: dict[str, Any]) -> tuple[str, ...]:
+    """The fields that identify `machine`: a generic model name needs its caches as well."""
+    return GENERIC_IDENTITY_FIELDS if generic_cpu_name(machine.get("cpu")) else IDENTITY_FIELDS
+
+
 def machine_key(machine: dict[str, Any]) -> str:
-    """Eight hex digits naming a machine by CPU model, id and ISA flags (a file-name tag)."""
-    text = json.dumps([machine.get("cpu"), machine.get("cpu_id"), machine.get("isa")], sort_keys=True)
+    """Eight hex digits naming a machine by its identifying fields (a file-name tag)."""
+    fields = identity_fields(machine)
+    text = json.dumps([machine.get(f) for f in fields], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def machine_differences(theirs: dict[str, Any], here: dict[str, Any] | None = None) -> list[str]:
-    """The identifying fields (CPU model, CPU id, ISA flags) in which a table's machine differs from `here`.
+def _recorded(value: object) -> bool:
+    return value is not None and value != [] and value != {} and value != ""
 
-    Empty: the same machine (as far as the table records it; old tables record the CPU model only).
+
+def machine_differences(theirs: dict[str, Any], here: dict[str, Any] | None = None) -> list[str]:
+    """The identifying fields in which a table's machine differs from `here`, or that it does not record.
+
+    Empty: the same machine. A field the table lacks is unknown, not equal (tables older than
+    `metadata.machine` record the CPU model only, so they never count as this machine). A generic model
+    name (`generic_cpu_name`) identifies nothing alone: the CPU id (family/model/stepping), ISA flags and
+    caches must be recorded on both sides and match. A field this machine cannot read (no CPU id off x86)
+    is no evidence either way for a specific model name.
     """
     here = this_machine() if here is None else here
+    generic = generic_cpu_name(theirs.get("cpu")) or generic_cpu_name(here.get("cpu"))
     diffs = []
-    for field_ in ("cpu", "cpu_id", "isa"):
+    for field_ in GENERIC_IDENTITY_FIELDS if generic else IDENTITY_FIELDS:
         a, b = theirs.get(field_), here.get(field_)
-        if a is not None and b is not None and a != b:
+        if not _recorded(b) and not generic and field_ != "cpu":
+            continue
+        if not _recorded(a) or a != b:
             diffs.append(field_)
-    if theirs.get("cpu") is None:
-        diffs.append("cpu")  # a table that does not say where it was measured is not from here
     return diffs
 
 

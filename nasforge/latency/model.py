@@ -103,6 +103,20 @@ def source_label(table: LatencyTable, target: Target | None, here: dict[str, Any
     return f"measured on {table.machine.get('cpu') or 'an unnamed machine'}"
 
 
+def table_machine_name(table: LatencyTable) -> str:
+    """The CPU (or board) a table was measured on, as its metadata names it."""
+    return str(table.machine.get("cpu") or table.metadata.get("device") or "an unnamed machine")
+
+
+def prediction_label(model: Any) -> str:
+    """What a latency model's number is, for people: "predicted from a table measured on <CPU>" or
+    "estimated (roofline)". Never "measured": no model times the subnet it is asked about."""
+    table = getattr(model, "table", None)
+    if table is None:
+        return "estimated (roofline)"
+    return f"predicted from a table measured on {table_machine_name(table)}"
+
+
 class TableLatencyModel:
     """Latency from a measured lookup table plus its calibration (if the table carries one)."""
 
@@ -247,6 +261,7 @@ __all__ = [
     "TableLatencyModel",
     "find_best_table",
     "load_latency_model",
+    "prediction_label",
     "roofline_ms",
     "source_label",
 ]

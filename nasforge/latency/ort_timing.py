@@ -196,12 +196,15 @@ def make_session(model: str | bytes, provider: str = "CPUExecutionProvider", thr
 
 
 def session_feeds(session: Any) -> dict[str, np.ndarray]:
-    """One fixed float32 N(0, 1) input per model input (seed 0)."""
+    """One fixed input per model input (seed 0): float32 N(0, 1), or zeros for integer inputs (token ids)."""
     rng = np.random.default_rng(0)
     feeds = {}
     for inp in session.get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-        feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
+        if "int" in str(inp.type):
+            feeds[inp.name] = np.zeros(shape, dtype=np.int64 if "int64" in str(inp.type) else np.int32)
+        else:
+            feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
     return feeds
 
 
@@ -618,7 +621,9 @@ def _cpuinfo_flags() -> list[str]:
 
 
 def _cpu_id() -> str | None:
-    """vendor family/model/stepping from /proc/cpuinfo (x86), e.g. "AuthenticAMD 26/2/1"; None elsewhere."""
+    """vendor family/model/stepping from /proc/cpuinfo, e.g. "AuthenticAMD 26/2/1" (x86) or
+    "ARM 0x41/0xd0c/0x3/1" (implementer/part/variant/revision on Arm, whose model name is often absent);
+    None elsewhere."""
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as fh:
@@ -630,6 +635,9 @@ def _cpu_id() -> str | None:
     except OSError:
         return None
     if "vendor_id" not in fields:
+        if "cpu implementer" in fields and "cpu part" in fields:
+            return "ARM " + "/".join(fields.get(k, "?") for k in ("cpu implementer", "cpu part", "cpu variant",
+                                                                   "cpu revision"))
         return None
     family, model, stepping = (fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
     return f"{fields['vendor_id']} {family}/{model}/{stepping}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,14 @@ from nasforge.latency.backends import (  # noqa: F401  (re-exported: the profile
     open_backend,
 )
 from nasforge.latency.enumerate import distinct_layers
-from nasforge.latency.lut import LatencyTable, machine_differences, table_filename, this_machine, user_tables_dir
+from nasforge.latency.lut import (
+    LatencyTable,
+    at_one_speed,
+    machine_differences,
+    table_filename,
+    this_machine,
+    user_tables_dir,
+)
 from nasforge.latency.model import TableFeatures
 from nasforge.latency.reference import reference_block, reference_subnet
 from nasforge.latency.targets import Target
@@ -180,10 +187,11 @@ def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
                     f"{out} was measured with {field}={old.get(field)!r}, this run has {meta[field]!r}; "
                     f"pass another --out or delete the file"
                 )
-        if machine_differences(table.machine):
+        diffs = machine_differences(table.machine)
+        if diffs:
             raise LatencyError(
-                f"{out} was measured on {table.machine.get('cpu')!r}, this machine is {this_machine().get('cpu')!r}; "
-                "a table holds one machine's timings: pass another --out"
+                f"{out} was measured on {table.machine.get('cpu')!r}, this machine is {this_machine().get('cpu')!r} "
+                f"({', '.join(diffs)} differ or unknown); a table holds one machine's timings: pass another --out"
             )
         for keep in (
             "build_seconds",
@@ -219,6 +227,19 @@ def _stability(entries: dict[str, dict[str, Any]], timer: Timer) -> dict[str, An
         "uncertainty_p90": round(float(np.percentile(uncertainty, 90)), 4),
         "preempted_runs": round(float(np.mean([e.get("preempted", 0.0) for e in entries.values()] or [0.0])), 4),
     }
+
+
+def table_lock(out: str | Path) -> AbstractContextManager[None]:
+    """Held while one profile times and writes the table `out`: a second one on the same file fails at once
+    (one line) instead of timing everything again and overwriting the first one's table."""
+    from nasforge.io import exclusive_lock
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.with_name(f".{out.name}.lock")
+    return exclusive_lock(lock, LatencyError(
+        f"{out}: another `nasforge profile` is writing this table (it holds {lock.name}); "
+        "wait for it to finish or give another --out"))
 
 
 def build_table(
@@ -264,6 +285,7 @@ def build_table(
         "block_ms": ort_timing.reference_speed(table.entries.values()),
         "block_range": _reference_range(table.entries.values()),
     }
+    table.check_one_speed()
     table.save(out)
     return table
 
@@ -435,7 +457,7 @@ def measure_block_drift(space: SearchSpace, table: LatencyTable, timer: Timer, r
     group = [specs[i] for i in pick]
     speed = table.block_speed_ms
     timings = timer.blocks(group, reference_block(space) if speed else None)
-    now = np.array([ort_timing.at_reference_speed(t, speed) for t in timings])
+    now = at_one_speed(timings, speed, "blocks timed again for the drift check")
     then = np.array([table.ms(s.key) for s in group])
     return float(np.median(np.abs(now / then - 1)))
 
@@ -464,8 +486,8 @@ def assess_validation(
     designed = np.asarray(designed, bool)
     again_idx = np.asarray(again_idx, dtype=np.int64)
     speed = ort_timing.reference_speed([*timings, *again])
-    measured = np.array([ort_timing.at_reference_speed(t, speed) for t in timings])
-    measured_again = np.array([ort_timing.at_reference_speed(t, speed) for t in again])
+    measured = at_one_speed(timings, speed, "whole-subnet timings of the validation")
+    measured_again = at_one_speed(again, speed, "whole-subnet timings of the validation (repeats)")
     verdict = noise_verdict(measured[again_idx], measured_again, timings + again, block_drift)
     if speed is not None and len(again):
         raw = np.array([t["median_ms"] for t in again]) / np.array([timings[i]["median_ms"] for i in again_idx])
@@ -567,10 +589,11 @@ def profile(
     to measure; None = `DEFAULT_VALIDATE` when the table has no trusted calibration yet, else none.
     """
     path = Path(out) if out is not None else default_table_path(target, space)
-    timer = Timer(target, threads, warmup, repeats, pin=pin)
-    table = build_table(space, timer, path, on_progress=on_blocks, note=note)
-    validate = validation_size(table, validate)
-    result = None
-    if validate:
-        result = validate_table(space, table, timer, validate, seed=seed, on_progress=on_subnets)
+    with table_lock(path):
+        timer = Timer(target, threads, warmup, repeats, pin=pin)
+        table = build_table(space, timer, path, on_progress=on_blocks, note=note)
+        validate = validation_size(table, validate)
+        result = None
+        if validate:
+            result = validate_table(space, table, timer, validate, seed=seed, on_progress=on_subnets)
     return ProfileResult(table, path, result)

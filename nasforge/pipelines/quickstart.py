@@ -122,11 +122,8 @@ def _latency_model(target_name: str, space: Any, hooks: QuickstartHooks) -> Any:
 def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHooks | None = None) -> dict[str, Any]:
     """Run every stage into `out`; returns where each artifact is and the chosen model's numbers."""
     from nasforge.latency.targets import load_target
-    from nasforge.pipelines.search import search_from_config
-    from nasforge.predictors import build_predictor, load_run_predictor
-    from nasforge.search.config import SearchConfig
     from nasforge.train.config import load_config
-    from nasforge.train.runs import evaluate_subnets, load_run
+    from nasforge.train.runs import load_run
     from nasforge.train.trainer import train_supernet
 
     hooks = hooks or QuickstartHooks()
@@ -147,48 +144,91 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHook
     space = run.space
 
     hooks.stage(2, STAGES, "latency on the target")
+    from nasforge.latency.model import prediction_label
+
     latency = _latency_model(cfg.target, space, hooks)
     lo, hi = (float(v) for v in latency.predict([space.smallest(), space.largest()]))
     bound = lo + cfg.latency_fraction * (hi - lo)
-    hooks.note(f"target {cfg.target}: {latency.source} latency from {lo:.3f} ms (smallest) to {hi:.3f} ms "
-               f"(largest); constraint latency <= {bound:.3f} ms")
+    hooks.note(f"target {cfg.target}: latency {prediction_label(latency)}, from {lo:.3f} ms (smallest) to "
+               f"{hi:.3f} ms (largest); constraint latency <= {bound:.3f} ms")
 
     hooks.stage(3, STAGES, "accuracy predictor")
+    predictor_dir, metrics, measure = _predictor(cfg, run, hooks)
+
+    hooks.stage(4, STAGES, "search, then measure the best candidates on the validation split")
+    search_dir, front, chosen, candidates = _search_and_choose(cfg, run_dir, bound, measure, metrics, hooks)
+
+    hooks.stage(5, STAGES, "export the chosen subnet")
+    from nasforge.export.pipeline import export_prepared, prepare_from_run
+
+    exported = export_prepared(prepare_from_run(run, chosen.arch, calib_images=cfg.calib_images),
+                               out / "model.onnx", target=cfg.target)
+    side = exported.sidecar
+    lat = side["latency"]
+    return {
+        "run": str(run_dir), "predictor": str(predictor_dir), "search": str(search_dir),
+        "pareto": str(search_dir / "pareto.json"), "pareto_png": str(search_dir / "pareto.png"),
+        "model": str(exported.model_path), "sidecar": str(exported.sidecar_path), "constraint_ms": bound,
+        "predicted_accuracy": chosen.predicted, "val_accuracy": chosen.val,
+        "test_accuracy": side["accuracy"]["test_top1"],
+        "candidates": [c.to_dict() for c in candidates],
+        "latency_ms": lat["ms"], "latency_source": lat["source"], "latency_measured_ms": lat.get("measured_ms"),
+        "latency_measured_cpu": lat.get("cpu"), "latency_not_measured": lat.get("not_measured"),
+        "latency_measured_at_table_speed_ms": lat.get("measured_at_table_speed_ms"),
+        "ort_max_abs_diff": side["onnx"]["max_abs_diff_vs_torch"], "front_size": len(front),
+        "predictor_metrics": dict(metrics),
+    }
+
+
+def _predictor(cfg: QuickstartConfig, run: Any, hooks: QuickstartHooks) -> tuple[Path, dict[str, Any], Any]:
+    """Stage 3: measure a stratified sample on the validation split and fit the predictor.
+
+    Returns its folder, its held-out metrics and the measurement function (through the same store and protocol).
+    """
+    from nasforge.predictors import MeasurementStore, build_predictor, load_run_predictor
+    from nasforge.train.runs import evaluate_subnets
+
+    run_dir = Path(run.path)
     predictor_dir = run_dir / "predictor"
+    protocol = {"calib_images": cfg.calib_images}
+    store_path = run_dir / "measurements" / "val.jsonl"
+
+    def evaluate(archs: Any) -> Any:
+        return evaluate_subnets(run, list(archs), "val", calib_images=cfg.calib_images)
+
     _, report = build_predictor(
-        space,
-        lambda archs: evaluate_subnets(run, list(archs), "val", calib_images=cfg.calib_images),
-        samples=cfg.predictor_samples, model=cfg.predictor_model, seed=cfg.seed, out_dir=predictor_dir,
-        store_path=run_dir / "measurements" / "val.jsonl", checkpoint_sha256=run.checkpoint_sha256,
-        dataset=run.config.data.dataset, protocol={"calib_images": cfg.calib_images}, progress=hooks.on_measure,
+        run.space, evaluate, samples=cfg.predictor_samples, model=cfg.predictor_model, seed=cfg.seed,
+        out_dir=predictor_dir, store_path=store_path, checkpoint_sha256=run.checkpoint_sha256,
+        dataset=run.config.data.dataset, protocol=protocol, progress=hooks.on_measure,
     )
     load_run_predictor(run, predictor_dir)  # the search will refuse anything else
     m = report.metrics
     hooks.note(f"{cfg.predictor_model} on {report.num_holdout} held-out subnets: RMSE {m['rmse']:.2f} pts, "
                f"Kendall tau {m['kendall_tau']:.3f}, Spearman {m['spearman']:.3f}")
+    store = MeasurementStore(store_path, run.space, checkpoint_sha256=run.checkpoint_sha256,
+                             dataset=run.config.data.dataset, split="val", protocol=protocol)
+    return predictor_dir, dict(m), lambda archs: store.measure(archs, evaluate)[0]
 
-    hooks.stage(4, STAGES, "search")
-    search_dir = out / "search"
+
+def _search_and_choose(
+    cfg: QuickstartConfig, run_dir: Path, bound: float, measure: Any, metrics: dict[str, Any],
+    hooks: QuickstartHooks,
+) -> tuple[Path, list[dict[str, Any]], Any, list[Any]]:
+    """Stage 4: search under the latency bound, then choose among the best few feasible subnets by measured
+    validation accuracy (`nasforge.pipelines.choice`)."""
+    from nasforge.pipelines.choice import CANDIDATES, choose_by_validation, top_feasible
+    from nasforge.pipelines.search import search_from_config
+    from nasforge.search.config import SearchConfig
+
+    search_dir = run_dir.parent / "search"
     outcome = search_from_config(SearchConfig(
         run=str(run_dir), target=cfg.target, engine=cfg.engine, objectives=("accuracy", "latency"),
         constraints=(f"latency<={bound:.4f}ms",), budget=cfg.budget, seed=cfg.seed, out=str(search_dir),
     ), on_step=hooks.on_search_step, device=cfg.device)
-    rows = outcome.result.front_rows()
-    best = max(rows, key=lambda r: r["accuracy"])
-
-    hooks.stage(5, STAGES, "export the most accurate subnet under the constraint")
-    from nasforge.export.pipeline import export_prepared, prepare_from_run
-
-    arch = space.parse_arch(best["arch"])
-    exported = export_prepared(prepare_from_run(run, arch, calib_images=cfg.calib_images), out / "model.onnx",
-                               target=cfg.target)
-    side = exported.sidecar
-    return {
-        "run": str(run_dir), "predictor": str(predictor_dir), "search": str(search_dir),
-        "pareto": str(search_dir / "pareto.json"), "pareto_png": str(search_dir / "pareto.png"),
-        "model": str(exported.model_path), "sidecar": str(exported.sidecar_path), "constraint_ms": bound,
-        "predicted_accuracy": float(best["accuracy"]), "test_accuracy": side["accuracy"]["test_top1"],
-        "latency_ms": side["latency"]["ms"], "latency_source": side["latency"]["source"],
-        "ort_max_abs_diff": side["onnx"]["max_abs_diff_vs_torch"], "front_size": len(rows),
-        "predictor_metrics": dict(m),
-    }
+    chosen, candidates = choose_by_validation(top_feasible(outcome.result, CANDIDATES), measure)
+    hooks.note(f"the {len(candidates)} most accurate feasible subnets by prediction (held-out RMSE "
+               f"{metrics['rmse']:.2f} pts), measured on the validation split:")
+    for i, c in enumerate(candidates):
+        mark = "  <- chosen" if c is chosen else ""
+        hooks.note(f"  #{i + 1}: predicted {c.predicted:.2f}%, measured val {c.val:.2f}%{mark}")
+    return search_dir, outcome.result.front_rows(), chosen, candidates

@@ -10,6 +10,7 @@ from torch import nn
 from nasforge.arch import ArchConfig
 from nasforge.layers import LayerSpec, build_layer, make_divisible
 from nasforge.space import SearchSpace
+from nasforge.supernet import activations
 from nasforge.supernet.base import ElasticSupernet
 from nasforge.supernet.ops import (
     BNArgs,
@@ -33,12 +34,6 @@ from nasforge.supernet.ops import (
 from nasforge.supernet.static import MBConv, StaticSubnet, set_bn_eps
 
 
-def _act(x: torch.Tensor, act: str) -> torch.Tensor:
-    if act == "relu":
-        return F.relu(x)
-    return F.relu6(x) if act == "relu6" else F.hardswish(x)
-
-
 def mbconv_body(
     x: torch.Tensor, expand_w: torch.Tensor, expand_bn: BNArgs, dw_w: torch.Tensor, dw_bn: BNArgs,
     se: tuple[torch.Tensor, ...] | None, project_w: torch.Tensor, project_bn: BNArgs, *,
@@ -48,9 +43,9 @@ def mbconv_body(
     (kernel, stride, activation, residual, BN settings), so one compiled version serves every block
     and subnet with that signature. `ElasticMBConv.forward` computes the same through its modules
     (so module hooks fire) except inside a compiled training step."""
-    y = _act(batch_norm(F.conv2d(x, expand_w), expand_bn, bn[0]), act)
+    y = activations.apply(act, batch_norm(F.conv2d(x, expand_w), expand_bn, bn[0]))
     y = depthwise_conv2d(y, dw_w, stride, kernel_size // 2)
-    y = _act(batch_norm(y, dw_bn, bn[1]), act)
+    y = activations.apply(act, batch_norm(y, dw_bn, bn[1]))
     if se is not None:
         y = squeeze_excite(y, *se)
     y = batch_norm(F.conv2d(y, project_w), project_bn, bn[2])
@@ -84,8 +79,8 @@ class ElasticMBConv(StepAware, nn.Module):
         if self.compiled_step():
             return self._forward_body(x, kernel_size, expand_ratio)
         mid = self.mid_channels(expand_ratio)
-        y = _act(self.expand_bn(self.expand_conv(x, mid)), self.act)
-        y = _act(self.depthwise_bn(self.depthwise(y, kernel_size)), self.act)
+        y = activations.apply(self.act, self.expand_bn(self.expand_conv(x, mid)))
+        y = activations.apply(self.act, self.depthwise_bn(self.depthwise(y, kernel_size)))
         if self.se is not None:
             y = self.se(y)
         y = self.project_bn(self.project_conv(y, self.out_c))
@@ -170,7 +165,7 @@ class ElasticMobileNetV3(ElasticSupernet):
 
     def _plan(self, arch: ArchConfig) -> None:
         self._blocks_plan = [
-            (blocks[p], block.kernel_size, block.expand_ratio)  # type: ignore[misc]
+            (blocks[p], int(block["kernel"]), float(block["expand"]))  # type: ignore[misc]
             for blocks, choices in zip(self.stages, self.space.block_choices(arch))
             for p, block in enumerate(choices)
         ]

@@ -347,16 +347,6 @@ class ElasticLinear(StepAware, nn.Linear):
         return F.linear(x, leading_slice(self.weight, (self.out_features, x.shape[1]), self.step_ctx), self.bias)
 
 
-def act_fn(name: str) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU()
-    if name == "relu6":
-        return nn.ReLU6()
-    if name == "hswish":
-        return nn.Hardswish()
-    return nn.Identity()
-
-
 def init_weights(module: nn.Module) -> None:
     """He (fan-out) init for convs, unit BN, small uniform linear: as OFA's `init_model`."""
     for m in module.modules():

@@ -160,12 +160,9 @@ class ElasticResNet(ElasticSupernet):
         blocks = [s for s in specs if s.kind == "bottleneck"]
         plan: list[tuple[ElasticBottleneck, int, float]] = []
         it = iter(blocks)
-        e_slot = 0
-        for stage, depth, elastic in zip(self.space.stages[1:], arch.depths[1:], self.stages):
-            for p in range(depth):
-                spec = next(it)
-                plan.append((elastic[p], spec.out_channels, arch.expand_ratios[e_slot + p]))  # type: ignore[arg-type]
-            e_slot += stage.max_depth
+        for choices, elastic in zip(self.space.block_choices(arch)[1:], self.stages):
+            for p, block in enumerate(choices):
+                plan.append((elastic[p], next(it).out_channels, float(block["expand"])))  # type: ignore[arg-type]
         self._blocks_plan = plan
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

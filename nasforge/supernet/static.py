@@ -12,6 +12,7 @@ from torch import nn
 
 from nasforge.arch import ArchConfig
 from nasforge.layers import LayerSpec, build_layer, se_channels
+from nasforge.supernet import activations
 
 
 def set_bn_eps(module: nn.Module, eps: float) -> None:
@@ -22,15 +23,8 @@ def set_bn_eps(module: nn.Module, eps: float) -> None:
 
 
 def activation(name: str) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "relu6":
-        return nn.ReLU6(inplace=True)
-    if name == "hswish":
-        return nn.Hardswish(inplace=True)
-    if name == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown activation {name!r}")
+    """The static module of activation `name` (`nasforge.supernet.activations`, the one table)."""
+    return activations.module(name)
 
 
 class ConvBNAct(nn.Sequential):

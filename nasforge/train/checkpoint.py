@@ -106,6 +106,15 @@ def _remove_stale_temps(directory: Path) -> None:
         remove_stale_temps(directory, name_glob)
 
 
+class NoCheckpointError(CheckpointError):
+    """A folder holds no good checkpoint; `refused` says why each one found was refused (empty: none was saved),
+    so a caller can say what fits its command (resume: start afresh; evaluate: train the run first)."""
+
+    def __init__(self, message: str, refused: list[str]) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
 def load_latest(directory: Path, map_location: str | torch.device = "cpu", fingerprint: str | None = None
                 ) -> tuple[dict[str, Any], Path]:
     """The newest good checkpoint: `last.pt`, else `prev.pt` (a bad file is skipped with a warning)."""
@@ -122,8 +131,8 @@ def load_latest(directory: Path, map_location: str | torch.device = "cpu", finge
         except CheckpointError as exc:
             warnings.warn(f"skipping {exc}", stacklevel=2)
             problems.append(str(exc))
-    detail = f" ({'; '.join(problems)})" if problems else ""
-    raise CheckpointError(f"{directory}: no usable checkpoint to resume from{detail}")
+    detail = f" ({'; '.join(problems)})" if problems else " (none was saved)"
+    raise NoCheckpointError(f"{directory}: no usable checkpoint to resume from{detail}", problems)
 
 
 def sha256_file(path: Path) -> str:

@@ -110,6 +110,16 @@ def _read_record(path: Path, what: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def _latest_checkpoint(path: Path, dev: torch.device) -> tuple[dict[str, Any], Path]:
+    """An unfinished run's last good checkpoint, or one line for the stages that read a run (not for resuming)."""
+    try:
+        return ckpt.load_latest(path / "checkpoints", dev)
+    except ckpt.NoCheckpointError as exc:
+        why = f"its checkpoints were refused ({'; '.join(exc.refused)})" if exc.refused else "no checkpoint was saved"
+        raise CheckpointError(f"{path}: no usable supernet: supernet.pt is missing and {why}; "
+                              "train or resume the run first") from None
+
+
 def load_run(run_dir: str | Path, device: str = "auto") -> Run:
     """Load RUN_DIR's final supernet (or, before the run finishes, its last good checkpoint)."""
     path = Path(run_dir)
@@ -128,7 +138,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Run:
         if not isinstance(obj, dict) or obj.get("format") != ckpt.SUPERNET_FORMAT:
             raise CheckpointError(f"{weights}: not a nasforge supernet file")
     else:
-        obj, weights = ckpt.load_latest(path / "checkpoints", dev)
+        obj, weights = _latest_checkpoint(path, dev)
     if int(obj.get("num_classes", space.num_classes)) != space.num_classes:
         space = space.with_options(num_classes=int(obj["num_classes"]))
     if "width_mult" in obj and float(obj["width_mult"]) != space.width_mult:

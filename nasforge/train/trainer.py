@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from nasforge.arch import ArchConfig
-from nasforge.errors import ConfigError
+from nasforge.errors import CheckpointError, ConfigError
 from nasforge.io import atomic_write_json, atomic_write_text
 from nasforge.space import SearchSpace, load_space
 from nasforge.supernet import ElasticSupernet, StaticSubnet, build_supernet, permute_optimizer_state
@@ -77,7 +77,18 @@ class StepMeter:
         self._sums = torch.zeros(2, dtype=torch.float64, device=self.device)
         self.steps = 0
         self.images = 0
+        self.skipped = 0  # unreadable images skipped earlier in this epoch, before a resume
         self.t0 = time.perf_counter()
+
+    def state_dict(self, skipped: int = 0) -> dict[str, Any]:
+        """The epoch so far, for a mid-epoch checkpoint: a resumed epoch then logs what an uninterrupted one does."""
+        return {"sums": self._sums.to("cpu", copy=True), "steps": self.steps, "images": self.images,
+                "seconds": time.perf_counter() - self.t0, "skipped": self.skipped + skipped}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._sums = state["sums"].to(self.device, torch.float64)
+        self.steps, self.images, self.skipped = int(state["steps"]), int(state["images"]), int(state["skipped"])
+        self.t0 = time.perf_counter() - float(state["seconds"])
 
     def add(self, loss: torch.Tensor, correct_fraction: torch.Tensor, images: int) -> None:
         self._sums += torch.stack([loss.detach().double(), correct_fraction.detach().double()])
@@ -124,6 +135,7 @@ class Trainer:
         self.state = TrainState()
         self.metrics: list[dict[str, Any]] = []
         self._rank_rng: list[dict[str, Any]] | None = None  # every rank's RNG state, while a checkpoint may be written
+        self._batches: Any = None  # the running epoch's pass (it counts the images it skipped)
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, *, init: bool = True) -> None:
@@ -153,12 +165,20 @@ class Trainer:
         self.meter = StepMeter(self.device)
 
     def _resume(self) -> None:
-        payload, _ = ckpt.load_latest(self.ckpt_dir, self.device, self.space.fingerprint)
+        try:
+            payload, _ = ckpt.load_latest(self.ckpt_dir, self.device, self.space.fingerprint)
+        except ckpt.NoCheckpointError as exc:
+            if exc.refused:
+                raise
+            raise CheckpointError(f"{self.run_dir}: nothing to resume, no checkpoint was saved yet (stopped before "
+                                  "its first one); run the same command without --resume to start it") from None
         self.net.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         restore_fast_update(self.optimizer, self.device)  # older checkpoints saved the per-parameter loop
         self.state.iteration, self.state.phase = int(payload["iteration"]), str(payload["phase"])
         self.state.lr = float(payload["scheduler"]["lr"])
+        if self.state.iteration % self.steps_per_epoch and payload.get("meter") is not None:
+            self.meter.load_state_dict(payload["meter"])  # older checkpoints: the epoch's metrics restart here
         ckpt.set_rng_state(ckpt.rng_for_rank(payload, self.ctx.rank, self.ctx.world_size))
         if payload.get("teacher") is not None:
             largest = self.space.largest()
@@ -188,6 +208,7 @@ class Trainer:
             "rng": ckpt.rng_state(),
             **({"rng_per_rank": self._rank_rng} if self._rank_rng is not None else {}),
             "teacher": s.teacher.state_dict() if s.teacher is not None else None,
+            "meter": self.meter.state_dict(self._skipped()) if s.iteration % self.steps_per_epoch else None,
             "space_fingerprint": self.space.fingerprint,
             "num_classes": self.space.num_classes,
             "width_mult": self.space.width_mult,
@@ -226,12 +247,18 @@ class Trainer:
                 start_step=step,
             )
             self.net.train()
+            self._batches = batches
             for x, y in batches:
                 self._train_one(x, y)
-            self._end_epoch(epoch, getattr(batches, "skipped_count", 0))
+            self._end_epoch(epoch, self._skipped())
+            self._batches = None
             if until_epoch is not None and epoch + 1 >= until_epoch and self.state.iteration < self.total:
                 return False
         return True
+
+    def _skipped(self) -> int:
+        """Unreadable images the epoch's pass has skipped so far (`skip_bad`)."""
+        return int(getattr(self._batches, "skipped_count", 0))
 
     def _train_one(self, x: torch.Tensor, y: torch.Tensor) -> None:
         it = self.state.iteration
@@ -279,6 +306,7 @@ class Trainer:
             "images_per_s": m["images_per_s"],
             "train_seconds": m["seconds"],
         }
+        skipped += self.meter.skipped  # skipped before a mid-epoch resume
         if skipped:
             record["skipped_images"] = skipped
         if self.ctx.is_main:

@@ -4,6 +4,11 @@ Each round: fit a surrogate of accuracy on every configuration measured so far, 
 surrogate (plus the exact cost/latency models), and measure only not-yet-measured configurations
 taken from the predicted front (then the next fronts). History, fronts and hypervolume hold
 measured points only, and the budget counts measurements.
+
+The surrogate learns from LINAS's own measurements only, as in DyNAS-T (whose predictors are trained on the
+subnets measured in the loop): the problem's accuracy predictor (a run's, built from its own measurements)
+is never read, so a budget of N measurements means N, with no information from measurements it is not
+charged for.
 """
 
 from __future__ import annotations
@@ -25,23 +30,19 @@ Measure = Callable[[Sequence[ArchConfig]], np.ndarray]
 
 
 class RidgeSurrogate:
-    """Ridge regression on one-hot features (plus the run's predictor, when there is one)."""
+    """Ridge regression on one-hot features (intercept not penalised), fitted on measured points only."""
 
-    def __init__(self, base: Any | None = None, alpha: float = 1.0) -> None:
-        self.base = base
+    def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = alpha
         self.coef: np.ndarray | None = None
 
     def _x(self, features: np.ndarray) -> np.ndarray:
-        cols = [features.astype(np.float64), np.ones((len(features), 1))]
-        if self.base is not None:
-            cols.append(np.asarray(self.base.predict(features), dtype=np.float64).reshape(-1, 1) / 100.0)
-        return np.concatenate(cols, axis=1)
+        return np.concatenate([features.astype(np.float64), np.ones((len(features), 1))], axis=1)
 
     def fit(self, features: np.ndarray, y: np.ndarray) -> RidgeSurrogate:
         x = self._x(features)
         reg = self.alpha * np.eye(x.shape[1])
-        reg[-1, -1] = 0.0 if self.base is None else reg[-1, -1]
+        reg[-1, -1] = 0.0
         self.coef = np.linalg.solve(x.T @ x + reg, x.T @ np.asarray(y, dtype=np.float64))
         return self
 
@@ -75,7 +76,7 @@ class LinasEngine:
             if len(h) < min(self.n_initial, recorder.budget):
                 cand = self._initial(problem, rng, self.n_initial - len(h), measured)
             else:
-                surrogate = RidgeSurrogate(ev0.accuracy).fit(space.features(h.genes), h.metrics["accuracy"])
+                surrogate = RidgeSurrogate().fit(space.features(h.genes), h.metrics["accuracy"])
                 cand = self._from_predicted_front(problem, surrogate, ctx.seed + recorder.step, measured)
             cand = cand[: min(self.batch_size if len(h) >= self.n_initial else len(cand), recorder.remaining)]
             if len(cand) == 0:

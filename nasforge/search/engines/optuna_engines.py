@@ -186,13 +186,17 @@ class _SharedStudy:
             return None
         return self.recorder.problem.evaluator.canonical(np.array([[int(trial.params[n]) for n in self.names]]))[0]
 
-    def ask(self, n: int, in_flight: list[Any]) -> np.ndarray:
-        """Ask for `n` trials (kept in `in_flight` so a crash can give them back) and their genes."""
+    def reserve(self, n: int, in_flight: list[Any]) -> None:
+        """Ask for `n` trials, RUNNING (so other workers count them) and kept in `in_flight` (so a crash can
+        give them back)."""
         for _ in range(n):
             trial = self.study.ask()
             in_flight.append(trial)
             trial.set_user_attr("worker", self.me.to_dict())
             self.beat()
+
+    def suggest(self, in_flight: list[Any]) -> np.ndarray:
+        """The genes of the reserved trials."""
         sizes = self.recorder.problem.space.gene_sizes
         genes = np.array([[t.suggest_int(nm, 0, int(k) - 1) for nm, k in zip(self.names, sizes)] for t in in_flight])
         self.beat()
@@ -294,12 +298,17 @@ class OptunaEngine:
             shared.sync()
             waiting_since: float | None = None
             while True:
-                with _file_lock(lock):  # local workers never fail (and re-enqueue) one trial twice
+                # Under the lock, local workers never fail (and re-enqueue) one trial twice, and counting the
+                # charged trials and asking for the rest is one step: two workers never both take the last ones.
+                with _file_lock(lock):
                     self._fail_stale(shared.study, shared.me, shared.names)
-                trials = shared.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                running = [t for t in trials if t.state == TrialState.RUNNING]
-                free_used = sum(1 for t in trials if "duplicate_of" in t.user_attrs)
-                n = min(self.batch_size, recorder.budget - (len(trials) - free_used))
+                    trials = shared.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                    running = [t for t in trials if t.state == TrialState.RUNNING]
+                    free_used = sum(1 for t in trials if "duplicate_of" in t.user_attrs)
+                    n = min(self.batch_size, recorder.budget - (len(trials) - free_used))
+                    if n > 0:
+                        shared.reserve(n, in_flight)
+                n = self._within_budget(shared, recorder.budget, in_flight)
                 if n <= 0:
                     # Other workers' trials are still in flight: wait for them (or for them to go stale)
                     # so this history ends complete; bounded by the grace period.
@@ -312,7 +321,7 @@ class OptunaEngine:
                     shared.sync()
                     continue
                 waiting_since = None
-                genes = shared.ask(n, in_flight)
+                genes = shared.suggest(in_flight)
                 self._evaluate_and_tell(shared.study, recorder, in_flight, genes, shared.known,
                                         free_cap - free_used, shared.names)
                 shared.seen.update(t.number for t in in_flight)  # recorded already: `sync` must not add them again
@@ -322,6 +331,26 @@ class OptunaEngine:
         except BaseException:
             self._abandon(shared.study, in_flight, shared.names)
             raise
+
+    def _within_budget(self, shared: _SharedStudy, budget: int, in_flight: list[Any]) -> int:
+        """Keep the reserved trials that fall within the budget; fail the rest (not retried).
+
+        Without a lock (a database server shared across machines) two workers can count at once and both
+        ask. Trial numbers order the asks, so every worker agrees: the charged trials (COMPLETE and not a
+        duplicate, or RUNNING) ranked past `budget` by number are the surplus, and their askers drop them.
+        """
+        from optuna.trial import TrialState
+
+        if not in_flight:
+            return 0
+        trials = shared.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        charged = sorted(t.number for t in trials if "duplicate_of" not in t.user_attrs)
+        allowed = set(charged[:budget])
+        surplus = [t for t in in_flight if t.number not in allowed]
+        for t in surplus:
+            self._fail(shared.study, t, shared.names, retry=False)
+        in_flight[:] = [t for t in in_flight if t.number in allowed]
+        return len(in_flight)
 
     def _evaluate_and_tell(
         self,

@@ -1,14 +1,17 @@
-"""The example spaces the suites run on: every shipped space and every test space, grouped by family."""
+"""The example spaces the suites run on: every shipped space, every test space, and every registered family's
+own example (`Family.example_space`), so a new family is tested without shipping a YAML."""
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
 
+from nasforge.families import FAMILIES
 from nasforge.space import SPACES_DIR, SearchSpace, load_space
 from nasforge.testing import TINY_SPACES_DIR
 
 SMALL_SUBNETS = 20_000  # spaces this small are checked exhaustively where a check enumerates
+FAMILY_PREFIX = "family:"
 
 
 def space_files() -> list[Path]:
@@ -17,11 +20,16 @@ def space_files() -> list[Path]:
 
 @cache
 def example_space(path: str) -> SearchSpace:
+    if path.startswith(FAMILY_PREFIX):
+        name = path[len(FAMILY_PREFIX):]
+        return SearchSpace.from_dict(FAMILIES.get(name).example_space, source=f"{name}.example_space")
     return load_space(path)
 
 
 def example_spaces() -> list[str]:
-    return [str(p) for p in space_files()]
+    """Paths of the shipped and test spaces, then `family:<name>` for each family that declares an example."""
+    families = [f"{FAMILY_PREFIX}{e.name}" for e in FAMILIES.entries() if e.obj.example_space is not None]
+    return [str(p) for p in space_files()] + families
 
 
 def small_spaces() -> list[str]:
@@ -30,4 +38,4 @@ def small_spaces() -> list[str]:
 
 
 def space_id(path: str) -> str:
-    return Path(path).stem
+    return path.replace(":", "-") if path.startswith(FAMILY_PREFIX) else Path(path).stem

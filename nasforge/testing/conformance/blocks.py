@@ -1,6 +1,9 @@
-"""Every registered block kind: its MACs and parameter formulas are what its static module computes."""
+"""Every registered block kind: its MACs, parameters and shapes are what its static module computes, its table key
+names it, and its module exports to ONNX."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ def _examples() -> dict[str, list[LayerSpec]]:
         for arch in [space.largest(min(space.resolutions)), space.smallest(min(space.resolutions)),
                      *space.sample_many(rng, 3)]:
             for spec in space.layers(arch):
-                if spec.input_size <= 64:
+                if math.prod(spec.input_shape) <= 3 * 64 * 64:
                     out.setdefault(spec.kind, {}).setdefault(spec.key, spec)
     return {kind: list(specs.values())[:4] for kind, specs in out.items()}
 
@@ -38,15 +41,29 @@ def test_formulas_match_the_module(kind):
 
     for spec in EXAMPLES.get(kind, []):
         module = build_layer(spec).eval()
-        x = torch.randn(1, spec.in_channels, spec.input_size, spec.input_size)
+        x = example_input(spec, 1)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             y = module(x)
         assert counter.get_total_flops() // 2 == layer_macs(spec), spec.key
         assert sum(p.numel() for p in module.parameters()) == layer_params(spec), spec.key
-        if y.dim() == 4:
-            assert tuple(y.shape) == (1, spec.out_channels, spec.output_size, spec.output_size), spec.key
-        else:
-            assert tuple(y.shape) == (1, spec.num_classes), spec.key
+        assert tuple(y.shape) == (1, *spec.output_shape), spec.key
+
+
+def example_input(spec: LayerSpec, batch: int) -> torch.Tensor:
+    """A batch of the block's declared input shape and type (token ids: zeros, a valid id of any vocabulary)."""
+    dtype = spec.block.input_dtype(spec)
+    if dtype.startswith("float"):
+        return torch.randn(batch, *spec.input_shape, generator=torch.Generator().manual_seed(0))
+    return torch.zeros(batch, *spec.input_shape, dtype=getattr(torch, dtype))
+
+
+@pytest.mark.parametrize("kind", BLOCKS.names())
+def test_key_names_the_shape_and_differs_between_specs(kind):
+    """A table key per distinct block: two specs of a kind with different attributes never share a key."""
+    specs = EXAMPLES.get(kind, [])
+    assert len({s.key for s in specs}) == len(set(specs))
+    for spec in specs:
+        assert spec.key.startswith(kind + "_") and all(d > 0 for d in spec.input_shape), spec.key
 
 
 @pytest.mark.parametrize("kind", BLOCKS.names())

@@ -102,6 +102,9 @@ class GeneBounds:
         groups = space.gene_groups
         self.low = sizes - 1  # closed genes sit at their largest choice
         for group, width in elastic.items():
+            if group not in groups:
+                _check_known_group(group, space)
+                continue  # a dimension this space does not have (OFA's kernel phase on a ResNet): nothing to open
             idx = groups[group]
             open_n = sizes[idx] if width == "all" else np.minimum(sizes[idx], int(width))
             self.low[idx] = sizes[idx] - open_n
@@ -117,6 +120,16 @@ class GeneBounds:
 
     def smallest(self) -> ArchConfig:
         return self.space.decode(self.low)
+
+
+def _check_known_group(group: str, space: SearchSpace) -> None:
+    """A phase may name another family's group (schedules are shared); a name no family declares is a typo."""
+    from nasforge.families import FAMILIES
+
+    known = {g.name for entry in FAMILIES.entries() for g in entry.obj.gene_groups}
+    if group not in known:
+        raise ConfigError(f"schedule phase opens gene group {group!r}, which no family declares; space "
+                          f"'{space.name}' has {[g.name for g in space.groups]}")
 
 
 def kd_tasks(archs: Sequence[ArchConfig], weight: float) -> list[SubnetTask]:
