@@ -13,13 +13,20 @@ from nasforge.space import list_spaces, load_space
 from nasforge.supernet import build_supernet, permute_optimizer_state
 from nasforge.supernet.ops import ElasticDepthwiseConv2d
 from nasforge.testing import tiny_space
+from nasforge.testing.conformance._spaces import FAMILY_PREFIX, example_space
 from nasforge.testing.ofa import calibrate_bn_, randomize_
 
 SHIPPED = list_spaces()  # every shipped space is tested for free
+# each registered family's own example space, so a family without a shipped YAML is checked too
+FAMILY_EXAMPLES = [f"{FAMILY_PREFIX}{e.name}" for e in FAMILIES.entries() if e.obj.example_space is not None]
+EXTRACTED = SHIPPED + ["tiny-mbv3", "tiny-resnet"] + FAMILY_EXAMPLES
 
 
 def _space(name: str):
-    space = tiny_space(name) if name.startswith("tiny") else load_space(name)
+    if name.startswith(FAMILY_PREFIX):
+        space = example_space(name)
+    else:
+        space = tiny_space(name) if name.startswith("tiny") else load_space(name)
     return space.with_options(num_classes=10) if space.num_classes != 10 else space
 
 
@@ -61,7 +68,7 @@ def _random_supernet(space, seed: int = 0):
     return net, generator
 
 
-@pytest.mark.parametrize("name", SHIPPED + ["tiny-mbv3", "tiny-resnet"])
+@pytest.mark.parametrize("name", EXTRACTED)
 def test_extracted_subnet_equals_supernet(name):
     space = _space(name)
     assert space.family.name in FAMILIES.names()
@@ -70,7 +77,7 @@ def test_extracted_subnet_equals_supernet(name):
 
 
 def test_every_family_is_checked_for_extraction():
-    families = {_space(name).family.name for name in SHIPPED + ["tiny-mbv3", "tiny-resnet"]}
+    families = {_space(name).family.name for name in EXTRACTED}
     assert families == set(FAMILIES.names())
 
 
