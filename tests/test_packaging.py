@@ -54,7 +54,7 @@ from nasforge.latency.targets import load_target
 from nasforge.latency.model import load_latency_model
 from nasforge.train.config import load_config
 from nasforge.pipelines.quickstart import DEFAULT_CONFIG
-space = load_space("mobilenetv3-tiny")
+space = load_space("mobilenetv3-ofa-cifar")  # a space with a shipped cpu table
 model = load_latency_model("cpu", space)
 print(json.dumps({"module": nasforge.__file__, "spaces_dir": str(SPACES_DIR), "spaces": list_spaces(),
                   "target": load_target("gpu").name, "source": model.source,
