@@ -31,7 +31,7 @@ def _check(table_path: Path, want: dict, space) -> None:
         warnings.simplefilter("ignore")
         model = load_latency_model("cpu", space, table_path)
     np.testing.assert_allclose(model.predict(_archs(space)), want["ms"], rtol=1e-12, atol=0)
-    assert bool(model.calibration) is want["calibrated"]
+    assert model.calibrated is want["calibrated"]
     table = LatencyTable.load(table_path)
     assert table.block_speed_ms == pytest.approx(want["block_speed_ms"], rel=1e-12)
     assert {k: table.ms(k) for k in want["first_block_ms"]} == pytest.approx(want["first_block_ms"], rel=1e-12)
@@ -55,3 +55,81 @@ def test_import_of_a_device_table_stores_the_same_validation(tmp_path):
     assert stored["validation_samples"] == want["validation_samples"]
     assert stored["speed_reference"] == want["speed_reference"]
     _check(dest, EXPECTED["predictions"]["imported-from-device.json"], space)
+
+
+STORED = [*sorted((Path(__file__).parents[1] / "predictors" / "latency").glob("*.json")),
+          Path(__file__).parent / "data" / "legacy_v3_cpu__mobilenetv3-ofa-cifar.json",
+          DATA / "profiled.json", DATA / "rejected.json"]
+
+
+@pytest.mark.parametrize("path", STORED, ids=lambda p: p.name)
+def test_stored_validations_read_into_records_and_write_back_byte_for_byte(path):
+    meta = json.loads(path.read_text())["metadata"]
+    table = LatencyTable.load(path)
+    found = 0
+    for key, record in (("validation", table.validation), ("validation_rejected", table.validation_rejected)):
+        assert (record is None) == (key not in meta)
+        if record is not None:
+            found += 1
+            assert json.dumps(record.to_dict()) == json.dumps(meta[key])  # same keys, same order, same values
+            assert record.headline.mape == (meta[key].get("calibrated_cv5") or meta[key]["raw"])["mape"]
+    assert found == 1
+
+
+def test_records_are_typed_views_of_the_stored_figures():
+    table = LatencyTable.load(DATA / "rejected.json")
+    v = table.validation_rejected
+    assert table.validation is None and v is not None and not v.is_trusted and v.trusted is False
+    assert v.noise.repeat_median_diff == 0.3 and v.noise.reason.startswith("the same subnets measured twice")
+    assert v.calibrated_cv5.within_10pct == 1.0 and v.linear_sum_blocks_cv5.kendall_tau == 0.8333
+    assert set(v.extra) == {"would_be_calibration", "samples"}  # kept, not lost
+    legacy = LatencyTable.load(Path(__file__).parent / "data" / "legacy_v3_cpu__mobilenetv3-ofa-cifar.json")
+    old = legacy.validation
+    assert old.noise is None and old.trusted is None and old.is_trusted and old.linear_sum_blocks_cv5 is None
+
+
+@pytest.mark.parametrize("bad", [{"n": 3, "seed": 0, "raw": {"mape": 1.0}}, {"n": 3, "seed": 0, "raw": 7},
+                                 {"n": 3, "seed": 0, "raw": {"mape": 1, "within_10pct": 1, "kendall_tau": 1, "n": 3},
+                                  "noise": {"repeat_n": 1}}, ["n"]])
+def test_a_malformed_validation_is_a_latency_error(bad):
+    from nasforge.errors import LatencyError
+    from nasforge.latency.records import Validation
+
+    with pytest.raises(LatencyError, match="where"):
+        Validation.from_dict(bad, "where")
+
+
+def test_models_say_whether_calibrated_and_from_which_table():
+    space = tiny_space(EXPECTED["space"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        roofline = load_latency_model("rpi5", space)
+        measured = load_latency_model("cpu", space, DATA / "profiled.json")
+    assert roofline.table is None and roofline.calibrated is False
+    assert measured.table.path == str(DATA / "profiled.json") and measured.calibrated is True
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_cli_reports_what_the_records_say(name, tmp_path, monkeypatch):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from nasforge.cli import app
+
+    space = tiny_space(EXPECTED["space"])
+    arch = json.dumps(EXPECTED["archs"][1])
+    res = CliRunner().invoke(app, ["latency", "--target", "cpu", "--space", space.source, "--lut", str(DATA / name),
+                                   "--arch", arch, "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert got["calibrated"] is EXPECTED["predictions"][name]["calibrated"] and got["table"] == str(DATA / name)
+    assert got["latency_ms"] == pytest.approx(EXPECTED["predictions"][name]["ms"][1], rel=1e-12)
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    (tmp_path / "latency").mkdir()
+    shutil.copy(DATA / name, tmp_path / "latency" / name)
+    res = CliRunner().invoke(app, ["targets", "--json"])
+    assert res.exit_code == 0, res.output
+    listed = [t for target in json.loads(res.stdout) for t in target["tables"] if t["file"].endswith(name)]
+    assert len(listed) == 1 and listed[0]["validation"] == json.loads((DATA / name).read_text())["metadata"].get(
+        "validation")

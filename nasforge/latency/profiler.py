@@ -13,7 +13,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from nasforge.latency.lut import (
     user_tables_dir,
 )
 from nasforge.latency.model import TableFeatures
+from nasforge.latency.records import NoiseVerdict, Scores, Validation
 from nasforge.latency.reference import reference_block, reference_subnet
 from nasforge.latency.targets import Target
 from nasforge.layers import LayerSpec
@@ -351,7 +352,7 @@ def repeat_count(n_random: int, n: int) -> int:
 
 def noise_verdict(
     first: np.ndarray, again: np.ndarray, timings: list[dict[str, Any]], block_drift: float | None = None
-) -> dict[str, Any]:
+) -> NoiseVerdict:
     """Whether whole-subnet timings on this machine are steady enough to validate and calibrate with.
 
     first / again: the same subnets measured twice (at the start and at the end of the validation).
@@ -364,16 +365,6 @@ def noise_verdict(
     first, again = np.asarray(first, float), np.asarray(again, float)
     diff = np.abs(again / first - 1) if len(first) else np.zeros(0)
     unstable = float(np.mean([not t.get("stable", True) for t in timings])) if timings else 0.0
-    verdict = {
-        "repeat_n": int(len(diff)),
-        "repeat_median_diff": round(float(np.median(diff)), 4) if len(diff) else None,
-        "repeat_max_diff": round(float(diff.max()), 4) if len(diff) else None,
-        "unstable_share": round(unstable, 4),
-        "preempted_runs": round(float(np.mean([t.get("preempted", 0.0) for t in timings] or [0.0])), 4),
-        "block_drift": None if block_drift is None else round(float(block_drift), 4),
-        "bounds": {"repeat_median": REPEAT_MEDIAN, "repeat_max": REPEAT_MAX, "unstable_share": UNSTABLE_SHARE,
-                   "block_drift": DRIFT_MAX},
-    }
     reasons = []
     if len(diff) and np.median(diff) > REPEAT_MEDIAN:
         reasons.append(f"the same subnets measured twice differ by {np.median(diff):.1%} in the median")
@@ -383,9 +374,18 @@ def noise_verdict(
         reasons.append(f"{unstable:.0%} of whole-subnet timings stayed unstable after retries")
     if block_drift is not None and block_drift > DRIFT_MAX:
         reasons.append(f"blocks timed again differ from the table by {block_drift:.1%} (median)")
-    verdict["trusted"] = not reasons
-    verdict["reason"] = "; ".join(reasons) if reasons else None
-    return verdict
+    return NoiseVerdict(
+        repeat_n=int(len(diff)),
+        repeat_median_diff=round(float(np.median(diff)), 4) if len(diff) else None,
+        repeat_max_diff=round(float(diff.max()), 4) if len(diff) else None,
+        unstable_share=round(unstable, 4),
+        preempted_runs=round(float(np.mean([t.get("preempted", 0.0) for t in timings] or [0.0])), 4),
+        block_drift=None if block_drift is None else round(float(block_drift), 4),
+        bounds={"repeat_median": REPEAT_MEDIAN, "repeat_max": REPEAT_MAX, "unstable_share": UNSTABLE_SHARE,
+                "block_drift": DRIFT_MAX},
+        trusted=not reasons,
+        reason="; ".join(reasons) if reasons else None,
+    )
 
 
 def validate_table(
@@ -397,7 +397,7 @@ def validate_table(
     seed: int = 0,
     on_progress: Progress | None = None,
     measure: Callable[[ArchConfig], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+) -> Validation:
     """Measure `n` whole subnets, check the machine was steady, fit and score the calibration.
 
     Subnets: design points plus random ones (`choose_subnets`), timed interleaved in groups; at the
@@ -475,13 +475,12 @@ def assess_validation(
     seconds: float | None = None,
     block_drift: float | None = None,
     reference: str | None = None,
-) -> dict[str, Any]:
+) -> Validation:
     """Noise verdict, calibration fit and scores for whole subnets measured on the table's machine.
 
     Timings that carry `reference_ms` (measured beside the speed reference subnet, whose key is `reference`)
     are read at its median speed over the run. Stores the results in `table.metadata` (validation,
-    calibration and the subnet reference speed when trusted, else validation_rejected); returns the result
-    with the fitted calibration under "calibration".
+    calibration and the subnet reference speed when trusted, else validation_rejected) and returns it.
     """
     designed = np.asarray(designed, bool)
     again_idx = np.asarray(again_idx, dtype=np.int64)
@@ -491,7 +490,7 @@ def assess_validation(
     verdict = noise_verdict(measured[again_idx], measured_again, timings + again, block_drift)
     if speed is not None and len(again):
         raw = np.array([t["median_ms"] for t in again]) / np.array([timings[i]["median_ms"] for i in again_idx])
-        verdict["repeat_median_diff_raw"] = round(float(np.median(np.abs(raw - 1))), 4)
+        verdict = replace(verdict, repeat_median_diff_raw=round(float(np.median(np.abs(raw - 1))), 4))
     f = TableFeatures(table, space)(archs)
     calibration = cal.fit(f, measured)
     if (~designed).sum() >= 5:  # score the random subnets; the design points always train
@@ -503,30 +502,30 @@ def assess_validation(
         f, measured, fitter=lambda g, m: cal.fit_linear(g["sum_ms"], g["blocks"], m), always_train=fixed
     )
     small = int(np.argmin(f["sum_ms"]))
-    result = {
-        "n": len(archs),
-        "n_design": int(designed.sum()),
-        "n_scored": int(score.sum()),
-        "seed": seed,
-        "raw": cal.metrics(f["sum_ms"][score], measured[score]),
-        "calibrated_cv5": cal.metrics(cv[score], measured[score]),
-        "calibrated_in_sample": cal.metrics(cal.apply(calibration, f)[score], measured[score]),
-        "linear_sum_blocks_cv5": cal.metrics(legacy_cv[score], measured[score]),
-        "smallest": {
+    result = Validation(
+        n=len(archs),
+        n_design=int(designed.sum()),
+        n_scored=int(score.sum()),
+        seed=seed,
+        raw=Scores.from_dict(cal.metrics(f["sum_ms"][score], measured[score])),
+        calibrated_cv5=Scores.from_dict(cal.metrics(cv[score], measured[score])),
+        calibrated_in_sample=Scores.from_dict(cal.metrics(cal.apply(calibration, f)[score], measured[score])),
+        linear_sum_blocks_cv5=Scores.from_dict(cal.metrics(legacy_cv[score], measured[score])),
+        smallest={
             "arch": archs[small].key,
             "measured_ms": round(float(measured[small]), 5),
             "cv_predicted_ms": round(float(cv[small]), 5),
             "linear_sum_blocks_cv_predicted_ms": round(float(legacy_cv[small]), 5),
         },
-        "spread_median": round(float(np.median([t.get("spread", 0.0) for t in timings])), 4),
-        "noise": verdict,
-        "trusted": verdict["trusted"],
-        "measured_ms_range": [round(float(measured.min()), 4), round(float(measured.max()), 4)],
-        "speed_reference": {"subnet": reference, "subnet_ms": None if speed is None else round(speed, 6),
-                            "subnet_range": _reference_range([*timings, *again])},
-        "seconds": None if seconds is None else round(seconds, 1),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+        spread_median=round(float(np.median([t.get("spread", 0.0) for t in timings])), 4),
+        noise=verdict,
+        trusted=verdict.trusted,
+        measured_ms_range=[round(float(measured.min()), 4), round(float(measured.max()), 4)],
+        speed_reference={"subnet": reference, "subnet_ms": None if speed is None else round(speed, 6),
+                         "subnet_range": _reference_range([*timings, *again])},
+        seconds=None if seconds is None else round(seconds, 1),
+        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
     samples = [
         {
             "arch": a.key,
@@ -538,8 +537,8 @@ def assess_validation(
         }
         for a, d, s, b, m, t in zip(archs, designed, f["sum_ms"], f["blocks"], measured, timings)
     ]
-    if verdict["trusted"]:
-        table.metadata["validation"] = result
+    if verdict.trusted:
+        table.metadata["validation"] = result.to_dict()
         table.metadata["calibration"] = calibration
         table.metadata["validation_samples"] = samples
         table.metadata.pop("validation_rejected", None)
@@ -548,8 +547,10 @@ def assess_validation(
                 **(table.metadata.get("speed_reference") or {}), "subnet": reference, "subnet_ms": round(speed, 6)
             }
     else:
-        table.metadata["validation_rejected"] = {**result, "would_be_calibration": calibration, "samples": samples}
-    return {**result, "calibration": calibration}
+        table.metadata["validation_rejected"] = {
+            **result.to_dict(), "would_be_calibration": calibration, "samples": samples
+        }
+    return result
 
 
 # ---------------------------------------------------------------------------- one entry point
@@ -565,7 +566,7 @@ def validation_size(table: LatencyTable, validate: int | None) -> int:
 class ProfileResult:
     table: LatencyTable
     path: Path
-    validation: dict[str, Any] | None  # None when no whole subnets were measured this time
+    validation: Validation | None  # None when no whole subnets were measured this time
 
 
 def profile(
