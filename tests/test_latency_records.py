@@ -133,3 +133,15 @@ def test_cli_reports_what_the_records_say(name, tmp_path, monkeypatch):
     listed = [t for target in json.loads(res.stdout) for t in target["tables"] if t["file"].endswith(name)]
     assert len(listed) == 1 and listed[0]["validation"] == json.loads((DATA / name).read_text())["metadata"].get(
         "validation")
+
+
+def test_no_latency_function_is_over_80_lines():
+    import ast
+
+    root = Path(__file__).parents[1] / "nasforge"
+    long = []
+    for path in [*sorted((root / "latency").glob("*.py")), root / "cli" / "latency.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long

@@ -486,37 +486,16 @@ def assess_validation(
     again_idx = np.asarray(again_idx, dtype=np.int64)
     speed = ort_timing.reference_speed([*timings, *again])
     measured = at_one_speed(timings, speed, "whole-subnet timings of the validation")
-    measured_again = at_one_speed(again, speed, "whole-subnet timings of the validation (repeats)")
-    verdict = noise_verdict(measured[again_idx], measured_again, timings + again, block_drift)
-    if speed is not None and len(again):
-        raw = np.array([t["median_ms"] for t in again]) / np.array([timings[i]["median_ms"] for i in again_idx])
-        verdict = replace(verdict, repeat_median_diff_raw=round(float(np.median(np.abs(raw - 1))), 4))
+    verdict = _verdict(measured, speed, timings, again_idx, again, block_drift)
     f = TableFeatures(table, space)(archs)
     calibration = cal.fit(f, measured)
-    if (~designed).sum() >= 5:  # score the random subnets; the design points always train
-        score, fixed = ~designed, designed
-    else:
-        score, fixed = np.ones(len(archs), bool), None
-    cv = cal.cross_validated(f, measured, always_train=fixed)
-    legacy_cv = cal.cross_validated(
-        f, measured, fitter=lambda g, m: cal.fit_linear(g["sum_ms"], g["blocks"], m), always_train=fixed
-    )
-    small = int(np.argmin(f["sum_ms"]))
+    scores, small = _scores(f, measured, designed, calibration)
     result = Validation(
         n=len(archs),
         n_design=int(designed.sum()),
-        n_scored=int(score.sum()),
         seed=seed,
-        raw=Scores.from_dict(cal.metrics(f["sum_ms"][score], measured[score])),
-        calibrated_cv5=Scores.from_dict(cal.metrics(cv[score], measured[score])),
-        calibrated_in_sample=Scores.from_dict(cal.metrics(cal.apply(calibration, f)[score], measured[score])),
-        linear_sum_blocks_cv5=Scores.from_dict(cal.metrics(legacy_cv[score], measured[score])),
-        smallest={
-            "arch": archs[small].key,
-            "measured_ms": round(float(measured[small]), 5),
-            "cv_predicted_ms": round(float(cv[small]), 5),
-            "linear_sum_blocks_cv_predicted_ms": round(float(legacy_cv[small]), 5),
-        },
+        **scores,
+        smallest={"arch": archs[small.pop("index")].key, **small},
         spread_median=round(float(np.median([t.get("spread", 0.0) for t in timings])), 4),
         noise=verdict,
         trusted=verdict.trusted,
@@ -526,7 +505,57 @@ def assess_validation(
         seconds=None if seconds is None else round(seconds, 1),
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    samples = [
+    _store_validation(table, result, calibration, _samples(archs, designed, f, measured, timings), speed, reference)
+    return result
+
+
+def _verdict(
+    measured: np.ndarray, speed: float | None, timings: list[dict[str, Any]], again_idx: np.ndarray,
+    again: list[dict[str, Any]], block_drift: float | None,
+) -> NoiseVerdict:
+    """The noise verdict on the repeats read at the run's speed, plus how far apart they were before that."""
+    measured_again = at_one_speed(again, speed, "whole-subnet timings of the validation (repeats)")
+    verdict = noise_verdict(measured[again_idx], measured_again, timings + again, block_drift)
+    if speed is not None and len(again):
+        raw = np.array([t["median_ms"] for t in again]) / np.array([timings[i]["median_ms"] for i in again_idx])
+        verdict = replace(verdict, repeat_median_diff_raw=round(float(np.median(np.abs(raw - 1))), 4))
+    return verdict
+
+
+def _scores(
+    f: dict[str, np.ndarray], measured: np.ndarray, designed: np.ndarray, calibration: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each prediction kind's scores over the random subnets (the design points always train; all subnets are
+    scored when fewer than 5 are random), and the smallest subnet's figures."""
+    if (~designed).sum() >= 5:
+        score, fixed = ~designed, designed
+    else:
+        score, fixed = np.ones(len(measured), bool), None
+    cv = cal.cross_validated(f, measured, always_train=fixed)
+    legacy_cv = cal.cross_validated(
+        f, measured, fitter=lambda g, m: cal.fit_linear(g["sum_ms"], g["blocks"], m), always_train=fixed
+    )
+
+    def scored(pred: np.ndarray) -> Scores:
+        return Scores.from_dict(cal.metrics(pred[score], measured[score]))
+
+    scores = {"n_scored": int(score.sum()), "raw": scored(f["sum_ms"]), "calibrated_cv5": scored(cv),
+              "calibrated_in_sample": scored(cal.apply(calibration, f)), "linear_sum_blocks_cv5": scored(legacy_cv)}
+    small = int(np.argmin(f["sum_ms"]))
+    return scores, {
+        "index": small,
+        "measured_ms": round(float(measured[small]), 5),
+        "cv_predicted_ms": round(float(cv[small]), 5),
+        "linear_sum_blocks_cv_predicted_ms": round(float(legacy_cv[small]), 5),
+    }
+
+
+def _samples(
+    archs: list[ArchConfig], designed: np.ndarray, f: dict[str, np.ndarray], measured: np.ndarray,
+    timings: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One stored row per measured subnet: its block sum, its time at the reference speed and its statistics."""
+    return [
         {
             "arch": a.key,
             "design": bool(d),
@@ -537,7 +566,14 @@ def assess_validation(
         }
         for a, d, s, b, m, t in zip(archs, designed, f["sum_ms"], f["blocks"], measured, timings)
     ]
-    if verdict.trusted:
+
+
+def _store_validation(
+    table: LatencyTable, result: Validation, calibration: dict[str, Any], samples: list[dict[str, Any]],
+    speed: float | None, reference: str | None,
+) -> None:
+    """A trusted validation becomes the table's calibration; a rejected one is kept aside, the old one stays."""
+    if result.is_trusted:
         table.metadata["validation"] = result.to_dict()
         table.metadata["calibration"] = calibration
         table.metadata["validation_samples"] = samples
@@ -550,7 +586,6 @@ def assess_validation(
         table.metadata["validation_rejected"] = {
             **result.to_dict(), "would_be_calibration": calibration, "samples": samples
         }
-    return result
 
 
 # ---------------------------------------------------------------------------- one entry point
