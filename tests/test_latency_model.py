@@ -64,13 +64,13 @@ def test_summarise_drops_preempted_runs_and_keeps_the_quieter_rounds():
     times = np.array([1.0] * 10 + [1.3] * 10 + [9.0] * 10)
     preempted = np.array([False] * 20 + [True] * 10)
     rounds = np.repeat([0, 1, 2], 10)
-    s = ort_timing.summarise(times, preempted, rounds)
+    s = ort_timing.summarise(times, preempted, rounds).to_dict()
     assert s["median_ms"] == pytest.approx(1.0)  # preempted runs dropped, the quieter half of the rounds kept
     assert s["clean"] == 20 and s["preempted"] == pytest.approx(1 / 3, abs=1e-3) and s["runs"] == 30
     assert s["rounds_spread"] == pytest.approx(0.8 * 0.3 / 1.15, abs=1e-3)  # p90 - p10 of the two round medians
     assert s["p90_ms"] >= s["median_ms"] and s["median_all_ms"] == pytest.approx(1.3)
     # fewer than 3 clean runs: every run is used, and `clean` says so
-    s = ort_timing.summarise(np.array([2.0, 2.2, 2.4]), np.array([True, True, False]))
+    s = ort_timing.summarise(np.array([2.0, 2.2, 2.4]), np.array([True, True, False])).to_dict()
     assert s["clean"] == 1 and s["median_ms"] == pytest.approx(2.2)
 
 
@@ -79,7 +79,7 @@ def test_median_uncertainty_on_known_numbers():
     assert ort_timing.median_uncertainty(np.array([0.9, 1.0, 1.1, 1.2, 0.8])) == pytest.approx(0.0831, abs=1e-4)
     assert ort_timing.median_uncertainty(np.array([2.0, 2.0, 2.0])) == 0.0
     assert ort_timing.median_uncertainty(np.array([1.0])) == 0.0
-    s = ort_timing.summarise(np.array([1.0, 1.0, 1.2, 1.2, 0.8, 0.8]), round_of=np.array([0, 0, 1, 1, 2, 2]))
+    s = ort_timing.summarise(np.array([1.0, 1.0, 1.2, 1.2, 0.8, 0.8]), round_of=np.array([0, 0, 1, 1, 2, 2])).to_dict()
     assert s["uncertainty"] == pytest.approx(1.2533 * 1.4826 * 0.2 / np.sqrt(3), abs=1e-4)  # from the 3 rounds
 
 

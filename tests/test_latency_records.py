@@ -145,3 +145,19 @@ def test_no_latency_function_is_over_80_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
                 long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long
+
+
+def test_timing_stats_write_the_stored_timing_and_read_it_back():
+    from nasforge.latency import ort_timing
+
+    stats = ort_timing.summarise(np.array([1.0, 1.1, 0.9, 1.2, 1.0, 1.05]), round_of=np.array([0, 0, 1, 1, 2, 2]))
+    assert list(stats.to_dict()) == ["median_ms", "p90_ms", "median_all_ms", "spread", "rounds_spread",
+                                     "uncertainty", "runs", "clean", "preempted"]  # the keys tables have stored
+    stored = json.loads((DATA / "device.json").read_text())
+    for row in [*stored["entries"].values(), *stored["verify"]]:
+        stats = ort_timing.TimingStats.from_dict(row)
+        kept = {k: v for k, v in row.items() if k not in ("key", "role", "arch", "design", "predicted_ms",
+                                                          "predicted_source", "file")}
+        assert stats.to_dict() == kept
+    samples = json.loads((DATA / "profiled.json").read_text())["metadata"]["validation_samples"]
+    assert "median_all_ms" not in samples[0] and samples[0]["attempts"] == 1 and samples[0]["stable"] is True

@@ -57,10 +57,6 @@ REPEAT_MIN_SUBNETS = 5  # subnets measured twice: at least this many, or an eigh
 UNSTABLE_SHARE = 0.25  # at most this share of whole-subnet timings may miss the uncertainty bound after retries
 DRIFT_BLOCKS = 16  # blocks timed again after the whole subnets: is the table still this machine's state?
 DRIFT_MAX = 0.05  # ... their medians may have moved this much (median over the 16)
-TIMING_FIELDS = (
-    "median_ms", "p90_ms", "spread", "rounds_spread", "uncertainty", "preempted", "runs", "clean", "attempts", "stable",
-    "reference_ms", "reference_ratio",
-)
 
 
 class Timer:
@@ -562,7 +558,7 @@ def _samples(
             "sum_ms": round(float(s), 5),
             "blocks": int(b),
             "measured_ms": round(float(m), 5),  # median_ms read at the reference speed
-            **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in t.items() if k in TIMING_FIELDS},
+            **ort_timing.TimingStats.from_dict(t).sample(),
         }
         for a, d, s, b, m, t in zip(archs, designed, f["sum_ms"], f["blocks"], measured, timings)
     ]
