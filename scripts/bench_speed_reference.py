@@ -60,11 +60,11 @@ def one_pass(models: list[bytes], reference: bytes, group: int, rounds: int, rep
 
 def readings(timed: list[list[dict]]) -> dict[str, np.ndarray]:
     """passes x models for each way of reading a timing, and the spread over rounds of the plain and ratio forms."""
-    ref_plain = [[ort_timing.summarise(*t["reference"])["median_ms"] for t in p] for p in timed]
+    ref_plain = [[ort_timing.summarise(*t["reference"]).median_ms for t in p] for p in timed]
     speed = float(np.median(ref_plain))
     plain, group, ratio, spread_plain, spread_ratio = ([] for _ in range(5))
     for p, refs in zip(timed, ref_plain):
-        s = [ort_timing.summarise(*t["runs"]) for t in p]
+        s = [ort_timing.summarise(*t["runs"]).to_dict() for t in p]
         medians = [(ort_timing.round_medians(*t["runs"]), ort_timing.round_medians(*t["reference"])) for t in p]
         r = [ort_timing.against_reference(model, ref) for model, ref in medians]
         plain.append([x["median_ms"] for x in s])

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from nasforge.cli import app
 from nasforge.cli._common import CliConsole, ResultTable
+from nasforge.latency.records import Validation
 from nasforge.space import load_space
 
 CLI_DIR = Path(__file__).resolve().parents[1] / "nasforge" / "cli"
@@ -174,8 +175,8 @@ def test_profile_and_lut_import(monkeypatch, long_dir):
 
     device = "A Very Long Processor Model Name @ 3.00GHz with 128 cores"
     table = SimpleNamespace(entries={"b": 1}, metadata={"build_seconds": 1.0, "device": device, "stability": {}})
-    metrics = {"mape": 2.0, "within_10pct": 1.0, "kendall_tau": 0.9}
-    validation = {"n": 5, "calibrated_cv5": metrics, "raw": metrics, "trusted": True}
+    metrics = {"mape": 2.0, "within_10pct": 1.0, "kendall_tau": 0.9, "n": 5}
+    validation = Validation.from_dict({"n": 5, "seed": 0, "calibrated_cv5": metrics, "raw": metrics, "trusted": True})
     monkeypatch.setattr(profiler, "Timer", lambda *a: SimpleNamespace(provider="CPUExecutionProvider", threads=1))
     monkeypatch.setattr(profiler, "build_table", lambda *a, **k: table)
     monkeypatch.setattr(profiler, "validation_size", lambda t, v: 5)

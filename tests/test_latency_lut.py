@@ -87,10 +87,10 @@ def test_validation_stores_metrics_and_calibration(built):
     features = TableFeatures(table, space)
     result = validate_table(space, table, timer, 12,
                             measure=lambda a: {"median_ms": 0.7 * features([a])["net_ms"][0] + 0.05})
-    assert result["trusted"] and result["calibrated_in_sample"]["mape"] < 1e-4
+    assert result.trusted and result.calibrated_in_sample.mape < 1e-4
     saved = LatencyTable.load(out).metadata
     assert saved["calibration"]["coef"]["net_ms"] == pytest.approx(0.7, rel=1e-4)
-    assert saved["validation"]["n"] == result["n"]
+    assert saved["validation"]["n"] == result.n
     arch = space.sample(np.random.default_rng(5))
     model = load_latency_model("cpu", space, out)
     assert model.source == "measured"
@@ -112,7 +112,7 @@ def test_real_validation_runs_end_to_end(built, monkeypatch):
         return timings
 
     monkeypatch.setattr(timer, "subnets", spy)
-    result = validate_table(space, table, timer, 6)
+    result = validate_table(space, table, timer, 6).to_dict()  # the stored form
 
     archs, designed = choose_subnets(space, TableFeatures(table, space), 6, np.random.default_rng(0))
     assert designed.tolist() == [True, True, False, False, False, False]  # smallest and largest, 4 random

@@ -64,13 +64,13 @@ def test_summarise_drops_preempted_runs_and_keeps_the_quieter_rounds():
     times = np.array([1.0] * 10 + [1.3] * 10 + [9.0] * 10)
     preempted = np.array([False] * 20 + [True] * 10)
     rounds = np.repeat([0, 1, 2], 10)
-    s = ort_timing.summarise(times, preempted, rounds)
+    s = ort_timing.summarise(times, preempted, rounds).to_dict()
     assert s["median_ms"] == pytest.approx(1.0)  # preempted runs dropped, the quieter half of the rounds kept
     assert s["clean"] == 20 and s["preempted"] == pytest.approx(1 / 3, abs=1e-3) and s["runs"] == 30
     assert s["rounds_spread"] == pytest.approx(0.8 * 0.3 / 1.15, abs=1e-3)  # p90 - p10 of the two round medians
     assert s["p90_ms"] >= s["median_ms"] and s["median_all_ms"] == pytest.approx(1.3)
     # fewer than 3 clean runs: every run is used, and `clean` says so
-    s = ort_timing.summarise(np.array([2.0, 2.2, 2.4]), np.array([True, True, False]))
+    s = ort_timing.summarise(np.array([2.0, 2.2, 2.4]), np.array([True, True, False])).to_dict()
     assert s["clean"] == 1 and s["median_ms"] == pytest.approx(2.2)
 
 
@@ -79,7 +79,7 @@ def test_median_uncertainty_on_known_numbers():
     assert ort_timing.median_uncertainty(np.array([0.9, 1.0, 1.1, 1.2, 0.8])) == pytest.approx(0.0831, abs=1e-4)
     assert ort_timing.median_uncertainty(np.array([2.0, 2.0, 2.0])) == 0.0
     assert ort_timing.median_uncertainty(np.array([1.0])) == 0.0
-    s = ort_timing.summarise(np.array([1.0, 1.0, 1.2, 1.2, 0.8, 0.8]), round_of=np.array([0, 0, 1, 1, 2, 2]))
+    s = ort_timing.summarise(np.array([1.0, 1.0, 1.2, 1.2, 0.8, 0.8]), round_of=np.array([0, 0, 1, 1, 2, 2])).to_dict()
     assert s["uncertainty"] == pytest.approx(1.2533 * 1.4826 * 0.2 / np.sqrt(3), abs=1e-4)  # from the 3 rounds
 
 
@@ -323,10 +323,10 @@ def test_validation_reads_whole_subnets_at_the_reference_speed(fake_timer, tmp_p
     backend.time_subnets = drifting
     result = validate_table(space, table, timer, 24)
     assert all(ref == reference_subnet(space) for ref in calls)
-    noise = result["noise"]
-    assert noise["repeat_median_diff"] == pytest.approx(0, abs=1e-9) and noise["repeat_median_diff_raw"] > 0.1
-    assert result["trusted"] and result["calibrated_cv5"]["within_10pct"] == 1.0
-    assert result["calibrated_cv5"]["mape"] < 1e-3
+    noise = result.noise
+    assert noise.repeat_median_diff == pytest.approx(0, abs=1e-9) and noise.repeat_median_diff_raw > 0.1
+    assert result.trusted and result.calibrated_cv5.within_10pct == 1.0
+    assert result.calibrated_cv5.mape < 1e-3
     saved = LatencyTable.load(tmp_path / "t.json").metadata["speed_reference"]
     assert saved["subnet"] == reference_subnet(space).key and saved["subnet_ms"] > 0 and saved["block_ms"] > 0
 
@@ -409,9 +409,9 @@ def test_steady_validation_is_stored_and_recovers_the_calibration(fake_timer, tm
     feats = TableFeatures(table, space)
     steady = lambda a: {"median_ms": float(truth(feats([a]))[0]), "spread": 0.01, "rounds_spread": 0.01}  # noqa: E731
     result = validate_table(space, table, timer, 24, measure=steady)
-    assert result["trusted"] and result["noise"]["repeat_median_diff"] == 0
-    assert result["n_design"] == 6 and result["n_scored"] == 18
-    assert result["calibrated_cv5"]["mape"] < 1e-3 and result["calibrated_cv5"]["within_10pct"] == 1.0
+    assert result.trusted and result.noise.repeat_median_diff == 0
+    assert result.n_design == 6 and result.n_scored == 18
+    assert result.calibrated_cv5.mape < 1e-3 and result.calibrated_cv5.within_10pct == 1.0
     saved = LatencyTable.load(tmp_path / "t.json").metadata
     assert saved["calibration"]["kind"] == cal.KIND
     assert saved["calibration"]["coef"]["net_ms"] == pytest.approx(0.9, rel=1e-4)
@@ -434,7 +434,7 @@ def test_noisy_validation_says_so_and_is_not_stored(fake_timer, tmp_path):
         return {"median_ms": float(truth(feats([a]))[0]) * (1.2 if seen[a.key] > 1 else 1.0), "rounds_spread": 0.01}
 
     result = validate_table(space, table, timer, 24, measure=noisy)
-    assert result["trusted"] is False and "measured twice" in result["noise"]["reason"]
+    assert result.trusted is False and "measured twice" in result.noise.reason
     saved = LatencyTable.load(tmp_path / "t.json").metadata
     assert saved["calibration"] == {"kind": cal.KIND, "coef": {"net_ms": 1.0, "one": 0.0}}  # left as it was
     assert saved["validation_rejected"]["noise"]["repeat_max_diff"] == pytest.approx(0.2)
@@ -445,14 +445,14 @@ def test_noise_verdict_bounds():
     from nasforge.latency.profiler import noise_verdict
 
     steady = noise_verdict(np.array([1.0, 2.0, 3.0]), np.array([1.01, 1.98, 3.03]), [{"stable": True}] * 10)
-    assert steady["trusted"] and steady["repeat_max_diff"] == pytest.approx(0.01)
+    assert steady.trusted and steady.repeat_max_diff == pytest.approx(0.01)
     one_off = noise_verdict(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 4.6]), [])
-    assert not one_off["trusted"] and "15%" in one_off["reason"]
+    assert not one_off.trusted and "15%" in one_off.reason
     shaky = noise_verdict(np.array([1.0]), np.array([1.0]), [{"stable": False}] * 3 + [{"stable": True}])
-    assert not shaky["trusted"] and "unstable" in shaky["reason"]
+    assert not shaky.trusted and "unstable" in shaky.reason
     drifted = noise_verdict(np.array([1.0]), np.array([1.0]), [], block_drift=0.08)
-    assert not drifted["trusted"] and "blocks timed again" in drifted["reason"]
-    assert noise_verdict(np.array([1.0]), np.array([1.0]), [], block_drift=0.01)["trusted"]
+    assert not drifted.trusted and "blocks timed again" in drifted.reason
+    assert noise_verdict(np.array([1.0]), np.array([1.0]), [], block_drift=0.01).trusted
 
 
 def test_validation_times_blocks_again_to_check_the_table_still_holds(fake_timer, tmp_path):
@@ -466,7 +466,7 @@ def test_validation_times_blocks_again_to_check_the_table_still_holds(fake_timer
                                                          for a in archs]
     result = validate_table(space, table, timer, 12)
     assert sum(backend.calls.values()) - before == DRIFT_BLOCKS  # the same (steady) blocks once more
-    assert result["noise"]["block_drift"] == 0 and result["trusted"]
+    assert result.noise.block_drift == 0 and result.trusted
 
 
 # ---------------------------------------------------------------------------- calibration maths

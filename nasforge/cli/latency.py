@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -14,6 +13,10 @@ from nasforge.cli.progress import progress_bar
 from nasforge.errors import ConfigError, NasforgeError
 from nasforge.io import check_output_file
 
+if TYPE_CHECKING:
+    from nasforge.latency.lut import LatencyTable
+    from nasforge.latency.records import Validation
+
 TargetOpt = Annotated[str, typer.Option("--target", help="Target name (configs/targets) or a target YAML path.")]
 LutOpt = Annotated[Optional[Path], typer.Option("--lut", help="A latency table to use instead of the shipped one.")]
 
@@ -21,37 +24,38 @@ lut_app = typer.Typer(help="Manage latency lookup tables.", no_args_is_help=True
 app.add_typer(lut_app, name="lut")
 
 
-def _fmt_validation(meta: dict[str, Any]) -> str:
-    v = meta.get("validation")
-    if not v:
-        if meta.get("validation_rejected"):
+def _fmt_validation(lut: LatencyTable) -> str:
+    v = lut.validation
+    if v is None:
+        if lut.validation_rejected is not None:
             return "uncalibrated block sums (whole-net validation rejected: machine too noisy)"
-        if meta.get("validation_under_load"):
+        if lut.validation_under_load:
             return "uncalibrated block sums (whole-net validation under load discarded, see BENCHMARKS.md)"
         return "not validated"
-    c = v.get("calibrated_cv5", v.get("raw", {}))
-    return f"MAPE {c['mape']:.1f}%, {c['within_10pct'] * 100:.0f}% within 10%, tau {c['kendall_tau']:.2f} (n={v['n']})"
+    c = v.headline
+    return f"MAPE {c.mape:.1f}%, {c.within_10pct * 100:.0f}% within 10%, tau {c.kendall_tau:.2f} (n={v.n})"
 
 
 @app.command("targets")
 def targets_command(as_json: JsonOpt = False) -> None:
     """List hardware targets, their specs and the measured latency tables shipped for them."""
-    from nasforge.latency.lut import table_dirs
+    from nasforge.latency.lut import LatencyTable, table_dirs
     from nasforge.latency.targets import list_targets, load_target
 
-    tables: dict[str, list[dict[str, Any]]] = {}
+    tables: dict[str, list[LatencyTable]] = {}
     for folder in table_dirs():  # the user folder's tables, then the shipped examples
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:
-                meta = json.loads(path.read_text()).get("metadata", {})
-            except (OSError, json.JSONDecodeError, AttributeError):
+                lut = LatencyTable.peek(path)
+            except NasforgeError:  # not a JSON table with metadata: not listed
                 continue
-            tables.setdefault(meta.get("target", "?"), []).append({**meta, "_file": str(path)})
+            tables.setdefault(lut.target, []).append(lut)
     if as_json:
         print_json([
             {**{k: v for k, v in load_target(name).__dict__.items() if k != "calibration"},
-             "tables": [{"space": m.get("space"), "file": m["_file"], "device": m.get("device"),
-                         "validation": m.get("validation")} for m in tables.get(name, [])]}
+             "tables": [{"space": m.metadata.get("space"), "file": m.path, "device": m.metadata.get("device"),
+                         "validation": None if m.validation is None else m.validation.to_dict()}
+                        for m in tables.get(name, [])]}
             for name in list_targets()
         ])
         return
@@ -70,7 +74,9 @@ def targets_command(as_json: JsonOpt = False) -> None:
     for name in list_targets():
         t = load_target(name)
         luts = tables.get(name, [])
-        lut_text = "\n".join(f"{m['space']}: {_fmt_validation(m)} [{m.get('device', '?')}; {m['_file']}]" for m in luts)
+        lut_text = "\n".join(
+            f"{m.metadata.get('space')}: {_fmt_validation(m)} [{m.metadata.get('device', '?')}; {m.path}]" for m in luts
+        )
         table.add_row(
             name,
             t.provider.replace("ExecutionProvider", ""),
@@ -220,33 +226,33 @@ def _time_and_validate(
     elif validate is None:
         console.print("table already calibrated: no whole subnets measured (pass --validate N to measure again)")
 
-def _print_validation(result: dict[str, Any]) -> None:
-    scored = result.get("n_scored", result["n"])
+def _print_validation(result: Validation) -> None:
+    scored = result.n if result.n_scored is None else result.n_scored
     table = ResultTable(
-        title=f"latency validation: {result['n']} whole subnets, scored on {scored} random ones"
+        title=f"latency validation: {result.n} whole subnets, scored on {scored} random ones"
     )
     for col in ("prediction", "MAPE %", "within +-10%", "Kendall tau"):
         table.add_column(col)
-    for label, key in (
-        ("block sum (raw)", "raw"),
-        ("calibrated, 5-fold CV", "calibrated_cv5"),
-        ("calibrated, in-sample", "calibrated_in_sample"),
-        ("old linear calibration, 5-fold CV", "linear_sum_blocks_cv5"),
+    for label, m in (
+        ("block sum (raw)", result.raw),
+        ("calibrated, 5-fold CV", result.calibrated_cv5),
+        ("calibrated, in-sample", result.calibrated_in_sample),
+        ("old linear calibration, 5-fold CV", result.linear_sum_blocks_cv5),
     ):
-        m = result.get(key)
-        if m:
-            table.add_row(label, f"{m['mape']:.2f}", f"{m['within_10pct'] * 100:.0f}%", f"{m['kendall_tau']:.3f}")
+        if m is not None:
+            table.add_row(label, f"{m.mape:.2f}", f"{m.within_10pct * 100:.0f}%", f"{m.kendall_tau:.3f}")
     console.print(table)
-    noise = result.get("noise")
-    if noise and noise.get("repeat_n"):
+    noise = result.noise
+    if noise is not None and noise.repeat_n:
         console.print(
-            f"repeatability: {noise['repeat_n']} subnets measured twice differ by {noise['repeat_median_diff']:.1%} "
-            f"(median), {noise['repeat_max_diff']:.1%} (max); {noise['preempted_runs']:.0%} of whole-subnet runs "
+            f"repeatability: {noise.repeat_n} subnets measured twice differ by {noise.repeat_median_diff:.1%} "
+            f"(median), {noise.repeat_max_diff:.1%} (max); {noise.preempted_runs:.0%} of whole-subnet runs "
             "were preempted by other processes (dropped)"
         )
-    if result.get("trusted") is False:
+    if not result.is_trusted:
+        reason = noise.reason if noise is not None else "no reason recorded"
         typer.echo(
-            f"warning: this machine was too noisy to trust the whole-subnet timings ({noise['reason']}): "
+            f"warning: this machine was too noisy to trust the whole-subnet timings ({reason}): "
             "the calibration was NOT stored (kept as validation_rejected); re-run with --validate N when it is quieter",
             err=True,
         )
@@ -272,13 +278,13 @@ def latency_command(
         warnings.simplefilter("ignore")
         model = load_latency_model(target, s, lut)
     ms = float(model.predict([a])[0])
-    table = getattr(model, "table", None)
+    table = model.table
     if as_json:
         print_json({
             "arch": a.key, "space": s.name, "target": model.target, "latency_ms": ms, "source": model.source,
             "label": prediction_label(model),  # what latency_ms is: a prediction from a table, or an estimate
-            "calibrated": bool(getattr(model, "calibration", None)),
-            "table": str(getattr(table, "path", "")) or None,
+            "calibrated": model.calibrated,
+            "table": (table.path or None) if table is not None else None,
             "measured_on": table.metadata.get("device") if table is not None else None,
         })
     if model.source == "estimated":
@@ -289,9 +295,9 @@ def latency_command(
             err=True,
         )
     elif model.source == "measured":
-        how = "" if getattr(model, "calibration", None) else (
+        how = "" if model.calibrated else (
             "; uncalibrated block sum: its whole-subnet validation was rejected as too noisy"
-            if table is not None and table.metadata.get("validation_rejected")
+            if table is not None and table.validation_rejected is not None
             else "; uncalibrated block sum"
         )
         _say(as_json, f"{ms:.3f} ms  ({prediction_label(model)}, this machine: {getattr(table, 'path', '')}{how})")

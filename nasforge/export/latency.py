@@ -62,11 +62,11 @@ def latency_entry(space: SearchSpace, arch: ArchConfig, target: str | None) -> L
 
     model = load_latency_model(target, space)
     predicted = float(model.predict([arch])[0])
-    table = getattr(model, "table", None)
+    table = model.table
     if table is None:
         return LatencyEntry(target, predicted, prediction_label(model))
     return LatencyEntry(target, predicted, prediction_label(model), table=table.path,
-                        device=table_machine_name(table), calibrated=bool(getattr(model, "calibration", None)))
+                        device=table_machine_name(table), calibrated=model.calibrated)
 
 
 def why_not_timed(entry: LatencyEntry) -> str | None:

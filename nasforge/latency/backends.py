@@ -255,4 +255,4 @@ def time_torch_cuda(module: Any, input_shape: tuple[int, ...], warmup: int, repe
             end.record()
             torch.cuda.synchronize()
             times[i] = start.elapsed_time(end)
-    return ort_timing.summarise(times)  # the same statistic and spreads as the ORT protocol (one round)
+    return ort_timing.summarise(times).to_dict()  # the same statistic and spreads as the ORT protocol (one round)

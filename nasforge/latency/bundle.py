@@ -24,6 +24,7 @@ import os
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,78 +68,132 @@ def write_bundle(
     The zip runs itself on the device: `python bundle.zip --out lut.json` (its `__main__.py` calls the
     runner, `profile_bundle.py`, a copy of `nasforge.latency.ort_timing`; onnxruntime + numpy only).
     """
-    from nasforge.latency.backends import block_input_shape, export_block, export_subnet
-
     path = Path(path)
     _check_destination(path)  # before minutes of ONNX exports
-    from nasforge.latency.model import BlockFeatures, roofline_ms
-    from nasforge.latency.profiler import choose_subnets, repeat_count
-
     specs = distinct_layers(space)
-    rng = np.random.default_rng(seed)
-    # design points chosen on roofline features (no timings yet); the device measures them all
-    guess = BlockFeatures(space, lambda spec: roofline_ms(spec, target), 0.0, target.batch)
-    val_archs, designed = choose_subnets(space, guess, validate, rng)
-    n_repeat = repeat_count(int((~designed).sum()), len(val_archs)) if validate else 0
-    topk = [space.validate(a) for a in topk]
-    predicted, predicted_source = _topk_predictions(space, target, topk)
+    subnets = _choose_verify(space, target, validate, topk, seed)
     manifest: dict[str, Any] = {
         "format": "nasforge-bundle/1", "target": target.name, "provider": target.provider, "batch": target.batch,
         "protocol": ort_timing.protocol(target.threads, warmup, repeats),
         "space": space.name, "space_fingerprint": space.fingerprint, "blocks": [], "verify": [],
     }
-    tmp = path.with_name(f".{path.name}.tmp")
+    advance = _Steps(len(specs) + len(subnets.validation) + len(subnets.topk) + 1, on_progress)
+
+    def fill(zf: zipfile.ZipFile) -> None:
+        _write_blocks(zf, specs, target, manifest, advance)
+        _write_reference(zf, space, target, manifest)
+        advance()
+        _write_verify(zf, space, target, manifest, subnets, advance)
+        zf.writestr("manifest.json", json.dumps(manifest, indent=1))
+        zf.write(RUNNER, "profile_bundle.py")
+        zf.writestr("__main__.py", MAIN)
+
+    _write_zip(path, fill)
+    return manifest
+
+
+@dataclass(frozen=True)
+class _Verify:
+    """The whole subnets a bundle times: validation ones (design points first), repeats of its random ones,
+    and the search's top-K with this machine's prediction for each."""
+
+    validation: list[ArchConfig]
+    designed: list[bool]
+    n_repeat: int
+    topk: list[ArchConfig]
+    predicted: list[float | None]
+    predicted_source: str | None
+
+
+class _Steps:
+    """Counts exported files and reports (done, total) to the caller's progress callback."""
+
+    def __init__(self, total: int, on_progress: Callable[[int, int], None] | None) -> None:
+        self.done, self.total, self.on_progress = 0, total, on_progress
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
+
+
+def _choose_verify(
+    space: SearchSpace, target: Target, validate: int, topk: Sequence[ArchConfig], seed: int
+) -> _Verify:
+    """Design points chosen on roofline features (no timings yet); the device measures them all."""
+    from nasforge.latency.model import BlockFeatures, roofline_ms
+    from nasforge.latency.profiler import choose_subnets, repeat_count
+
+    guess = BlockFeatures(space, lambda spec: roofline_ms(spec, target), 0.0, target.batch)
+    val_archs, designed = choose_subnets(space, guess, validate, np.random.default_rng(seed))
+    n_repeat = repeat_count(int((~designed).sum()), len(val_archs)) if validate else 0
+    checked = [space.validate(a) for a in topk]
+    predicted, source = _topk_predictions(space, target, checked)
+    return _Verify(val_archs, [bool(d) for d in designed], n_repeat, checked, predicted, source)
+
+
+def _write_blocks(
+    zf: zipfile.ZipFile, specs: Sequence[Any], target: Target, manifest: dict[str, Any], advance: _Steps
+) -> None:
+    from nasforge.latency.backends import block_input_shape, export_block
+
+    for i, spec in enumerate(specs):
+        name = f"blocks/{i:05d}.onnx"
+        zf.writestr(name, export_block(spec, target.batch))
+        shape = list(block_input_shape(spec, target.batch))
+        manifest["blocks"].append({"key": spec.key, "file": name, "input_shape": shape})
+        advance()
+
+
+def _write_reference(zf: zipfile.ZipFile, space: SearchSpace, target: Target, manifest: dict[str, Any]) -> None:
+    """The speed references: the reference block is one of the blocks; the reference subnet its own file."""
+    from nasforge.latency.backends import export_subnet
+
     ref_block, ref_subnet = reference_block(space), reference_subnet(space)
-    total = len(specs) + len(val_archs) + len(topk) + 1
-    design_flags = [bool(d) for d in designed]
-    try:
-        done = 0
+    ref_file = "reference/subnet.onnx"
+    manifest["reference"] = {
+        "block": {"key": ref_block.key, "file": next(b["file"] for b in manifest["blocks"]
+                                                       if b["key"] == ref_block.key)},
+        "subnet": {"key": ref_subnet.key, "arch": ref_subnet.to_dict(), "file": ref_file},
+    }
+    zf.writestr(ref_file, export_subnet(space, ref_subnet, target.batch))
 
-        def advance() -> None:
-            nonlocal done
-            done += 1
-            if on_progress is not None:
-                on_progress(done, total)
 
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-            for i, spec in enumerate(specs):
-                name = f"blocks/{i:05d}.onnx"
-                zf.writestr(name, export_block(spec, target.batch))
-                shape = list(block_input_shape(spec, target.batch))
-                manifest["blocks"].append({"key": spec.key, "file": name, "input_shape": shape})
-                advance()
-            ref_file = "reference/subnet.onnx"  # the reference block is one of the blocks
-            manifest["reference"] = {
-                "block": {"key": ref_block.key, "file": next(b["file"] for b in manifest["blocks"]
-                                                               if b["key"] == ref_block.key)},
-                "subnet": {"key": ref_subnet.key, "arch": ref_subnet.to_dict(), "file": ref_file},
-            }
-            zf.writestr(ref_file, export_subnet(space, ref_subnet, target.batch))
+def _write_verify(
+    zf: zipfile.ZipFile, space: SearchSpace, target: Target, manifest: dict[str, Any], subnets: _Verify,
+    advance: _Steps,
+) -> None:
+    from nasforge.latency.backends import export_subnet
+
+    roles = (("validation", subnets.validation, [None] * len(subnets.validation)),
+             ("topk", subnets.topk, subnets.predicted))
+    for role, archs, preds in roles:
+        for i, (arch, pred) in enumerate(zip(archs, preds)):
+            name = f"verify/{len(manifest['verify']):05d}.onnx"
+            zf.writestr(name, export_subnet(space, arch, target.batch))
+            manifest["verify"].append({
+                "key": f"{role}:{arch.key}", "role": role, "arch": arch.to_dict(),
+                "design": subnets.designed[i] if role == "validation" else False, "predicted_ms": pred,
+                "predicted_source": subnets.predicted_source if role == "topk" else None, "file": name,
+            })
             advance()
-            roles = (("validation", val_archs, [None] * len(val_archs)), ("topk", topk, predicted))
-            for role, archs, preds in roles:
-                for i, (arch, pred) in enumerate(zip(archs, preds)):
-                    name = f"verify/{len(manifest['verify']):05d}.onnx"
-                    zf.writestr(name, export_subnet(space, arch, target.batch))
-                    manifest["verify"].append({
-                        "key": f"{role}:{arch.key}", "role": role, "arch": arch.to_dict(),
-                        "design": design_flags[i] if role == "validation" else False, "predicted_ms": pred,
-                        "predicted_source": predicted_source if role == "topk" else None, "file": name,
-                    })
-                    advance()
-            randoms = [v for v in manifest["verify"] if v["role"] == "validation" and not v["design"]]
-            for v in randoms[:n_repeat]:  # timed last, minutes after the first time: the noise verdict
-                manifest["verify"].append({**v, "key": f"repeat:{v['key'].split(':', 1)[1]}", "role": "repeat"})
-            zf.writestr("manifest.json", json.dumps(manifest, indent=1))
-            zf.write(RUNNER, "profile_bundle.py")
-            zf.writestr("__main__.py", MAIN)
+    randoms = [v for v in manifest["verify"] if v["role"] == "validation" and not v["design"]]
+    for v in randoms[: subnets.n_repeat]:  # timed last, minutes after the first time: the noise verdict
+        manifest["verify"].append({**v, "key": f"repeat:{v['key'].split(':', 1)[1]}", "role": "repeat"})
+
+
+def _write_zip(path: Path, fill: Callable[[zipfile.ZipFile], None]) -> None:
+    """Write the zip beside `path` and move it in place: never a partial bundle (Ctrl-C, full disk, export error)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+            fill(zf)
         tmp.replace(path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)  # never leave a partial bundle behind (Ctrl-C, full disk, export error)
+        tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise LatencyError(f"{path}: cannot write the bundle ({exc.strerror or exc})") from None
         raise
-    return manifest
 
 
 def _topk_predictions(

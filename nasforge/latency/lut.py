@@ -34,6 +34,7 @@ from nasforge.errors import LatencyError, MixedSpeedError
 from nasforge.io import atomic_write_json
 from nasforge.latency import calibration as cal
 from nasforge.latency.ort_timing import LUT_FORMAT, at_reference_speed, machine_info
+from nasforge.latency.records import Validation
 from nasforge.resources import shipped_dir, user_dir
 
 SHIPPED_DIR = shipped_dir("predictors", "latency")
@@ -68,6 +69,30 @@ class LatencyTable:
         value = ref.get("block_ms") if isinstance(ref, dict) else None
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The stored calibration (`nasforge.latency.calibration`), None for plain block sums."""
+        return self.metadata.get("calibration") or None
+
+    @property
+    def validation(self) -> Validation | None:
+        """The trusted whole-subnet validation the calibration was fitted on, if any."""
+        return self._validation("validation")
+
+    @property
+    def validation_rejected(self) -> Validation | None:
+        """The last validation refused as too noisy (its would-be calibration and samples under `extra`)."""
+        return self._validation("validation_rejected")
+
+    @property
+    def validation_under_load(self) -> bool:
+        """Whether a validation measured under load was discarded (some older shipped tables say so)."""
+        return bool(self.metadata.get("validation_under_load"))
+
+    def _validation(self, key: str) -> Validation | None:
+        value = self.metadata.get(key)
+        return Validation.from_dict(value, f"latency table {self.path or '<memory>'}: {key}") if value else None
+
     def check_one_speed(self) -> None:
         """Refuse a table whose blocks cannot all be read at one speed (`at_one_speed`)."""
         at_one_speed(self.entries.values(), self.block_speed_ms, f"latency table {self.path or '<memory>'} blocks")
@@ -90,6 +115,19 @@ class LatencyTable:
     def save(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())
         self.path = str(path)
+
+    @classmethod
+    def peek(cls, path: str | Path) -> LatencyTable:
+        """Only a table file's metadata (entries left empty, nothing else checked): listings name every table
+        they find, even one whose entries would not load."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError):
+            raise LatencyError(f"{path}: not a readable JSON latency table") from None
+        meta = data.get("metadata") if isinstance(data, dict) else None
+        if not isinstance(meta, dict):
+            raise LatencyError(f"{path}: latency table lacks 'metadata'")
+        return cls(meta, {}, [], str(path))
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:

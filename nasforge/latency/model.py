@@ -42,6 +42,8 @@ from nasforge.space import SearchSpace
 class LatencyModel(Protocol):
     target: str
     source: str  # "measured", "measured on <CPU>" (a table of another machine) or "estimated" (roofline)
+    table: LatencyTable | None  # the measured table the numbers come from; None for the roofline estimate
+    calibrated: bool  # whether a fitted calibration maps block sums to whole-subnet times
 
     def predict(self, archs: Sequence[ArchConfig]) -> np.ndarray: ...
 
@@ -108,10 +110,10 @@ def table_machine_name(table: LatencyTable) -> str:
     return str(table.machine.get("cpu") or table.metadata.get("device") or "an unnamed machine")
 
 
-def prediction_label(model: Any) -> str:
+def prediction_label(model: LatencyModel) -> str:
     """What a latency model's number is, for people: "predicted from a table measured on <CPU>" or
     "estimated (roofline)". Never "measured": no model times the subnet it is asked about."""
-    table = getattr(model, "table", None)
+    table = model.table
     if table is None:
         return "estimated (roofline)"
     return f"predicted from a table measured on {table_machine_name(table)}"
@@ -143,6 +145,10 @@ class TableLatencyModel:
         self.measured_here = self.source == "measured"
 
     @property
+    def calibrated(self) -> bool:
+        return bool(self.calibration)
+
+    @property
     def block_sum(self) -> BlockSum:
         return self.features.summer
 
@@ -155,6 +161,8 @@ class RooflineLatencyModel:
 
     source = "estimated"
     measured_here = False
+    table: LatencyTable | None = None
+    calibrated = False
 
     def __init__(self, target: Target, space: SearchSpace) -> None:
         self.target = target.name

@@ -66,6 +66,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -270,9 +271,45 @@ def timed_runs(
     return np.array(times), np.array(preempted, dtype=bool), np.array(round_of)
 
 
+@dataclass(frozen=True)
+class TimingStats:
+    """One timing's statistics as a table stores them (an entry, a verify row, a validation sample).
+
+    `summarise` fills the first nine; the retry loop adds attempts / stable, a timing beside the speed reference
+    reference_ratio / reference_ms. `to_dict()` writes the stored JSON (fields never set stay absent);
+    `from_dict()` reads the statistics out of a stored row, leaving what is not a statistic (key, role, arch).
+    """
+
+    median_ms: float
+    p90_ms: float | None = None
+    median_all_ms: float | None = None
+    spread: float | None = None
+    rounds_spread: float | None = None
+    uncertainty: float | None = None
+    runs: int | None = None
+    clean: int | None = None
+    preempted: float | None = None
+    reference_ratio: float | None = None
+    reference_ms: float | None = None
+    attempts: int | None = None
+    stable: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> TimingStats:
+        return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
+
+    def sample(self, digits: int = 5) -> dict[str, Any]:
+        """The statistics a validation sample keeps (all but `median_all_ms`), floats rounded to `digits`."""
+        return {k: round(v, digits) if isinstance(v, float) else v for k, v in self.to_dict().items()
+                if k != "median_all_ms"}
+
+
 def summarise(
     times: np.ndarray, preempted: np.ndarray | None = None, round_of: np.ndarray | None = None
-) -> dict[str, Any]:
+) -> TimingStats:
     """The protocol's statistic and spread of one timing, from its runs.
 
     Preempted runs are dropped (all runs are used, and `clean` says so, when fewer than 3 were left
@@ -304,17 +341,17 @@ def summarise(
     uncertainty = median_uncertainty(np.array(list(medians.values())) if len(medians) >= 3 else use)
     median = float(np.median(use))
     p10, p90 = (float(v) for v in np.percentile(use, [10, 90]))
-    return {
-        "median_ms": median,
-        "p90_ms": max(p90, median),
-        "median_all_ms": float(np.median(times)),
-        "spread": round((p90 - p10) / median, 4),
-        "rounds_spread": round(rounds_spread, 4),
-        "uncertainty": round(uncertainty, 4),
-        "runs": int(len(times)),
-        "clean": clean,
-        "preempted": round(float(preempted.mean()), 4) if len(times) else 0.0,
-    }
+    return TimingStats(
+        median_ms=median,
+        p90_ms=max(p90, median),
+        median_all_ms=float(np.median(times)),
+        spread=round((p90 - p10) / median, 4),
+        rounds_spread=round(rounds_spread, 4),
+        uncertainty=round(uncertainty, 4),
+        runs=int(len(times)),
+        clean=clean,
+        preempted=round(float(preempted.mean()), 4) if len(times) else 0.0,
+    )
 
 
 def time_session(
@@ -326,7 +363,7 @@ def time_session(
     pause_s: float = 0.005,
 ) -> dict[str, Any]:
     """Warm up past any engine build, time single runs in rounds, summarise (see the protocol)."""
-    return summarise(*timed_runs(session, feeds, warmup, repeats, rounds, pause_s))
+    return summarise(*timed_runs(session, feeds, warmup, repeats, rounds, pause_s)).to_dict()
 
 
 def time_stable(
@@ -375,7 +412,7 @@ def time_interleaved(
     schedule: `interleaved_runs`' rounds, pause_s, clean_wanted, max_factor, switch_runs and min_timed_ms.
     """
     runs = interleaved_runs(sessions, warmup, repeats, **schedule)
-    timings = [summarise(*run) for run in runs]
+    timings = [summarise(*run).to_dict() for run in runs]
     if reference:
         ref_rounds = round_medians(*runs[-1])
         timings[:-1] = [

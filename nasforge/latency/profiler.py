@@ -13,7 +13,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from nasforge.latency.lut import (
     user_tables_dir,
 )
 from nasforge.latency.model import TableFeatures
+from nasforge.latency.records import NoiseVerdict, Scores, Validation
 from nasforge.latency.reference import reference_block, reference_subnet
 from nasforge.latency.targets import Target
 from nasforge.layers import LayerSpec
@@ -56,10 +57,6 @@ REPEAT_MIN_SUBNETS = 5  # subnets measured twice: at least this many, or an eigh
 UNSTABLE_SHARE = 0.25  # at most this share of whole-subnet timings may miss the uncertainty bound after retries
 DRIFT_BLOCKS = 16  # blocks timed again after the whole subnets: is the table still this machine's state?
 DRIFT_MAX = 0.05  # ... their medians may have moved this much (median over the 16)
-TIMING_FIELDS = (
-    "median_ms", "p90_ms", "spread", "rounds_spread", "uncertainty", "preempted", "runs", "clean", "attempts", "stable",
-    "reference_ms", "reference_ratio",
-)
 
 
 class Timer:
@@ -351,7 +348,7 @@ def repeat_count(n_random: int, n: int) -> int:
 
 def noise_verdict(
     first: np.ndarray, again: np.ndarray, timings: list[dict[str, Any]], block_drift: float | None = None
-) -> dict[str, Any]:
+) -> NoiseVerdict:
     """Whether whole-subnet timings on this machine are steady enough to validate and calibrate with.
 
     first / again: the same subnets measured twice (at the start and at the end of the validation).
@@ -364,16 +361,6 @@ def noise_verdict(
     first, again = np.asarray(first, float), np.asarray(again, float)
     diff = np.abs(again / first - 1) if len(first) else np.zeros(0)
     unstable = float(np.mean([not t.get("stable", True) for t in timings])) if timings else 0.0
-    verdict = {
-        "repeat_n": int(len(diff)),
-        "repeat_median_diff": round(float(np.median(diff)), 4) if len(diff) else None,
-        "repeat_max_diff": round(float(diff.max()), 4) if len(diff) else None,
-        "unstable_share": round(unstable, 4),
-        "preempted_runs": round(float(np.mean([t.get("preempted", 0.0) for t in timings] or [0.0])), 4),
-        "block_drift": None if block_drift is None else round(float(block_drift), 4),
-        "bounds": {"repeat_median": REPEAT_MEDIAN, "repeat_max": REPEAT_MAX, "unstable_share": UNSTABLE_SHARE,
-                   "block_drift": DRIFT_MAX},
-    }
     reasons = []
     if len(diff) and np.median(diff) > REPEAT_MEDIAN:
         reasons.append(f"the same subnets measured twice differ by {np.median(diff):.1%} in the median")
@@ -383,9 +370,18 @@ def noise_verdict(
         reasons.append(f"{unstable:.0%} of whole-subnet timings stayed unstable after retries")
     if block_drift is not None and block_drift > DRIFT_MAX:
         reasons.append(f"blocks timed again differ from the table by {block_drift:.1%} (median)")
-    verdict["trusted"] = not reasons
-    verdict["reason"] = "; ".join(reasons) if reasons else None
-    return verdict
+    return NoiseVerdict(
+        repeat_n=int(len(diff)),
+        repeat_median_diff=round(float(np.median(diff)), 4) if len(diff) else None,
+        repeat_max_diff=round(float(diff.max()), 4) if len(diff) else None,
+        unstable_share=round(unstable, 4),
+        preempted_runs=round(float(np.mean([t.get("preempted", 0.0) for t in timings] or [0.0])), 4),
+        block_drift=None if block_drift is None else round(float(block_drift), 4),
+        bounds={"repeat_median": REPEAT_MEDIAN, "repeat_max": REPEAT_MAX, "unstable_share": UNSTABLE_SHARE,
+                "block_drift": DRIFT_MAX},
+        trusted=not reasons,
+        reason="; ".join(reasons) if reasons else None,
+    )
 
 
 def validate_table(
@@ -397,7 +393,7 @@ def validate_table(
     seed: int = 0,
     on_progress: Progress | None = None,
     measure: Callable[[ArchConfig], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+) -> Validation:
     """Measure `n` whole subnets, check the machine was steady, fit and score the calibration.
 
     Subnets: design points plus random ones (`choose_subnets`), timed interleaved in groups; at the
@@ -475,71 +471,106 @@ def assess_validation(
     seconds: float | None = None,
     block_drift: float | None = None,
     reference: str | None = None,
-) -> dict[str, Any]:
+) -> Validation:
     """Noise verdict, calibration fit and scores for whole subnets measured on the table's machine.
 
     Timings that carry `reference_ms` (measured beside the speed reference subnet, whose key is `reference`)
     are read at its median speed over the run. Stores the results in `table.metadata` (validation,
-    calibration and the subnet reference speed when trusted, else validation_rejected); returns the result
-    with the fitted calibration under "calibration".
+    calibration and the subnet reference speed when trusted, else validation_rejected) and returns it.
     """
     designed = np.asarray(designed, bool)
     again_idx = np.asarray(again_idx, dtype=np.int64)
     speed = ort_timing.reference_speed([*timings, *again])
     measured = at_one_speed(timings, speed, "whole-subnet timings of the validation")
+    verdict = _verdict(measured, speed, timings, again_idx, again, block_drift)
+    f = TableFeatures(table, space)(archs)
+    calibration = cal.fit(f, measured)
+    scores, small = _scores(f, measured, designed, calibration)
+    result = Validation(
+        n=len(archs),
+        n_design=int(designed.sum()),
+        seed=seed,
+        **scores,
+        smallest={"arch": archs[small.pop("index")].key, **small},
+        spread_median=round(float(np.median([t.get("spread", 0.0) for t in timings])), 4),
+        noise=verdict,
+        trusted=verdict.trusted,
+        measured_ms_range=[round(float(measured.min()), 4), round(float(measured.max()), 4)],
+        speed_reference={"subnet": reference, "subnet_ms": None if speed is None else round(speed, 6),
+                         "subnet_range": _reference_range([*timings, *again])},
+        seconds=None if seconds is None else round(seconds, 1),
+        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    _store_validation(table, result, calibration, _samples(archs, designed, f, measured, timings), speed, reference)
+    return result
+
+
+def _verdict(
+    measured: np.ndarray, speed: float | None, timings: list[dict[str, Any]], again_idx: np.ndarray,
+    again: list[dict[str, Any]], block_drift: float | None,
+) -> NoiseVerdict:
+    """The noise verdict on the repeats read at the run's speed, plus how far apart they were before that."""
     measured_again = at_one_speed(again, speed, "whole-subnet timings of the validation (repeats)")
     verdict = noise_verdict(measured[again_idx], measured_again, timings + again, block_drift)
     if speed is not None and len(again):
         raw = np.array([t["median_ms"] for t in again]) / np.array([timings[i]["median_ms"] for i in again_idx])
-        verdict["repeat_median_diff_raw"] = round(float(np.median(np.abs(raw - 1))), 4)
-    f = TableFeatures(table, space)(archs)
-    calibration = cal.fit(f, measured)
-    if (~designed).sum() >= 5:  # score the random subnets; the design points always train
+        verdict = replace(verdict, repeat_median_diff_raw=round(float(np.median(np.abs(raw - 1))), 4))
+    return verdict
+
+
+def _scores(
+    f: dict[str, np.ndarray], measured: np.ndarray, designed: np.ndarray, calibration: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each prediction kind's scores over the random subnets (the design points always train; all subnets are
+    scored when fewer than 5 are random), and the smallest subnet's figures."""
+    if (~designed).sum() >= 5:
         score, fixed = ~designed, designed
     else:
-        score, fixed = np.ones(len(archs), bool), None
+        score, fixed = np.ones(len(measured), bool), None
     cv = cal.cross_validated(f, measured, always_train=fixed)
     legacy_cv = cal.cross_validated(
         f, measured, fitter=lambda g, m: cal.fit_linear(g["sum_ms"], g["blocks"], m), always_train=fixed
     )
+
+    def scored(pred: np.ndarray) -> Scores:
+        return Scores.from_dict(cal.metrics(pred[score], measured[score]))
+
+    scores = {"n_scored": int(score.sum()), "raw": scored(f["sum_ms"]), "calibrated_cv5": scored(cv),
+              "calibrated_in_sample": scored(cal.apply(calibration, f)), "linear_sum_blocks_cv5": scored(legacy_cv)}
     small = int(np.argmin(f["sum_ms"]))
-    result = {
-        "n": len(archs),
-        "n_design": int(designed.sum()),
-        "n_scored": int(score.sum()),
-        "seed": seed,
-        "raw": cal.metrics(f["sum_ms"][score], measured[score]),
-        "calibrated_cv5": cal.metrics(cv[score], measured[score]),
-        "calibrated_in_sample": cal.metrics(cal.apply(calibration, f)[score], measured[score]),
-        "linear_sum_blocks_cv5": cal.metrics(legacy_cv[score], measured[score]),
-        "smallest": {
-            "arch": archs[small].key,
-            "measured_ms": round(float(measured[small]), 5),
-            "cv_predicted_ms": round(float(cv[small]), 5),
-            "linear_sum_blocks_cv_predicted_ms": round(float(legacy_cv[small]), 5),
-        },
-        "spread_median": round(float(np.median([t.get("spread", 0.0) for t in timings])), 4),
-        "noise": verdict,
-        "trusted": verdict["trusted"],
-        "measured_ms_range": [round(float(measured.min()), 4), round(float(measured.max()), 4)],
-        "speed_reference": {"subnet": reference, "subnet_ms": None if speed is None else round(speed, 6),
-                            "subnet_range": _reference_range([*timings, *again])},
-        "seconds": None if seconds is None else round(seconds, 1),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    return scores, {
+        "index": small,
+        "measured_ms": round(float(measured[small]), 5),
+        "cv_predicted_ms": round(float(cv[small]), 5),
+        "linear_sum_blocks_cv_predicted_ms": round(float(legacy_cv[small]), 5),
     }
-    samples = [
+
+
+def _samples(
+    archs: list[ArchConfig], designed: np.ndarray, f: dict[str, np.ndarray], measured: np.ndarray,
+    timings: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One stored row per measured subnet: its block sum, its time at the reference speed and its statistics."""
+    return [
         {
             "arch": a.key,
             "design": bool(d),
             "sum_ms": round(float(s), 5),
             "blocks": int(b),
             "measured_ms": round(float(m), 5),  # median_ms read at the reference speed
-            **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in t.items() if k in TIMING_FIELDS},
+            **ort_timing.TimingStats.from_dict(t).sample(),
         }
         for a, d, s, b, m, t in zip(archs, designed, f["sum_ms"], f["blocks"], measured, timings)
     ]
-    if verdict["trusted"]:
-        table.metadata["validation"] = result
+
+
+def _store_validation(
+    table: LatencyTable, result: Validation, calibration: dict[str, Any], samples: list[dict[str, Any]],
+    speed: float | None, reference: str | None,
+) -> None:
+    """A trusted validation becomes the table's calibration; a rejected one is kept aside, the old one stays."""
+    if result.is_trusted:
+        table.metadata["validation"] = result.to_dict()
         table.metadata["calibration"] = calibration
         table.metadata["validation_samples"] = samples
         table.metadata.pop("validation_rejected", None)
@@ -548,8 +579,9 @@ def assess_validation(
                 **(table.metadata.get("speed_reference") or {}), "subnet": reference, "subnet_ms": round(speed, 6)
             }
     else:
-        table.metadata["validation_rejected"] = {**result, "would_be_calibration": calibration, "samples": samples}
-    return {**result, "calibration": calibration}
+        table.metadata["validation_rejected"] = {
+            **result.to_dict(), "would_be_calibration": calibration, "samples": samples
+        }
 
 
 # ---------------------------------------------------------------------------- one entry point
@@ -565,7 +597,7 @@ def validation_size(table: LatencyTable, validate: int | None) -> int:
 class ProfileResult:
     table: LatencyTable
     path: Path
-    validation: dict[str, Any] | None  # None when no whole subnets were measured this time
+    validation: Validation | None  # None when no whole subnets were measured this time
 
 
 def profile(

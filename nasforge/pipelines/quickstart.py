@@ -103,14 +103,15 @@ def _latency_model(target_name: str, space: Any, hooks: QuickstartHooks) -> Any:
 
             result = profile(space, target, validate=PROFILE_VALIDATE, on_blocks=advance("blocks"),
                              on_subnets=advance("subnets"))
-            v = result.validation or {}
-            if v and not v.get("trusted", True):
-                hooks.warning(f"this machine was too noisy to calibrate the table ({v['noise']['reason']}): "
+            v = result.validation
+            if v is not None and not v.is_trusted:
+                reason = v.noise.reason if v.noise is not None else "no reason recorded"
+                hooks.warning(f"this machine was too noisy to calibrate the table ({reason}): "
                               "plain block sums are used")
-            elif v:
-                c = v["calibrated_cv5"]
-                hooks.note(f"table {result.path}: calibrated, 5-fold CV {c['mape']:.1f}% MAPE, "
-                           f"{c['within_10pct']:.0%} within +-10%, Kendall tau {c['kendall_tau']:.2f}")
+            elif v is not None:
+                c = v.headline
+                hooks.note(f"table {result.path}: calibrated, 5-fold CV {c.mape:.1f}% MAPE, "
+                           f"{c.within_10pct:.0%} within +-10%, Kendall tau {c.kendall_tau:.2f}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         latency = load_latency_model(target_name, space)
