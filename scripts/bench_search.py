@@ -8,6 +8,7 @@
 2. Hypervolume after equal budgets, every engine vs random (3 seeds), on synthetic problems:
    tiny-mbv3 (true front known by enumeration) and mobilenetv3-ofa-cifar.
 3. linas: measured evaluations to reach 95% of the best hypervolume seen, vs nsga2 measuring every point.
+With `--run RUN --only-throughput`: 1. on the run's own predictor and the target's latency table for its space.
 With `--run RUN`: 2. on the run's predictor and the target's latency table; with `--run RUN --linas-budget N`:
 3. with real measurements, against the run's measured stratified sample (RUN/measurements/val.jsonl).
 
@@ -86,9 +87,23 @@ class TorchMLP:
             return self.net(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy().reshape(-1) + 80.0
 
 
-def throughput(n: int = 10_000, torch_predictor: bool = False) -> dict:
-    space = load_space("mobilenetv3-ofa-cifar")
-    acc, lat = Timed(TorchMLP(space) if torch_predictor else MLPAccuracy(space)), Timed(TableLatency(space))
+def throughput(n: int = 10_000, torch_predictor: bool = False, run_dir: str | None = None,
+               target: str = "cpu") -> dict:
+    """`run_dir`: the run's own accuracy predictor and the target's latency table for its space (what
+    `nasforge search` runs on); otherwise mobilenetv3-ofa-cifar with fakes of their shapes."""
+    if run_dir is not None:
+        from nasforge.latency import load_latency_model
+        from nasforge.predictors import load_run_predictor
+        from nasforge.train.runs import load_run
+
+        run = load_run(run_dir, device="cpu")
+        space = run.space
+        acc, lat = Timed(load_run_predictor(run)), Timed(load_latency_model(target, space))
+        name = f"{space.name} run predictor + {target} latency ({lat.source})"
+    else:
+        space = load_space("mobilenetv3-ofa-cifar")
+        acc, lat = Timed(TorchMLP(space) if torch_predictor else MLPAccuracy(space)), Timed(TableLatency(space))
+        name = "torch MLP (OFA shape)" if torch_predictor else "numpy MLP"
     ev = Evaluator(space, acc, lat)
     t = time.perf_counter()
     _ = ev.cost  # one-off: exact per-block cost tables for this space
@@ -114,7 +129,7 @@ def throughput(n: int = 10_000, torch_predictor: bool = False) -> dict:
         lat.model.predict([a])
     one = (time.perf_counter() - t) / m
     return {
-        "predictor": "torch MLP (OFA shape)" if torch_predictor else "numpy MLP",
+        "predictor": name,
         "evaluations": len(r.history),
         "distinct": int(ev.evaluations and len(ev._cache)),
         "seconds_total": round(total, 3),
@@ -301,6 +316,13 @@ def main() -> None:
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(runs[0] if len(runs) == 1 else {"seeds": args.linas_seeds, "runs": runs}, fh, indent=2)
+        return
+    if args.run and args.only_throughput:
+        result = throughput(run_dir=args.run, target=args.target)
+        console.print(result)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"throughput": result}, fh, indent=2)
         return
     if args.run:
         rows = engines_vs_random(

@@ -6,7 +6,6 @@ benchmark session. Numbers are not checked here: speed is measured in benchmarks
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -48,7 +47,6 @@ def test_bench_timing_drift_one_second(tmp_path):
     assert out["seconds"] == 1 and out["median_of_medians_ms"] > 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ofa") is None, reason="needs the `bench` extra (OFA's package)")
 def test_bench_vs_ofa_one_step(tmp_path):
     out = _run("bench_vs_ofa.py", "--device", "cpu", "--res", "128", "--batch", "2", "--steps", "1",
                "--warmup", "0", "--threads", "2", cwd=tmp_path)

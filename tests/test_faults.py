@@ -7,13 +7,12 @@ study in `test_search_resume.py`.
 from __future__ import annotations
 
 import json
+import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -25,18 +24,20 @@ torch.set_num_threads(1)
 
 CONFIG = dict(schedule__name="delayed", epochs=3, schedule__shrink_fraction=0.4, schedule__eps_window_epochs=0.5,
               checkpoint_every_steps=2)
-WORKER = """
-import sys, torch
-torch.set_num_threads(1)
-from nasforge.testing.train import tiny_train_config
-from nasforge.train import train_supernet
-cfg = tiny_train_config(**{cfg!r})
-train_supernet(cfg, sys.argv[1], resume=len(sys.argv) > 2)
-"""
+WORKER = Path(__file__).with_name("_fault_worker.py")
+HOLD_TIMEOUT_S = 300  # generous: only a broken worker gets near it; the kills never depend on it
 
 
 def _state(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "supernet.pt", weights_only=True)["model"]
+
+
+def _iteration(path: Path) -> int:
+    return int(torch.load(path, weights_only=True)["iteration"])
+
+
+def _epochs(run: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / METRICS_FILE).read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -46,34 +47,80 @@ def uninterrupted(tmp_path_factory) -> Path:
     return run
 
 
+def _start(run: Path, hold: str) -> subprocess.Popen[str]:
+    """The worker on `run` (resuming it once it has checkpoints), holding still at `hold`."""
+    resume = ["resume"] if (run / "checkpoints").exists() else []
+    err = open(run.parent / f"{run.name}-{hold.replace(':', '-')}.err", "w")  # noqa: SIM115 - the child owns it
+    with err:
+        return subprocess.Popen([sys.executable, str(WORKER), str(run), json.dumps(CONFIG), hold, *resume],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+
+
+def _held(proc: subprocess.Popen[str], hold: str, run: Path) -> None:
+    """Wait until the worker reports that it holds at `hold` (it never moves on from there)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], HOLD_TIMEOUT_S)
+    line = proc.stdout.readline() if ready else ""
+    if line.strip() != f"held {hold}":
+        proc.kill()
+        proc.wait()
+        err = (run.parent / f"{run.name}-{hold.replace(':', '-')}.err").read_text()
+        pytest.fail(f"the worker never reached {hold} (said {line!r}, rc {proc.returncode}):\n{err[-3000:]}")
+
+
+def _sigkill(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL a worker that is alive right now, and check that the kill is what ended it."""
+    assert proc.poll() is None, "the worker ended before the kill"
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    for pipe in (proc.stdin, proc.stdout):
+        assert pipe is not None
+        pipe.close()
+
+
 @pytest.mark.slow
-def test_sigkill_at_random_points_resumes_bit_exact(uninterrupted, tmp_path):
-    """Three runs, each SIGKILLed at a random moment (mid-step, mid-checkpoint-write, mid-evaluation) and
-    resumed until it finishes: the final weights equal an uninterrupted run's exactly."""
-    script = WORKER.format(cfg=CONFIG)
-    rng = np.random.default_rng(0)
-    reference = _state(uninterrupted)
-    for trial in range(3):
-        run = tmp_path / f"run{trial}"
-        kills = 0
-        for _attempt in range(20):
-            args = [sys.executable, "-c", script, str(run)] + (["resume"] if (run / "checkpoints").exists() else [])
-            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if kills < 2:
-                time.sleep(float(rng.uniform(3.0, 9.0)))  # start-up is ~2-3 s; a tiny epoch ~1-2 s
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGKILL)
-                    kills += 1
-            _, err = proc.communicate(timeout=300)
-            if (run / "supernet.pt").exists():
-                break
-            assert proc.returncode in (0, -signal.SIGKILL), err
-        got = _state(run)
-        assert got.keys() == reference.keys()
-        assert all(torch.equal(got[k], reference[k]) for k in reference), f"trial {trial} after {kills} kills"
-        records = [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines()]
-        assert [r["epoch"] for r in records] == [1, 2, 3]  # no hole, no duplicate
-        assert not list((run / "checkpoints").glob(".*.tmp")), "a killed write left its temp file"
+def test_sigkill_at_observed_moments_resumes_bit_exact(uninterrupted, tmp_path):
+    """One run SIGKILLed four times (mid-step, mid-checkpoint-write, between a metrics line and its checkpoint,
+    mid-evaluation), resumed after each: the final weights equal an uninterrupted run's exactly, and
+    metrics.jsonl has every epoch once. Each kill lands while the worker holds at the named moment."""
+    run = tmp_path / "run"
+    spe = 8  # 128 images / batch 16; checkpoints every 2 steps and at every epoch end
+
+    proc = _start(run, "step:2")  # the third step's update applied, not yet counted
+    _held(proc, "step:2", run)
+    assert _iteration(run / "checkpoints" / "last.pt") == 2 and not (run / METRICS_FILE).exists()
+    _sigkill(proc)
+
+    proc = _start(run, f"write:{spe}")  # epoch 1's checkpoint: old last.pt moved to prev.pt, new one in a temp file
+    _held(proc, f"write:{spe}", run)
+    assert not (run / "checkpoints" / "last.pt").exists()
+    assert _iteration(run / "checkpoints" / "prev.pt") == spe - 2
+    assert len(list((run / "checkpoints").glob(".last.pt.*.tmp"))) == 1
+    assert _epochs(run) == [1]
+    _sigkill(proc)
+    assert list((run / "checkpoints").glob(".last.pt.*.tmp")), "the killed write left its temp file"
+
+    proc = _start(run, "metrics:2")  # resumes from prev.pt; epoch 2's line written, its checkpoint not
+    _held(proc, "metrics:2", run)
+    assert _epochs(run) == [1, 2]
+    assert _iteration(run / "checkpoints" / "last.pt") == 2 * spe - 2
+    _sigkill(proc)
+
+    proc = _start(run, "eval:3")  # resumes from iteration 14: epoch 2's line dropped, then logged again
+    _held(proc, "eval:3", run)
+    assert _epochs(run) == [1, 2]
+    assert _iteration(run / "checkpoints" / "last.pt") == 3 * spe - 2
+    _sigkill(proc)
+    assert not (run / "supernet.pt").exists()
+
+    proc = _start(run, "none")
+    assert proc.wait(timeout=HOLD_TIMEOUT_S) == 0, (run.parent / "run-none.err").read_text()[-3000:]
+    proc.communicate()
+    reference, got = _state(uninterrupted), _state(run)
+    assert got.keys() == reference.keys()
+    assert [k for k in reference if not torch.equal(got[k], reference[k])] == []
+    assert _epochs(run) == [1, 2, 3]  # no hole, no duplicate
+    assert not list((run / "checkpoints").glob(".*.tmp")), "a killed write's temp file was never removed"
 
 
 def test_torn_metrics_line_is_dropped_on_resume(tmp_path):

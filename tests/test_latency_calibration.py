@@ -26,7 +26,7 @@ def test_kendall_tau_known_values():
 
 
 def test_kendall_tau_matches_scipy():
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats  # scikit-learn's dependency: always installed with nasforge
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, 10, 60), rng.integers(0, 10, 60)
     assert cal.kendall_tau(a, b) == pytest.approx(stats.kendalltau(a, b).statistic)
@@ -64,4 +64,7 @@ def test_legacy_fit_with_constant_block_count_is_not_singular():
     sums = np.array([1.0, 2.0, 3.0])
     c = cal.fit_linear(sums, np.array([5.0, 5.0, 5.0]), 2 * sums + 1)
     assert (c["a"], c["b"], c["c"]) == pytest.approx((2.0, 0.0, 1.0))
-    assert cal.apply(None, _features(sums, sums)) is not None
+    # no calibration: the plain block sums, whatever the other features hold (either call form)
+    f = _features(sums, np.array([5.0, 5.0, 5.0]), net_ms=3 * sums + 1)
+    np.testing.assert_array_equal(cal.apply(None, f), [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(cal.apply(None, sums, np.array([5.0, 5.0, 5.0])), [1.0, 2.0, 3.0])

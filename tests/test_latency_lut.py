@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from nasforge.errors import LatencyError
+from nasforge.latency.calibration import kendall_tau
 from nasforge.latency.enumerate import distinct_layers
 from nasforge.latency.lut import LatencyTable
 from nasforge.latency.model import BlockSum, TableFeatures, TableLatencyModel, load_latency_model, roofline_ms
-from nasforge.latency.profiler import Timer, build_table, validate_table
+from nasforge.latency.profiler import Timer, build_table, choose_subnets, reference_subnet, validate_table
 from nasforge.latency.targets import load_target
 from nasforge.space import load_space
 from nasforge.testing import tiny_space
@@ -96,13 +97,55 @@ def test_validation_stores_metrics_and_calibration(built):
     assert model.predict([arch])[0] == pytest.approx(0.7 * features([arch])["net_ms"][0] + 0.05, rel=1e-4)
 
 
-def test_real_validation_runs_end_to_end(built, tmp_path):
+def test_real_validation_runs_end_to_end(built, monkeypatch):
+    """Real ORT timings of whole subnets; every figure of the result is then recomputed here from the timings
+    the timer returned (read at the run's reference speed) and the table's block sums, and must match."""
     space, timer, out, _ = built
     table = LatencyTable.load(out)
     table.path = ""
+    groups: list[tuple[list, list[dict]]] = []
+    real = timer.subnets
+
+    def spy(space_, archs, reference=None):  # type: ignore[no-untyped-def]
+        timings = real(space_, archs, reference)
+        groups.append((list(archs), timings))
+        return timings
+
+    monkeypatch.setattr(timer, "subnets", spy)
     result = validate_table(space, table, timer, 6)
-    assert result["n"] == 6 and 0 <= result["raw"]["within_10pct"] <= 1
-    assert "noise" in result and isinstance(result["trusted"], bool)
+
+    archs, designed = choose_subnets(space, TableFeatures(table, space), 6, np.random.default_rng(0))
+    assert designed.tolist() == [True, True, False, False, False, False]  # smallest and largest, 4 random
+    measured_archs = [a for group, _ in groups for a in group]
+    assert measured_archs == archs + archs[2:]  # each once, then the random ones again (the noise check)
+    timings = [t for _, ts in groups for t in ts]
+    assert all(t["reference_ms"] > 0 for t in timings)
+    speed = float(np.median([t["reference_ms"] for t in timings]))
+
+    def at_speed(t):  # type: ignore[no-untyped-def]
+        return t["reference_ratio"] * speed if t.get("reference_ratio") else t["median_ms"] * speed / t["reference_ms"]
+
+    measured = np.array([at_speed(t) for t in timings[:6]])
+    sums = TableFeatures(table, space)(archs)["sum_ms"]  # the raw prediction: the table's block sums
+    assert sums == pytest.approx([sum(table.ms(s.key) for s in space.layers(a)) for a in archs], rel=1e-12)
+    err = np.abs(sums - measured)
+    assert result["n"] == 6 and result["n_design"] == 2 and result["n_scored"] == 6  # < 5 random: all scored
+    assert result["raw"] == {"mape": round(float(np.mean(err / measured) * 100), 3),
+                             "within_10pct": round(float(np.mean(err <= 0.1 * measured + 1e-12)), 4),
+                             "kendall_tau": round(kendall_tau(sums, measured), 4), "n": 6}
+    assert result["measured_ms_range"] == [round(float(measured.min()), 4), round(float(measured.max()), 4)]
+    assert result["smallest"]["arch"] == archs[int(np.argmin(sums))].key
+    assert result["smallest"]["measured_ms"] == round(float(measured[np.argmin(sums)]), 5)
+    assert result["speed_reference"]["subnet"] == reference_subnet(space).key
+    assert result["speed_reference"]["subnet_ms"] == round(speed, 6)
+    diff = np.abs(np.array([at_speed(t) for t in timings[6:]]) / measured[2:] - 1)
+    noise = result["noise"]
+    assert (noise["repeat_n"], noise["repeat_median_diff"], noise["repeat_max_diff"]) == (
+        4, round(float(np.median(diff)), 4), round(float(diff.max()), 4))
+    assert noise["unstable_share"] == round(float(np.mean([not t.get("stable", True) for t in timings])), 4)
+    assert result["trusted"] is noise["trusted"] is (noise["reason"] is None)
+    kept = table.metadata["validation" if result["trusted"] else "validation_rejected"]
+    assert [s["arch"] for s in kept.get("samples", table.metadata.get("validation_samples"))] == [a.key for a in archs]
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3-ofa-cifar", "tiny-mbv3", "tiny-resnet"])

@@ -147,7 +147,6 @@ def test_missing_lut_file_and_wrong_space_exit_2(tmp_path):
 
 
 def test_gpu_target_without_cuda_says_so(tmp_path):
-    pytest.importorskip("torch")
     import torch
 
     if torch.cuda.is_available():

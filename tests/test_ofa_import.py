@@ -10,20 +10,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import ofa.imagenet_classification.elastic_nn.networks  # noqa: F401 - the test extra: missing is an error, not a skip
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from nasforge.cli import app
 from nasforge.foreign.ofa import PUBLISHED, arch_to_ofa
+from nasforge.testing.ofa import ofa_accuracy_predictor, ofa_supernet, randomize_
 from nasforge.train.runs import load_run
-
-pytest.importorskip(
-    "ofa.imagenet_classification.elastic_nn.networks",
-    reason="needs the `ofa` package (test extra) to stand in for OFA's published files",
-)
-
-from nasforge.testing.ofa import ofa_accuracy_predictor, ofa_supernet, randomize_  # noqa: E402
 
 runner = CliRunner()
 W10, W12 = "ofa_mbv3_d234_e346_k357_w1.0", "ofa_mbv3_d234_e346_k357_w1.2"

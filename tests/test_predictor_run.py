@@ -1,4 +1,4 @@
-"""Against a real tiny trained run (needs the trainer, `nasforge.train`; skipped where it is absent)."""
+"""Against a real tiny trained run of the trainer (`nasforge.train`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-pytest.importorskip("nasforge.train.runs", reason="the trainer (nasforge.train) is not on this branch")
-
-from nasforge.cli import app  # noqa: E402
-from nasforge.predictors import load_run_predictor  # noqa: E402
+from nasforge.cli import app
+from nasforge.predictors import load_run_predictor
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from nasforge.errors import CheckpointError
 from nasforge.testing import tiny_space
-from nasforge.testing.train import tiny_train_config
+from nasforge.testing.train import tiny_train_config, top1_by_hand
 from nasforge.train import train_supernet
 from nasforge.train.config import PhaseConfig
 from nasforge.train.runs import evaluate_subnets, load_run
@@ -39,11 +40,16 @@ def test_sandwich_trains_and_writes_run(tmp_path):
     assert set(lines[-1]["eval"]) == {"largest", "smallest", "random0"} and lines[-1]["images_per_s"] > 0
     assert (tmp_path / "run" / "config.yaml").exists() and (tmp_path / "run" / "supernet.pt").exists()
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
-    # the Run API that later stages call reproduces the logged accuracy (same calibration, same images)
+    # the saved supernet reproduces the logged accuracy, recomputed here by hand on a static copy of each subnet
     run = load_run(tmp_path / "run", device="cpu")
     assert not run.supernet.training and run.space.fingerprint == tiny_space().fingerprint
+    logged = lines[-1]["eval"]
+    for key, arch in (("largest", run.space.largest()), ("smallest", run.space.smallest())):
+        assert top1_by_hand(run, arch, cfg.eval) == pytest.approx(logged[key], abs=1e-9), key
+    # and so does the Run API that later stages call, on the whole split (no `max_images` cap there)
     acc = evaluate_subnets(run, [run.space.largest()], calib_images=cfg.eval.calib_images)
-    assert acc.shape == (1,) and 0.0 <= acc[0] <= 100.0
+    uncapped = replace(cfg.eval, max_images=None)
+    assert acc.shape == (1,) and acc[0] == pytest.approx(top1_by_hand(run, run.space.largest(), uncapped), abs=1e-9)
     # weights are checked against the space they were trained on
     space_file = tmp_path / "run" / "space.yaml"
     space_file.write_text(space_file.read_text().replace("feature_mix: 64", "feature_mix: 72"))

@@ -69,9 +69,13 @@ def _norm_constants(mean: tuple[float, ...], std: tuple[float, ...], device: tor
 
 
 def normalize_uint8(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 -> float / 255, standardised per channel; the constants live on the images' device once."""
+    """uint8 -> float / 255, standardised per channel; the constants live on the images' device once.
+
+    In place on the one float copy: `(x / 255 - m) / s` as an expression holds two float batches at
+    once (a 256-image 160 px eval batch: 2 x 79 MB); the same arithmetic in place holds one.
+    """
     m, s = _norm_constants(tuple(float(v) for v in mean), tuple(float(v) for v in std), images.device)
-    return (images.float() / 255.0 - m) / s
+    return images.to(torch.float32, copy=True).div_(255.0).sub_(m).div_(s)
 
 
 IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "imagenet")

@@ -215,7 +215,7 @@ class StreamSource(SourceBase):
         for x, _, _ in self._load(self._view_task("train", ids, self.resolution, 256)):
             v = x.to(torch.float64).div_(255.0)
             total += v.sum((0, 2, 3))
-            squares += v.square().sum((0, 2, 3))
+            squares += v.square_().sum((0, 2, 3))  # in place: one float64 copy of the batch, not two
             pixels += v.shape[0] * v.shape[2] * v.shape[3]
         if pixels == 0:
             raise DataError(f"dataset {self.name}: no readable training images to estimate the normalisation from")
@@ -297,13 +297,17 @@ class StreamSource(SourceBase):
             yield x, y, bad
 
     def _on_device(self, loaded: Iterator[Loaded]) -> Iterator[tuple[Batch | None, tuple[str, ...]]]:
-        """Normalised batches on the device; a batch whose images were all skipped reports only its files."""
+        """Normalised batches on the device; a batch whose images were all skipped reports only its files.
+
+        The float batch is yielded without a name in this frame: the consumer alone holds it, so it is
+        freed as soon as the consumer lets go (a local here would keep it alive through the next forward).
+        """
         for x, y, bad in loaded:
             if x.shape[0] == 0:
                 yield None, bad
                 continue
-            x = self.normalization.apply(x.to(self.device, non_blocking=True))
-            yield (x, y.to(self.device, non_blocking=True)), bad
+            yield (self.normalization.apply(x.to(self.device, non_blocking=True)),
+                   y.to(self.device, non_blocking=True)), bad
 
 
 __all__ = ["MAX_CONSECUTIVE_BAD", "StreamSource", "default_workers"]
