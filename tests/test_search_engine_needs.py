@@ -102,7 +102,9 @@ def test_an_engine_that_declares_nothing_gets_no_measurement(tmp_path, fakes, fa
 
 
 @pytest.mark.parametrize("engine", ["linas", "test-measurer"])
-def test_an_engine_that_needs_measurements_without_a_run_exits_2_with_one_line(fakes, fake_engines, engine):
+def test_an_engine_that_needs_measurements_without_a_run_exits_2_with_one_line(tmp_path, monkeypatch, fakes,
+                                                                              fake_engines, engine):
+    monkeypatch.chdir(tmp_path)  # the default --out (search-out/) is checked before the engine
     res = runner.invoke(app, ["search", "--space", SPACE, "--predictor", "p", "--target", "t", "--engine", engine])
     assert res.exit_code == 2
     assert res.output.strip().splitlines() == [f"error: engine {engine} measures real accuracy: give --run RUN_DIR"]
