@@ -424,19 +424,19 @@ class SearchSpace:
                 break
         return [pool[i] for i in chosen]
 
-    def mutate(self, arch: ArchConfig, rng: np.random.Generator, prob: float = 0.1) -> ArchConfig:
-        """Resample each gene with probability `prob` (OFA's evolution mutation)."""
-        genes = self.encode(arch)
-        flip = rng.random(self.num_genes) < prob
-        fresh = self.sample_genes(rng, 1)[0]
-        genes[flip] = fresh[flip]
-        return self.decode(genes)
+    def mutate_genes(self, genes: np.ndarray, rng: np.random.Generator, prob: float = 0.1) -> np.ndarray:
+        """Each row of `genes` with each gene resampled with probability `prob` (OFA's evolution mutation).
 
-    def crossover(self, a: ArchConfig, b: ArchConfig, rng: np.random.Generator) -> ArchConfig:
-        """Uniform crossover: each gene from either parent with equal chance."""
-        ga, gb = self.encode(a), self.encode(b)
-        take_b = rng.random(self.num_genes) < 0.5
-        return self.decode(np.where(take_b, gb, ga))
+        The one mutation of the encoding: the evolution engine breeds through it.
+        """
+        genes = np.atleast_2d(np.asarray(genes, dtype=np.int64))
+        flip = rng.random(genes.shape) < prob
+        return np.where(flip, self.sample_genes(rng, len(genes)), genes)
+
+    def crossover_genes(self, a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Uniform crossover of the rows of `a` with those of `b`: each gene from either parent with equal chance."""
+        a, b = np.atleast_2d(a), np.atleast_2d(b)
+        return np.where(rng.random(a.shape) < 0.5, a, b)
 
     # ------------------------------------------------------------------ layers and cost
     def plan(self, arch: ArchConfig, num_classes: int | None = None) -> list[PlacedLayer]:

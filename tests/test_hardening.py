@@ -801,10 +801,11 @@ def test_two_optuna_workers_never_charge_more_than_the_budget(tmp_path, monkeypa
     import optuna
     from optuna.trial import TrialState
 
+    from nasforge.search import optuna_workers
     from nasforge.search.engines import optuna_engines
 
     if not locked:
-        monkeypatch.setattr(optuna_engines, "_file_lock", lambda path: contextlib.nullcontext())
+        monkeypatch.setattr(optuna_workers, "file_lock", lambda path: contextlib.nullcontext())
     url = f"sqlite:///{tmp_path / 'study.db'}"
     optuna_engines._storage(url)  # the tables, before two threads race to create them
     budget, done = 45, []

@@ -148,6 +148,43 @@ def test_mutation_really_mutates():
     assert np.all(Y < space.gene_sizes) and np.all(Y >= 0)
 
 
+# sha256 (16 hex) of the history genes of a search written by the code before evolution bred through the
+# space's operators and pymoo sampled through `space.sample_genes`: the same seed still gives the same search.
+GOLDEN_HISTORY = {"evolution": "71dc04d667a16f10", "nsga2": "124d6b4e91a1eabe"}
+
+
+@pytest.mark.parametrize("engine", sorted(GOLDEN_HISTORY))
+def test_engines_search_as_before_for_a_seed(engine):
+    import hashlib
+
+    r = run_search(problem(("latency<=6ms",)), make_engine(engine, pop_size=40), budget=300, seed=5)
+    assert len(r.history) == 300
+    assert hashlib.sha256(np.ascontiguousarray(r.history.genes).tobytes()).hexdigest()[:16] == GOLDEN_HISTORY[engine]
+
+
+def test_evolution_breeds_with_the_spaces_operators(monkeypatch):
+    """One mutation and one crossover: the engine's children come from `SearchSpace.mutate_genes/crossover_genes`."""
+    from nasforge.space import SearchSpace
+
+    calls = {"mutate_genes": 0, "crossover_genes": 0}
+    for name in calls:
+        real = getattr(SearchSpace, name)
+
+        def counted(self, *args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            calls[_name] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(SearchSpace, name, counted)
+    r = run_search(problem(("latency<=6ms",)), make_engine("evolution", pop_size=40), budget=200, seed=5)
+    assert len(r.history) == 200 and calls["mutate_genes"] > 0 and calls["crossover_genes"] > 0
+    # and what they breed is what the engine evaluates: children that are no parent's copy (or a new sample) exist
+    monkeypatch.setattr(SearchSpace, "mutate_genes", lambda self, genes, rng, prob=0.1: genes)
+    monkeypatch.setattr(SearchSpace, "crossover_genes", lambda self, a, b, rng: a)
+    frozen = run_search(problem(("latency<=6ms",)), make_engine("evolution", pop_size=40), budget=200, seed=5)
+    first = {g.tobytes() for g in frozen.history.genes[frozen.history.step == 0]}
+    assert {g.tobytes() for g in frozen.history.genes} == first  # no operator, no new arch after the first population
+
+
 def test_evolution_gives_up_on_unmeetable_constraints():
     p = problem(("accuracy>=99.9",))
     with pytest.raises(SearchError, match="no arch meeting"):

@@ -85,18 +85,27 @@ def test_largest_and_smallest_bound_macs(rng):
         assert lo <= space.macs(arch) <= hi
 
 
-def test_mutate_and_crossover_stay_in_space(rng):
+def test_mutate_genes_resamples_each_gene_at_its_rate(rng):
+    """The one mutation of the encoding (the evolution engine breeds through it): per gene, not per row."""
     space = load_space("resnet-ofa")
-    a, b = space.sample(rng), space.sample(rng)
-    changed = 0
-    for _ in range(50):
-        m = space.mutate(a, rng, prob=0.3)
-        assert space.contains(m)
-        changed += m != a
-        c = space.crossover(a, b, rng)
-        genes = space.encode(c)
-        assert np.all((genes == space.encode(a)) | (genes == space.encode(b)) | ~space.active_mask(genes)[0])
-    assert changed > 40
+    parents = space.sample_genes(rng, 4000)
+    kids = space.mutate_genes(parents, rng, prob=0.3)
+    assert kids.shape == parents.shape and np.all((kids >= 0) & (kids < space.gene_sizes))
+    # a resampled gene keeps its value with chance 1/size: changed = prob * (1 - 1/size), gene by gene
+    expected = 0.3 * (1 - 1 / space.gene_sizes)
+    assert np.allclose((kids != parents).mean(axis=0), expected, atol=0.04)
+    assert np.array_equal(space.mutate_genes(parents, rng, prob=0.0), parents)
+    assert all(space.contains(a) for a in space.decode_batch(kids[:50]))
+
+
+def test_crossover_genes_takes_each_gene_from_either_parent(rng):
+    space = load_space("resnet-ofa")
+    a, b = space.sample_genes(rng, 4000), space.sample_genes(rng, 4000)
+    kids = space.crossover_genes(a, b, rng)
+    assert np.all((kids == a) | (kids == b))
+    differ = a != b
+    assert abs((kids == a)[differ].mean() - 0.5) < 0.02  # uniform: each parent half the time
+    assert all(space.contains(k) for k in space.decode_batch(kids[:50]))
 
 
 def test_stratified_sampling_covers_macs_range(rng):

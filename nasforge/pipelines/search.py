@@ -18,6 +18,7 @@ from nasforge.errors import ConfigError
 from nasforge.io import atomic_write_text, check_output_dir
 from nasforge.search import Evaluator, SearchError, SearchProblem, SearchResult, make_engine, run_search, write_outputs
 from nasforge.search.config import SearchConfig
+from nasforge.search.engines import engine_needs
 from nasforge.space import SearchSpace, load_space
 
 
@@ -47,7 +48,7 @@ def load_latency(target: str, space: SearchSpace, lut: str | None) -> Any:
 
 
 def real_accuracy(run: Any) -> Callable[[Any], Any]:
-    """linas's measurement: top-1 on the run's validation split, BN recalibrated."""
+    """What an engine that `needs(measurements=True)` measures with: top-1 on the run's val split, BN recalibrated."""
     from nasforge.train.runs import evaluate_subnets
 
     return lambda archs: evaluate_subnets(run, list(archs), split="val")
@@ -83,9 +84,9 @@ def search_from_config(cfg: SearchConfig, *, on_step: Callable[[int, int, float]
         raise ConfigError("latency is an objective or constraint: give --target NAME")
     latency = load_latency(cfg.target, space, cfg.lut) if cfg.target else None
     measure = None
-    if cfg.engine == "linas":
+    if engine_needs(cfg.engine).measurements:
         if run is None:
-            raise ConfigError("engine linas measures real accuracy: give --run RUN_DIR")
+            raise ConfigError(f"engine {cfg.engine} measures real accuracy: give --run RUN_DIR")
         measure = real_accuracy(run)
     problem = SearchProblem(space, Evaluator(space, accuracy, latency), tuple(cfg.objectives), constraints)
     engine = make_engine(cfg.engine, pop_size=cfg.pop_size, mutation_rate=cfg.mutation_rate, measure=measure)

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -221,7 +221,33 @@ class EngineOptions:
     measure: Callable[..., Any] | None = None  # linas: archs -> measured accuracy
 
 
+@dataclass(frozen=True)
+class EngineNeeds:
+    """What an engine needs from the command beyond the problem, declared where it registers (`@needs`).
+
+    The pipeline asks the registered engine (`engine_needs(name)`), never its name, so a new engine that
+    measures real accuracy gets a measurement function without any edit to the pipeline.
+    measurements: `EngineOptions.measure` (archs -> top-1 measured on a trained run's validation split);
+    the command refuses to start without a run to measure on.
+    """
+
+    measurements: bool = False
+
+
 EngineFactory = Callable[[EngineOptions], Engine]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def needs(*, measurements: bool = False) -> Callable[[F], F]:
+    """Decorator for an engine factory, under its `@ENGINES.register`: `@needs(measurements=True)`."""
+    requirements = EngineNeeds(measurements=measurements)
+
+    def mark(factory: F) -> F:
+        factory.needs = requirements  # type: ignore[attr-defined]
+        return factory
+
+    return mark
+
 
 ENGINES: Registry[EngineFactory] = Registry(
     "engine",
@@ -238,6 +264,12 @@ ENGINES: Registry[EngineFactory] = Registry(
 def make_engine(name: str, **options: Any) -> Engine:
     """The engine called `name`, built with `EngineOptions(**options)`."""
     return ENGINES.get(name)(EngineOptions(**options))
+
+
+def engine_needs(name: str) -> EngineNeeds:
+    """What the registered engine `name` declares it needs (nothing, for a factory that declares nothing)."""
+    declared = getattr(ENGINES.get(name), "needs", None)
+    return declared if isinstance(declared, EngineNeeds) else EngineNeeds()
 
 
 def bounded_feasible(

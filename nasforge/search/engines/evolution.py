@@ -56,19 +56,17 @@ class EvolutionEngine:
             if ctx.checkpoint:
                 recorder.save(ctx.checkpoint, signature, {"pop": pop})
 
-
     def _children(self, space: Any, parents: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
-        """(n -> n mutated parents, n -> n uniform crossovers of two parents), OFA's two kinds of children."""
+        """(n -> n mutated parents, n -> n uniform crossovers of two parents), OFA's two kinds of children,
+        bred with the space's operators (`mutate_genes`, `crossover_genes`)."""
 
         def mutants(n: int) -> np.ndarray:
-            base = parents[rng.integers(0, len(parents), n)]
-            flip = rng.random(base.shape) < self.mutate_prob
-            return np.where(flip, space.sample_genes(rng, n), base)
+            return space.mutate_genes(parents[rng.integers(0, len(parents), n)], rng, self.mutate_prob)
 
         def crosses(n: int) -> np.ndarray:
             a = parents[rng.integers(0, len(parents), n)]
             b = parents[rng.integers(0, len(parents), n)]
-            return np.where(rng.random(a.shape) < 0.5, a, b)
+            return space.crossover_genes(a, b, rng)
 
         return mutants, crosses
 

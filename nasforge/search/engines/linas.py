@@ -21,7 +21,7 @@ import numpy as np
 
 from nasforge.arch import ArchConfig
 from nasforge.errors import ConfigError
-from nasforge.search.engines.base import ENGINES, EngineContext, EngineOptions, Recorder
+from nasforge.search.engines.base import ENGINES, EngineContext, EngineOptions, Recorder, needs
 from nasforge.search.engines.pymoo_engines import PymooEngine
 from nasforge.search.objectives import Evaluator, SearchProblem
 from nasforge.search.pareto import Hypervolume, non_dominated
@@ -136,9 +136,8 @@ class LinasEngine:
         return h.genes[chosen]
 
 
-
-
 @ENGINES.register("linas", summary="DyNAS-T's LINAS: a surrogate fitted on real measurements in the loop")
+@needs(measurements=True)
 def linas(options: EngineOptions) -> LinasEngine:
     if options.measure is None:
         raise ConfigError("engine linas needs a measurement function (a trained run: --run RUN_DIR)")

@@ -26,7 +26,7 @@ def _operators(space: Any, mutation_rate: float) -> dict[str, Any]:
 
     class GeneSampling(Sampling):
         def _do(self, problem, n_samples, *args, random_state=None, **kwargs):  # type: ignore[no-untyped-def]
-            return (random_state.random((n_samples, len(sizes))) * sizes).astype(np.int64)
+            return space.sample_genes(random_state, n_samples)
 
     class GeneCrossover(Crossover):
         """Uniform crossover: each gene from either parent (both children)."""
