@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from nasforge.arch import ArchConfig
+from nasforge.arch_forms import parse_foreign, write_foreign
 from nasforge.config import load_dataclass
 from nasforge.errors import ArchError, SpaceError
 from nasforge.families.base import FAMILIES, Family, PlacedLayer, StageSpec
@@ -280,7 +281,7 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ parsing archs
     def parse_arch(self, data: Any) -> ArchConfig:
-        """Accept nasforge's JSON form or a registered foreign form (`nasforge.foreign.forms`, e.g. OFA's)."""
+        """Accept nasforge's JSON form or a registered foreign form (`nasforge.arch_forms`, e.g. OFA's)."""
         if isinstance(data, str):
             try:
                 data = json.loads(data)
@@ -289,8 +290,6 @@ class SearchSpace:
         if isinstance(data, dict) and "arch" in data and isinstance(data["arch"], dict):
             data = data["arch"]  # an entry of pareto.json or a sample line
         if isinstance(data, dict):
-            from nasforge.foreign.forms import parse_foreign
-
             foreign = parse_foreign(self, data)
             if foreign is not None:
                 return foreign
@@ -298,8 +297,6 @@ class SearchSpace:
 
     def foreign_forms(self, arch: ArchConfig) -> dict[str, dict[str, Any]]:
         """`arch` in every other project's registered form this space has (e.g. {"ofa": {...}})."""
-        from nasforge.foreign.forms import write_foreign
-
         return write_foreign(self, self.validate(arch))
 
     # ------------------------------------------------------------------ encoding

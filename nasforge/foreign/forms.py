@@ -1,31 +1,18 @@
-"""Other projects' ways of writing a subnet (foreign arch forms), looked up by `SearchSpace.parse_arch`.
+"""Once-for-All's subnet dict as a foreign arch form (the registry and its protocol: `nasforge.arch_forms`).
 
-Each form is registered by name and answers for the spaces it knows: `parse` turns a dict written in that
-project's form into a canonical arch (None: not this form, or not for this space), `write` gives the form of
-an arch (None: the space has none). `--arch` accepts every registered form; export sidecars carry each one.
+`SearchSpace.parse_arch` reads an OFA dict through it and export sidecars carry it; the per-family work
+(which dict, which tensor names) is in `ofa_families.py`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from nasforge.arch import ArchConfig
-from nasforge.errors import ArchError
-from nasforge.registry import Registry
+from nasforge.arch_forms import FOREIGN_FORMS, parse_foreign, write_foreign
 
 if TYPE_CHECKING:
     from nasforge.space import SearchSpace
-
-
-class ForeignForm(Protocol):
-    def parse(self, space: SearchSpace, data: dict[str, Any]) -> ArchConfig | None: ...
-
-    def write(self, space: SearchSpace, arch: ArchConfig) -> dict[str, Any] | None: ...
-
-
-FOREIGN_FORMS: Registry[type[ForeignForm]] = Registry(
-    "foreign arch form", modules=("nasforge.foreign.forms",), error=ArchError
-)
 
 
 @FOREIGN_FORMS.register("ofa", summary="Once-for-All's subnet dict ({ks, e, d, r} / {d, e, w, image_size})")
@@ -43,16 +30,4 @@ class OFAForm:
         return found.write(space, arch) if found is not None else None
 
 
-def parse_foreign(space: SearchSpace, data: dict[str, Any]) -> ArchConfig | None:
-    """`data` read by the first registered form that recognises it for `space`, or None."""
-    for name in FOREIGN_FORMS.names():
-        arch = FOREIGN_FORMS.get(name)().parse(space, data)
-        if arch is not None:
-            return arch
-    return None
-
-
-def write_foreign(space: SearchSpace, arch: ArchConfig) -> dict[str, dict[str, Any]]:
-    """`arch` in every registered form that `space` has, by form name."""
-    forms = {name: FOREIGN_FORMS.get(name)().write(space, arch) for name in FOREIGN_FORMS.names()}
-    return {name: form for name, form in forms.items() if form is not None}
+__all__ = ["FOREIGN_FORMS", "OFAForm", "parse_foreign", "write_foreign"]
