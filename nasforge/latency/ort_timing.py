@@ -2,7 +2,9 @@
 
 This file travels inside every bundle as `profile_bundle.py` (the bundle's `__main__.py` runs it:
 `python bundle.zip --out lut.json`), so the same protocol times blocks on this machine and on a
-Jetson or a Raspberry Pi that has no torch and no nasforge.
+Jetson or a Raspberry Pi that has no torch and no nasforge. That is why it is one long module (over 900
+lines, five jobs: protocol, statistics, machine fingerprint, protobuf, the runner's command line); splitting
+it by job into a package the bundle carries (zipimport) is still open (issue 23).
 
 Protocol v6 (one ONNX model at a time, batch fixed by the model's input shape):
   * session: graph optimisation ORT_ENABLE_ALL, intra-op threads fixed (`threads`),

@@ -5,6 +5,8 @@ on-device runner). This module adds what needs torch (ONNX export of blocks and 
 PyTorch-CUDA fallback timer), measurement hygiene (every timing carries its spread; unstable
 ones are measured again, within bounds), the choice of whole subnets to calibrate on, the noise
 verdict and the calibration fit. `profile` is the one entry point (`nasforge profile`, the quickstart).
+It is over 600 lines because those jobs share the Timer and its metadata; one writer of a table's metadata
+shared with the bundle's on-device path (and a split along it) is still open (issue 23).
 """
 
 from __future__ import annotations
