@@ -157,7 +157,9 @@ def bench_space(name: str, out: Path, n_random: int, n_independent: int, validat
     profile_s = time.perf_counter() - t0
     table = LatencyTable.load(table_path)
     meta = table.metadata
-    v = result.validation or meta.get("validation") or meta.get("validation_rejected")
+    # this profile's validation record (trusted or not), else what the table stores; read here as its stored dict
+    v = result.validation.to_dict() if result.validation is not None else (
+        meta.get("validation") or meta.get("validation_rejected"))
     row: dict[str, Any] = {
         "space": name,
         "blocks": len(table.entries),
