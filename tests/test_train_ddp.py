@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
+from _torchrun import run_two_ranks  # tests/_torchrun.py (pytest puts tests/ on sys.path)
 
 
 def test_torchrun_two_ranks_hold_equal_weights(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "_ddp_train.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_ranks("_ddp_train.py", tmp_path)
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)
     init = None
@@ -38,11 +28,7 @@ def test_torchrun_two_ranks_hold_equal_weights(tmp_path):
 def test_process_group_is_released_at_exit(tmp_path):
     """`shutdown()` leaves no backend thread behind: a gloo thread alive at interpreter exit aborts the process
     ("terminate called without an active exception") about one time in three, failing a finished job."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "_ddp_release.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_ranks("_ddp_release.py", tmp_path)
     for rank in (0, 1):
         total, before, after = (tmp_path / f"rank{rank}.txt").read_text().splitlines()
         assert float(total) == 3.0  # the group really ran a collective

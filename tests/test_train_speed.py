@@ -10,17 +10,14 @@ resolution, and updates with foreach SGD; each must leave losses, gradients and 
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _torchrun import run_two_ranks  # tests/_torchrun.py (pytest puts tests/ on sys.path)
 
 from nasforge.space import load_space
 from nasforge.supernet import build_supernet, resize_to
@@ -347,12 +344,7 @@ def test_a_cuda_training_step_makes_no_host_sync():
 def test_bucketed_overlapped_all_reduce_equals_per_parameter_mean(tmp_path):
     """Under torchrun (gloo, 2 ranks): `TrainStep`'s gradients equal a plain backward + per-parameter mean, and
     each rank's RNG state is gathered for the checkpoint and picked back by rank (rank 0's for old checkpoints)."""
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(root / "tests" / "_ddp_speed.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_ranks("_ddp_speed.py", tmp_path)
     for rank in (0, 1):
         worst, own, other, picked, old_style, overlapped = (tmp_path / f"rank{rank}.txt").read_text().split()
         assert float(worst) <= TOL
