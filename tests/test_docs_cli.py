@@ -137,8 +137,8 @@ def cli_problems(words: list[str], root: click.Command) -> list[str]:
 
 
 def _runner_flags() -> set[str]:
-    """The flags of the bundle's runner (`python bundle.zip`): its argparse definition in ort_timing.py."""
-    source = (ROOT / "nasforge" / "latency" / "ort_timing.py").read_text()
+    """The flags of the bundle's runner (`python bundle.zip`): its argparse definition in ort_timing/runner.py."""
+    source = (ROOT / "nasforge" / "latency" / "ort_timing" / "runner.py").read_text()
     return {"--help", "-h", *re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", source)}
 
 

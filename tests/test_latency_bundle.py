@@ -27,8 +27,15 @@ NO_TORCH = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = sys.argv
 
 def test_runner_in_the_bundle_is_the_library_protocol(tmp_path):
     write_bundle(tmp_path / "b.zip", tiny_space("tiny-mbv3"), load_target("cpu"), warmup=1, repeats=3)
+    package = Path(ort_timing.__file__).parent
+    modules = sorted(f.name for f in package.glob("*.py"))
+    assert {"rounds.py", "stats.py", "runner.py", "tablemeta.py", "__init__.py"} <= set(modules)
     with zipfile.ZipFile(tmp_path / "b.zip") as zf:
-        assert zf.read("profile_bundle.py").decode() == Path(ort_timing.__file__).read_text()
+        carried = sorted(n.split("/", 1)[1] for n in zf.namelist() if n.startswith("ort_timing/"))
+        assert carried == modules  # the whole package, every module of it
+        for name in modules:
+            assert zf.read(f"ort_timing/{name}").decode() == (package / name).read_text()
+        assert "from ort_timing.runner import main" in zf.read("__main__.py").decode()
 
 
 def run_runner(bundle: Path, out: Path) -> subprocess.CompletedProcess:
@@ -50,7 +57,7 @@ def test_bundle_round_trip(tmp_path):
     manifest = write_bundle(bundle, space, target, validate=6, topk=topk, warmup=1, repeats=3)
     with zipfile.ZipFile(bundle) as zf:
         names = set(zf.namelist())
-    assert "manifest.json" in names and "profile_bundle.py" in names
+    assert "manifest.json" in names and "ort_timing/runner.py" in names
     assert all(b["file"] in names for b in manifest["blocks"])
     roles = [v["role"] for v in manifest["verify"]]
     assert roles.count("topk") == 2 and roles.count("validation") == 6 and roles.count("repeat") == 4

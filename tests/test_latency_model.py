@@ -103,7 +103,7 @@ def test_time_stable_many_remeasures_only_the_unsteady_ones_together():
 
 
 def test_interleaved_timing_gives_every_model_its_runs(monkeypatch):
-    monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: 0)
+    monkeypatch.setattr(ort_timing.rounds, "involuntary_switches", lambda: 0)
     order = []
 
     class Named(FakeSession):
@@ -129,7 +129,7 @@ def test_interleaved_timing_gives_every_model_its_runs(monkeypatch):
 
 def test_interleaved_timing_against_a_reference_divides_out_the_machine_speed(monkeypatch):
     """Every round the whole machine runs at another speed; each model's ratio to the reference does not move."""
-    monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: 0)
+    monkeypatch.setattr(ort_timing.rounds, "involuntary_switches", lambda: 0)
     speeds = [1.0, 1.6, 0.8, 1.3, 1.0, 1.2]
 
     class Clock:
@@ -142,7 +142,7 @@ def test_interleaved_timing_against_a_reference_divides_out_the_machine_speed(mo
             self.phase += 1
 
     clock = Clock()
-    monkeypatch.setattr(ort_timing, "time", clock)
+    monkeypatch.setattr(ort_timing.rounds, "time", clock)
 
     class Costly(FakeSession):
         def __init__(self, ms):
@@ -165,7 +165,7 @@ def test_interleaved_timing_against_a_reference_divides_out_the_machine_speed(mo
 def test_fast_models_get_more_rounds_up_to_a_bound(monkeypatch, ms, runs):
     """min_timed_ms=100 with 5 rounds of 2: a 4 ms model needs 25 runs (13 rounds), a 1 ms one 100 (capped at 4 x 5
     rounds = 40 runs), a 30 ms one keeps its 10."""
-    monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: 0)
+    monkeypatch.setattr(ort_timing.rounds, "involuntary_switches", lambda: 0)
 
     class Clock:
         now = 0.0
@@ -177,7 +177,7 @@ def test_fast_models_get_more_rounds_up_to_a_bound(monkeypatch, ms, runs):
             pass
 
     clock = Clock()
-    monkeypatch.setattr(ort_timing, "time", clock)
+    monkeypatch.setattr(ort_timing.rounds, "time", clock)
 
     class Costly(FakeSession):
         def run(self, outputs, feeds):
@@ -191,10 +191,10 @@ def test_fast_models_get_more_rounds_up_to_a_bound(monkeypatch, ms, runs):
 
 def test_timed_runs_adds_rounds_while_preempted_and_stops_at_the_cap(monkeypatch):
     counter = iter(range(10**6))
-    monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: next(counter))  # every run preempted
+    monkeypatch.setattr(ort_timing.rounds, "involuntary_switches", lambda: next(counter))  # every run preempted
     times, preempted, rounds = ort_timing.timed_runs(FakeSession(), {}, warmup=0, repeats=20, rounds=4, pause_s=0)
     assert len(times) == 4 * 20 and preempted.all() and rounds.max() == 15  # bounded: 4 x repeats
-    monkeypatch.setattr(ort_timing, "involuntary_switches", lambda: 0)  # a quiet machine
+    monkeypatch.setattr(ort_timing.rounds, "involuntary_switches", lambda: 0)  # a quiet machine
     times, preempted, rounds = ort_timing.timed_runs(FakeSession(), {}, warmup=0, repeats=20, rounds=4, pause_s=0)
     assert len(times) == 20 and not preempted.any()
 
@@ -653,9 +653,9 @@ def test_cpu_id_on_x86_and_arm(monkeypatch, cpuinfo, cpu_id):
     import io
 
     real_open = open
-    monkeypatch.setattr(ort_timing, "open", lambda path, *a, **k: io.StringIO(cpuinfo) if path == "/proc/cpuinfo"
-                        else real_open(path, *a, **k), raising=False)
-    assert ort_timing._cpu_id() == cpu_id
+    monkeypatch.setattr(ort_timing.machine, "open", lambda path, *a, **k: io.StringIO(cpuinfo)
+                        if path == "/proc/cpuinfo" else real_open(path, *a, **k), raising=False)
+    assert ort_timing.machine._cpu_id() == cpu_id
 
 
 def test_machine_key_of_a_generic_name_includes_its_caches():

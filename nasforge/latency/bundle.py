@@ -10,7 +10,7 @@ Bundle layout:
   verify/NNNNN.onnx    whole subnets: role "validation" (design points + random ones, to calibrate and
                        validate the table), "topk" (a search's picks, to check on the device that they
                        meet the constraint), "repeat" (a few validation subnets again, last: the noise verdict)
-  profile_bundle.py    the runner (a copy of nasforge/latency/ort_timing.py)
+  ort_timing/*.py      the runner: the package nasforge.latency.ort_timing, copied (onnxruntime + numpy only)
   __main__.py          so the zip runs itself: `python bundle.zip --out lut.json`
 `import_table` reads the runner's LUT back, fits the calibration on the validation subnets and
 reports predicted vs measured for the top-K picks; like `nasforge profile`, it stores the calibration
@@ -41,14 +41,19 @@ from nasforge.latency.reference import reference_block, reference_subnet
 from nasforge.latency.targets import Target
 from nasforge.space import SearchSpace
 
-RUNNER = Path(ort_timing.__file__)
+RUNNER = Path(ort_timing.__file__).parent  # the package the bundle carries as its top-level `ort_timing`
 # `python bundle.zip --out lut.json`: the zip is on sys.path, so its own runner imports from it
 MAIN = """import sys
 
-import profile_bundle
+from ort_timing.runner import main
 
-sys.exit(profile_bundle.main([sys.argv[0], *sys.argv[1:]]))
+sys.exit(main([sys.argv[0], *sys.argv[1:]]))
 """
+
+
+def runner_files() -> list[tuple[Path, str]]:
+    """The runner's modules and their names in the zip (a package: Python imports it from the zip)."""
+    return [(f, f"ort_timing/{f.name}") for f in sorted(RUNNER.glob("*.py"))]
 
 
 def write_bundle(
@@ -66,7 +71,7 @@ def write_bundle(
     """Export every block (and `validate` random + `topk` given whole subnets) into a bundle zip.
 
     The zip runs itself on the device: `python bundle.zip --out lut.json` (its `__main__.py` calls the
-    runner, `profile_bundle.py`, a copy of `nasforge.latency.ort_timing`; onnxruntime + numpy only).
+    runner, `ort_timing.runner`, from a copy of the package `nasforge.latency.ort_timing`; onnxruntime + numpy only).
     """
     path = Path(path)
     _check_destination(path)  # before minutes of ONNX exports
@@ -85,7 +90,8 @@ def write_bundle(
         advance()
         _write_verify(zf, space, target, manifest, subnets, advance)
         zf.writestr("manifest.json", json.dumps(manifest, indent=1))
-        zf.write(RUNNER, "profile_bundle.py")
+        for file, name in runner_files():
+            zf.write(file, name)
         zf.writestr("__main__.py", MAIN)
 
     _write_zip(path, fill)

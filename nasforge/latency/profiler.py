@@ -5,8 +5,8 @@ on-device runner). This module adds what needs torch (ONNX export of blocks and 
 PyTorch-CUDA fallback timer), measurement hygiene (every timing carries its spread; unstable
 ones are measured again, within bounds), the choice of whole subnets to calibrate on, the noise
 verdict and the calibration fit. `profile` is the one entry point (`nasforge profile`, the quickstart).
-It is over 600 lines because those jobs share the Timer and its metadata; one writer of a table's metadata
-shared with the bundle's on-device path (and a split along it) is still open (issue 23).
+A table's metadata is written by `ort_timing.table_metadata`, the same function the bundle's runner calls on a
+board, so tables built either way say the same things in the same words.
 """
 
 from __future__ import annotations
@@ -106,24 +106,14 @@ class Timer:
             self.cores, self.nice = cores, nice
             yield
 
-    def metadata(self) -> dict[str, Any]:
-        import onnxruntime as ort
-
-        return {
-            "target": self.target.name,
-            "device": self.device,
-            "machine": {**this_machine(), "provider": self.provider, "threads": self.threads},
-            "ort_version": ort.__version__,
-            "backend": self.backend,
-            "provider": self.provider,
-            "threads": self.threads,
-            "cores": self.cores,
-            "nice": self.nice,
-            "batch": self.target.batch,
-            "protocol": ort_timing.protocol(
-                self.threads, self.warmup, self.repeats, max_uncertainty=self.max_uncertainty, retries=self.retries
-            ),
-        }
+    def metadata(self, space: SearchSpace) -> dict[str, Any]:
+        """A fresh table's metadata (`ort_timing.table_metadata`: the same writer as the bundle's runner)."""
+        return ort_timing.table_metadata(
+            target=self.target.name, space=space.name, space_fingerprint=space.fingerprint, batch=self.target.batch,
+            device=self.device, machine=this_machine(), provider=self.provider, threads=self.threads,
+            warmup=self.warmup, repeats=self.repeats, cores=self.cores, nice=self.nice, backend=self.backend,
+            max_uncertainty=self.max_uncertainty, retries=self.retries,
+        )
 
     def stable(self, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         timing = ort_timing.time_stable(measure, self.max_uncertainty, self.retries)
@@ -176,7 +166,7 @@ def default_table_path(target: Target, space: SearchSpace) -> Path:
 
 def open_table(out: Path, space: SearchSpace, timer: Timer) -> LatencyTable:
     """The LUT at `out` to resume (checked against space, target, provider and machine), or a fresh one."""
-    meta = {**timer.metadata(), "space": space.name, "space_fingerprint": space.fingerprint}
+    meta = timer.metadata(space)
     if out.exists():
         table = LatencyTable.load(out)
         old = table.metadata
@@ -275,7 +265,7 @@ def build_table(
                 table.save(out)
                 last = time.perf_counter()
     table.metadata["build_seconds"] = round(base + time.perf_counter() - start, 1)
-    table.metadata["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    table.metadata["date"] = ort_timing.utc_now()
     table.metadata["entries"] = len(table.entries)
     table.metadata["stability"] = _stability(table.entries, timer)
     table.metadata["speed_reference"] = {
