@@ -199,6 +199,68 @@ def test_timed_runs_adds_rounds_while_preempted_and_stops_at_the_cap(monkeypatch
     assert len(times) == 20 and not preempted.any()
 
 
+class PhasedMachine:
+    """A fake clock and scheduler: the machine's speed changes at every pause between rounds, and during the first
+    `busy` rounds every run is preempted (the process's involuntary context switches move while it runs). Run times
+    are dyadic (multiples of 2**-13 s), so the clock adds them up exactly whatever else ran in between."""
+
+    speeds = (1.0, 1.25, 0.875, 1.625, 1.125, 1.5, 0.75)
+
+    def __init__(self, busy: int) -> None:
+        self.now, self.phase, self.switches, self.busy, self.runs = 0.0, 0, 0, busy, 0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.phase += 1
+
+    def session(self) -> FakeSession:
+        machine = self
+
+        class Phased(FakeSession):
+            def run(self, outputs, feeds):
+                machine.now += 2**-10 * machine.speeds[machine.phase % len(machine.speeds)]
+                machine.runs += 1
+                machine.switches += machine.phase < machine.busy
+
+        return Phased()
+
+
+def test_single_model_timing_is_the_interleaved_loop_with_a_group_of_one(monkeypatch):
+    """One round loop (`rounds.run_rounds`): one model timed alone and a group of one timed interleaved give the same
+    runs, rounds (added while preempted) and statistics."""
+    from nasforge.latency.ort_timing import rounds
+
+    loops = []
+    real_loop = rounds.run_rounds
+    monkeypatch.setattr(rounds, "run_rounds", lambda sessions, *a, **k: loops.append(len(sessions))
+                        or real_loop(sessions, *a, **k))
+
+    def timed(path):
+        machine = PhasedMachine(busy=4)
+        monkeypatch.setattr(rounds, "time", machine)
+        monkeypatch.setattr(rounds, "involuntary_switches", lambda: machine.switches)
+        if path == "single":
+            runs = ort_timing.timed_runs(machine.session(), {}, warmup=2, repeats=20, rounds=4, pause_s=0.001)
+        else:
+            runs = ort_timing.interleaved_runs([(machine.session(), {})], warmup=2, repeats=20, rounds=4,
+                                               pause_s=0.001)[0]
+        return runs, machine.runs
+
+    (single, n_single), (group, n_group) = timed("single"), timed("group")
+    assert loops == [1, 1]  # both paths went through the one loop
+    # 1 + 2 warm-up runs, 25 timed; interleaved, one untimed run more at the start of each of the 5 rounds
+    assert (n_single, n_group) == (3 + 25, 3 + 25 + 5)
+    for a, b in zip(single, group):
+        np.testing.assert_array_equal(a, b)
+    times, preempted, round_of = single
+    # 4 rounds of 5 all preempted, so a fifth round (5 clean runs: a quarter of the repeats) was added
+    assert len(times) == 25 and preempted.sum() == 20 and round_of.max() == 4
+    assert ort_timing.summarise(*single) == ort_timing.summarise(*group)
+    assert ort_timing.summarise(*single).median_ms == 1.125 * 1e3 / 1024  # the one clean round's speed
+
+
 def block_cost(spec):
     from nasforge.layers import layer_macs
 
