@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -113,6 +114,75 @@ def test_bundle_round_trip(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "top-K subnets measured on the device" in result.output
+
+
+def board_env(root: Path) -> dict[str, str]:
+    """The Python path of a board: the standard library plus numpy and onnxruntime, no torch and no nasforge
+    (run with `python -S`: no site-packages, where this venv keeps torch and its editable nasforge)."""
+    import numpy
+    import onnxruntime
+
+    lib = root / "board-site"
+    lib.mkdir()
+    for package in (numpy, onnxruntime):
+        folder = Path(package.__file__).parent
+        for path in (folder, folder.with_name(f"{folder.name}.libs")):  # numpy.libs: its wheel's shared libraries
+            if path.exists():
+                (lib / path.name).symlink_to(path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    return {**env, "PYTHONPATH": str(lib)}
+
+
+PROBE = ("import importlib.util, json; "
+         "print(json.dumps({m: importlib.util.find_spec(m) is not None for m in "
+         "('nasforge', 'torch', 'numpy', 'onnxruntime')}))")
+
+
+@pytest.fixture(scope="module")
+def board_lut(tmp_path_factory):
+    """A tiny space's bundle run as a board runs it, `python bundle.zip`, where torch and nasforge do not exist."""
+    root = tmp_path_factory.mktemp("board")
+    space, target = tiny_space("tiny-mbv3"), load_target("cpu")
+    manifest = write_bundle(root / "bundle.zip", space, target, warmup=1, repeats=3)
+    env = board_env(root)
+    probe = subprocess.run([sys.executable, "-S", "-c", PROBE], cwd=root, env=env, capture_output=True, text=True,
+                           timeout=60)
+    proc = subprocess.run([sys.executable, "-S", "bundle.zip", "--out", "lut.json"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    return manifest, json.loads(probe.stdout), proc, root / "lut.json"
+
+
+def test_the_bundle_runs_on_a_board_without_torch_or_nasforge(board_lut):
+    manifest, importable, proc, out = board_lut
+    assert importable == {"nasforge": False, "torch": False, "numpy": True, "onnxruntime": True}
+    assert proc.returncode == 0, proc.stderr
+    raw = json.loads(out.read_text())
+    assert raw["format"] == ort_timing.LUT_FORMAT and set(raw["entries"]) == {b["key"] for b in manifest["blocks"]}
+    assert raw["metadata"]["protocol"] == manifest["protocol"]
+
+
+def test_profiled_and_bundled_tables_share_one_metadata_writer(board_lut, monkeypatch, tmp_path):
+    """The same target, space, threads and schedule give the same metadata, key by key, whether `nasforge profile`
+    or the bundle's runner built the table; only the timings' results and the stamps differ."""
+    from nasforge.latency import profiler
+
+    _, _, proc, out = board_lut
+    assert proc.returncode == 0, proc.stderr
+    bundled = json.loads(out.read_text())["metadata"]
+    space = tiny_space("tiny-mbv3")
+    timer = profiler.Timer(load_target("cpu"), warmup=1, repeats=3)  # the real ORT backend, pinned like the board
+    fake = {"median_ms": 1.0, "reference_ms": 1.0, "uncertainty": 0.0}
+    monkeypatch.setattr(timer.impl, "time_blocks", lambda specs, *a, **k: [dict(fake) for _ in specs])
+    monkeypatch.setattr(timer.impl, "time_overhead", lambda *a: dict(fake))
+    profiler.build_table(space, timer, tmp_path / "t.json")
+    profiled = json.loads((tmp_path / "t.json").read_text())["metadata"]
+    results = {"entries", "stability", "run_overhead_ms", "speed_reference", "build_seconds"}
+    stamps = {"date", "made_by"}
+    assert set(profiled) - results - stamps == set(bundled) - results - stamps
+    for key in sorted(set(profiled) - results - stamps):
+        assert profiled[key] == bundled[key], key
+    assert {"target", "machine", "backend", "protocol", "cores", "space_fingerprint"} <= set(profiled)
+    assert bundled["made_by"] == "profile_bundle.py" and "date" in bundled and "date" in profiled
 
 
 def test_import_rejects_incomplete_table(tmp_path):
