@@ -175,7 +175,8 @@ def extract_recalibrated(run: Run, arch: ArchConfig, *, calib_images: int = 2000
 def evaluate_subnets(
     run: Run, archs: Sequence[ArchConfig], split: str = "val", *, calib_images: int = 2000, batch_size: int = 256
 ) -> np.ndarray:
-    """Top-1 % of each arch on `split`, BN recalibrated per arch on `calib_images` training images."""
+    """The task's metric (top-1 % for images) of each arch on `split`, BN recalibrated per arch on `calib_images`
+    training images."""
     canon = [run.space.validate(a) for a in archs]
     return evaluate_archs(
         run.supernet,
