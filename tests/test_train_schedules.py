@@ -38,6 +38,8 @@ def test_sandwich_trains_and_writes_run(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2, 3]
     assert set(lines[-1]["eval"]) == {"largest", "smallest", "random0"} and lines[-1]["images_per_s"] > 0
+    assert lines[-1]["eval_metric"] == "top1"  # what the eval numbers are; the run's data record says the same
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["metric"] == "top1"
     assert (tmp_path / "run" / "config.yaml").exists() and (tmp_path / "run" / "supernet.pt").exists()
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
     # the saved supernet reproduces the logged accuracy, recomputed here by hand on a static copy of each subnet

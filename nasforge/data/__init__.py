@@ -7,8 +7,9 @@
 `source.py` the interface, settings and selection; `memory.py` the decoded-in-memory source (and the
 original `load_dataset` / `train_batch` / `eval_batches` / `calibration_batches` functions, unchanged);
 `stream.py` the DataLoader-backed source; `datasets.py` the readers; `augment.py` the transforms;
-`registry.py` the (torch-free) registries. Names are imported on first use, so listing the registries
-(the CLI's help) does not import torch.
+`registry.py` the (torch-free) registries; `batch.py` the `Batch(inputs, targets)` every source yields;
+`inputs.py` the input kinds (images, `TokenInputs`) that move, count and adapt any inputs to a subnet.
+Names are imported on first use, so listing the registries (the CLI's help) does not import torch.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ _EXPORTS = {
     "nasforge.data.datasets": ("IMAGE_SUFFIXES", "DatasetReader", "ImageSet", "decode_image_file"),
     "nasforge.data.memory": ("DataSplits", "MemorySource", "as_source", "calibration_batches", "eval_batches",
                              "load_dataset", "train_batch"),
-    "nasforge.data.source": ("IMAGENET", "Batch", "Batches", "DataSettings", "DataSource", "Normalization",
+    "nasforge.data.batch": ("Batch",),
+    "nasforge.data.inputs": ("INPUT_KINDS", "TokenInputs"),
+    "nasforge.data.source": ("IMAGENET", "Batches", "DataSettings", "DataSource", "Normalization",
                              "batch_generator", "decoded_bytes", "epoch_order", "open_source", "steps_per_epoch"),
     "nasforge.data.stream": ("StreamSource",),
 }

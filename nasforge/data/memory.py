@@ -245,7 +245,7 @@ class MemorySource(SourceBase):
                                    flip=self.flip)
                 if world_size > 1:
                     x, y = x[rank::world_size], y[rank::world_size]
-                yield (resize_batch(x, resolution), y), ()
+                yield Batch(resize_batch(x, resolution), y), ()
 
         return Batches(items(), spe - start_step)
 
@@ -253,7 +253,8 @@ class MemorySource(SourceBase):
                      limit: int | None = None) -> Batches[Batch]:
         n = len(self.data.split(split))
         n = n if limit is None else min(limit, n)
-        items = (((resize_batch(x, resolution), y), ()) for x, y in eval_batches(self.data, split, batch_size, limit))
+        items = ((Batch(resize_batch(x, resolution), y), ())
+                 for x, y in eval_batches(self.data, split, batch_size, limit))
         return Batches(items, -(-n // batch_size))
 
     def calibration_batches(self, images: int, *, batch_size: int, resolution: int | None = None,

@@ -1,6 +1,7 @@
 """The one data interface every stage reads through, the settings that pick a source, and `open_source`.
 
-A `DataSource` yields normalised float NCHW batches on its device for (epoch, step, rank): the
+A `DataSource` yields `Batch(inputs, targets)` on its device for (epoch, step, rank) (image sources:
+normalised float NCHW inputs; other input kinds: `nasforge.data.inputs`) and names its task's metric. The
 trainer, BN recalibration, evaluation, predictor measurement, export verification and finetuning
 never ask whether the images sit decoded in memory or stream from disk. Which samples make up a
 batch is decided here, once, for every source (`epoch_order`, `batch_indices`), from (seed, epoch,
@@ -21,11 +22,11 @@ import torch
 
 from nasforge.config import Validated, check
 from nasforge.data.augment import AugmentConfig
+from nasforge.data.batch import Batch
 from nasforge.data.registry import DATA_SOURCES, DATASETS, LOADER_CHOICES, LOADERS_AUTO
 from nasforge.errors import ConfigError, DataError
 
 T = TypeVar("T")
-Batch = tuple[torch.Tensor, torch.Tensor]
 SPLITS = ("train", "val", "test")
 NORMALIZATION_KINDS = ("dataset", "imagenet")
 
@@ -171,6 +172,8 @@ class DataSource(Protocol):
     def device(self) -> torch.device: ...
     @property
     def selection(self) -> str: ...  # why this source was chosen (auto's arithmetic), for the run record
+    @property
+    def metric(self) -> str: ...  # the task's metric, a `nasforge.train.metrics.METRICS` name (images: top1)
 
     def split_size(self, split: str) -> int: ...
     def steps_per_epoch(self, batch_size: int) -> int: ...
@@ -182,7 +185,7 @@ class DataSource(Protocol):
     def eval_batches(self, split: str, *, batch_size: int, resolution: int | None = None,
                      limit: int | None = None) -> Batches[Batch]: ...
     def calibration_batches(self, images: int, *, batch_size: int, resolution: int | None = None,
-                            seed: int = 0) -> Batches[torch.Tensor]: ...
+                            seed: int = 0) -> Batches[Any]: ...  # inputs only (images: NCHW tensors)
     def to(self, device: torch.device | str) -> DataSource: ...
     def describe(self) -> dict[str, Any]: ...
 
@@ -191,6 +194,7 @@ class SourceBase:
     """What every source computes the same way: sizes, the sample plan, argument checks, the run record."""
 
     kind = ""
+    metric = "top1"  # image classification; a source of another task names its own (`nasforge.train.metrics`)
     name: str
     num_classes: int
     class_names: tuple[str, ...]
@@ -225,7 +229,7 @@ class SourceBase:
 
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.name, "loader": self.kind, "selection": self.selection,
-                "resolution": self.resolution, "classes": self.num_classes,
+                "resolution": self.resolution, "classes": self.num_classes, "metric": self.metric,
                 "splits": {s: self._split_len(s) for s in SPLITS},
                 "normalization": self.normalization.to_dict()}
 

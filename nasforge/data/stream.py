@@ -306,8 +306,8 @@ class StreamSource(SourceBase):
             if x.shape[0] == 0:
                 yield None, bad
                 continue
-            yield (self.normalization.apply(x.to(self.device, non_blocking=True)),
-                   y.to(self.device, non_blocking=True)), bad
+            yield Batch(self.normalization.apply(x.to(self.device, non_blocking=True)),
+                        y.to(self.device, non_blocking=True)), bad
 
 
 __all__ = ["MAX_CONSECUTIVE_BAD", "StreamSource", "default_workers"]

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
+
+from nasforge.data.inputs import batch_size
 
 
 def _bns(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -18,12 +21,12 @@ def _bns(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], forward=None) -> int:  # type: ignore[no-untyped-def]
+def recalibrate_bn(model: nn.Module, batches: Iterable[Any], forward=None) -> int:  # type: ignore[no-untyped-def]
     """Reset BN running stats and recompute them as a cumulative average over `batches`.
 
     Runs in train mode under no_grad with momentum=None (an exact average over batches), then
     restores each layer's momentum and the model's mode. `forward(x)` defaults to `model(x)`
-    (pass one that resizes to the subnet's resolution). Returns the number of images used.
+    (pass one that adapts the inputs to the subnet, `data.inputs.adapt`). Returns the number of samples used.
     """
     bns = _bns(model)
     momenta = [m.momentum for m in bns]
@@ -36,7 +39,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], forward=No
         model.train()
         for x in batches:
             (forward or model)(x)
-            seen += int(x.shape[0])
+            seen += batch_size(x)
     finally:
         for m, mom in zip(bns, momenta):
             m.momentum = mom

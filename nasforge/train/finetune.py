@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from nasforge.arch import ArchConfig
+from nasforge.data.inputs import adapt
 from nasforge.errors import ConfigError
-from nasforge.supernet import resize_to
 from nasforge.supernet.standalone import save_standalone
 from nasforge.train.evaluate import accuracy
 from nasforge.train.losses import soft_cross_entropy
@@ -83,7 +83,7 @@ def finetune_subnet(
             for x, y in data.train_batches(epoch, batch_size=bs, seed=seed):
                 for group in optimizer.param_groups:
                     group["lr"] = 0.5 * base_lr * (1 + math.cos(math.pi * it / total))
-                x = resize_to(x, res)
+                x = adapt(x, res)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.optim.label_smoothing)
                 if teacher is not None:

@@ -25,9 +25,10 @@ import torch
 
 from nasforge.arch import ArchConfig
 from nasforge.data import DataSource, Normalization, open_source
+from nasforge.data.inputs import adapt, to_device
 from nasforge.errors import CheckpointError, DataError
 from nasforge.space import SearchSpace, load_space
-from nasforge.supernet import ElasticSupernet, StaticSubnet, build_supernet, resize_to
+from nasforge.supernet import ElasticSupernet, StaticSubnet, build_supernet
 from nasforge.train import checkpoint as ckpt
 from nasforge.train.bn import preserved_bn, recalibrate_bn
 from nasforge.train.config import TrainConfig, apply_overrides, read_run_config
@@ -165,16 +166,17 @@ def extract_recalibrated(run: Run, arch: ArchConfig, *, calib_images: int = 2000
     net, data = run.supernet, run.data()
     device = next(net.parameters()).device
     arch = run.space.validate(arch)
-    calib = [x.to(device) for x in data.calibration_batches(calib_images, batch_size=200)]
+    calib = [to_device(x, device) for x in data.calibration_batches(calib_images, batch_size=200)]
     with preserved_bn(net), net.active(arch):
-        recalibrate_bn(net, calib, forward=lambda x: net(resize_to(x, arch.resolution)))
+        recalibrate_bn(net, calib, forward=lambda x: net(adapt(x, arch.resolution)))
         return net.extract(arch)
 
 
 def evaluate_subnets(
     run: Run, archs: Sequence[ArchConfig], split: str = "val", *, calib_images: int = 2000, batch_size: int = 256
 ) -> np.ndarray:
-    """Top-1 % of each arch on `split`, BN recalibrated per arch on `calib_images` training images."""
+    """The task's metric (top-1 % for images) of each arch on `split`, BN recalibrated per arch on `calib_images`
+    training images."""
     canon = [run.space.validate(a) for a in archs]
     return evaluate_archs(
         run.supernet,

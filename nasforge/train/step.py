@@ -1,13 +1,14 @@
 """One training step: every subnet of a plan forward and backward, gradients averaged over ranks, one SGD step.
 
 `TrainStep` is what `Trainer.train_step` runs (and what `scripts/bench_vs_ofa.py` times). Per step it
-sets the learning rate, then for each task resizes the batch to the task's resolution, computes the
+sets the learning rate, then for each task adapts the batch to the task's resolution gene (images resized,
+token sequences cropped or padded: `nasforge.data.inputs`), computes the
 loss (labels and/or KD, scaled by the task's weight) and back-propagates; gradients accumulate over
 the step's subnets, are averaged over ranks, and the optimizer steps once. Compared with computing
 each subnet on its own (Once-for-All's reference step), it does less work for the same losses and
 gradients:
 
-- resized inputs and the frozen teacher's soft targets are computed once per resolution per step;
+- adapted inputs and the frozen teacher's soft targets are computed once per resolution per step;
 - inside `net.shared_step()` the elastic ops compute derived weights (OFA's 7->5->3 kernel transformation)
   once per step from the current weights and share them across the step's subnets (their gradients
   are summed and back-propagated through the transformation once, when the step's subnets are done),
@@ -27,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from nasforge.data.inputs import adapt
 from nasforge.errors import ConfigError
-from nasforge.supernet import ElasticSupernet, StaticSubnet, resize_to
+from nasforge.supernet import ElasticSupernet, StaticSubnet
 from nasforge.train.compile import StepCompiler
 from nasforge.train.device import autocast_for
 from nasforge.train.distributed import DistContext, GradientReducer
@@ -92,7 +94,7 @@ class TrainStep:
         self._nan = torch.full((), float("nan"), device=device)
         self.compiler = StepCompiler(cfg.compile, net, device)
 
-    def __call__(self, plan: StepPlan, x: torch.Tensor, y: torch.Tensor, teacher: StaticSubnet | None = None
+    def __call__(self, plan: StepPlan, x: Any, y: torch.Tensor, teacher: StaticSubnet | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Accumulate every task's gradients, average over ranks, one optimizer step.
 
@@ -102,7 +104,7 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.compiler.begin_step()
         live = [j for j, task in enumerate(plan.tasks) if task.weight != 0.0]
-        inputs: dict[int, torch.Tensor] = {}  # the batch at each resolution of the step
+        inputs: dict[int, Any] = {}  # the batch adapted to each resolution of the step (`data.inputs.adapt`)
         targets: dict[int, torch.Tensor] = {}  # the teacher's soft targets at each resolution
         soft: torch.Tensor | None = None
         loss0 = acc0 = self._nan
@@ -111,8 +113,7 @@ class TrainStep:
                 task = plan.tasks[j]
                 r = task.arch.resolution
                 if r not in inputs:
-                    xi = resize_to(x, r)
-                    inputs[r] = xi.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else xi
+                    inputs[r] = adapt(x, r, channels_last=self.cfg.channels_last)
                 out = self._task(j, task, inputs[r], y, soft, teacher, targets, last=j == live[-1])
                 if out is not None:
                     soft, loss0, acc0 = out
@@ -121,7 +122,7 @@ class TrainStep:
         return loss0, acc0
 
     def _task(
-        self, j: int, task: SubnetTask, xi: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None,
+        self, j: int, task: SubnetTask, xi: Any, y: torch.Tensor, soft: torch.Tensor | None,
         teacher: StaticSubnet | None, targets: dict[int, torch.Tensor], *, last: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """One subnet forward and backward; for task 0 also its soft predictions, label loss and accuracy."""
@@ -134,7 +135,7 @@ class TrainStep:
             if task.label_w or j == 0 else None
         loss = task.label_w * ce if task.label_w and ce is not None else None
         if task.kd_w:
-            target = self._kd_target(task.kd_source, soft, xi, teacher, targets)
+            target = self._kd_target(task.kd_source, soft, xi, task.arch.resolution, teacher, targets)
             kd = task.kd_w * soft_cross_entropy(logits, target, cfg.optim.kd_temperature)
             loss = kd if loss is None else loss + kd
         if loss is None:
@@ -154,12 +155,11 @@ class TrainStep:
             return autocast_for(self.device, self.cfg.amp)
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
 
-    def _kd_target(self, source: str, soft: torch.Tensor | None, xi: torch.Tensor, teacher: StaticSubnet | None,
+    def _kd_target(self, source: str, soft: torch.Tensor | None, xi: Any, r: int, teacher: StaticSubnet | None,
                    targets: dict[int, torch.Tensor]) -> torch.Tensor:
         if source == "teacher":
             if teacher is None:
                 raise ConfigError("a KD-from-teacher step ran before the teacher was frozen")
-            r = xi.shape[-1]
             if r not in targets:
                 with torch.no_grad(), self._autocast():
                     logits = self.compiler.teacher(teacher, xi)

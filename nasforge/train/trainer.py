@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from nasforge.arch import ArchConfig
+from nasforge.data.inputs import batch_size
 from nasforge.errors import CheckpointError, ConfigError
 from nasforge.io import atomic_write_json, atomic_write_text
 from nasforge.space import SearchSpace, load_space
@@ -42,7 +43,7 @@ from nasforge.train.distributed import (
     gather_objects,
     init_distributed,
 )
-from nasforge.train.evaluate import evaluate_archs
+from nasforge.train.evaluate import evaluate_archs, metric_of
 from nasforge.train.runs import open_training_data, space_for
 from nasforge.train.schedules import Phase, ShrinkStrategy, StepPlan, make_strategy
 from nasforge.train.step import TrainStep, make_optimizer, restore_fast_update
@@ -260,14 +261,14 @@ class Trainer:
         """Unreadable images the epoch's pass has skipped so far (`skip_bad`)."""
         return int(getattr(self._batches, "skipped_count", 0))
 
-    def _train_one(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _train_one(self, x: Any, y: torch.Tensor) -> None:
         it = self.state.iteration
         plan = self.strategy.plan(it, np.random.default_rng([self.cfg.seed, 5, it]))
         if plan.phase.name != self.state.phase:
             self._enter_phase(plan.phase)
         self.state.lr = plan.lr
         loss0, acc0 = self.train_step(plan, x, y)
-        self.meter.add(loss0, acc0, int(x.shape[0]) * self.ctx.world_size)
+        self.meter.add(loss0, acc0, batch_size(x) * self.ctx.world_size)
         self.state.iteration += 1
         self._emit("on_step_end")
 
@@ -286,7 +287,7 @@ class Trainer:
             self.state.teacher = teacher.to(memory_format=torch.channels_last)
         self.state.phase = phase.name
 
-    def train_step(self, plan: StepPlan, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self, plan: StepPlan, x: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every task's gradients accumulated, averaged over ranks, one optimizer step at `plan.lr` (`TrainStep`).
 
         Returns task 0's label loss and accuracy as device tensors (no host sync).
@@ -311,6 +312,7 @@ class Trainer:
             record["skipped_images"] = skipped
         if self.ctx.is_main:
             record["eval"] = self.evaluate()
+            record["eval_metric"] = metric_of(self.data)  # what the eval numbers are (images: top1)
         self.metrics.append(record)
         self._emit("on_epoch_end", record=record)
         self.net.train()
@@ -318,7 +320,8 @@ class Trainer:
         barrier(self.ctx)
 
     def evaluate(self) -> dict[str, float]:
-        """Top-1 of the fixed evaluation subnets, BN recalibrated for each; training state untouched."""
+        """The task's metric (top-1 for images) of the fixed evaluation subnets, BN recalibrated for each; training
+        state untouched."""
         e = self.cfg.eval
         accs = evaluate_archs(
             self.net,

@@ -1,4 +1,10 @@
-"""Every registered data source: one contract (sizes, labels from the shared plan, resume, rank shares, eval)."""
+"""Every registered data source and input kind: one contract each.
+
+Sources: sizes, labels from the shared plan, resume, rank shares, eval, and the batch contract
+(`check_batch_contract`: typed `Batch`es of a registered input kind, adaptable to any arch, sharded
+as `Batch.shard`, a registered metric), which any source of any input kind can be run through.
+Input kinds: size, slicing, adapting and moving agree for the kind's own example inputs.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,11 @@ import pytest
 import torch
 
 from nasforge.data import DATA_SOURCES, DATASETS, DataSettings, DataSource, open_source
+from nasforge.data.batch import Batch
+from nasforge.data.inputs import INPUT_KINDS, adapt, kind_of, same_inputs, shard, take, to_device
+from nasforge.data.inputs import batch_size as size_of
 from nasforge.errors import ConfigError, DataError
+from nasforge.train.metrics import METRICS
 
 CLASSES = ("cat", "dog", "fox")
 
@@ -89,6 +99,56 @@ def test_source_contract(loader, folder):
     assert calib == [(4, 3, 16, 16), (4, 3, 16, 16), (2, 3, 16, 16)]
     record = src.describe()
     assert record["loader"] == loader and record["normalization"]["kind"] == "imagenet"
+    check_batch_contract(src, batch_size=6, resolution=24)
+
+
+def check_batch_contract(src: DataSource, *, batch_size: int, resolution: int) -> None:
+    """What every source's batches are, whatever their inputs; call it on any source (a test's own included)."""
+    assert src.metric in METRICS and src.describe()["metric"] == src.metric
+    train_labels = src.labels("train")
+    full = list(src.train_batches(0, batch_size=batch_size, seed=3))
+    shares = [list(src.train_batches(0, batch_size=batch_size, seed=3, rank=r, world_size=2)) for r in (0, 1)]
+    for step, b in enumerate(full):
+        _check_batch(b, batch_size, resolution)
+        assert torch.equal(b.targets, train_labels[src.batch_indices(0, step, batch_size=batch_size, seed=3)])
+        for rank in (0, 1):  # a rank's share is `Batch.shard` of the global batch
+            share, want = shares[rank][step], b.shard(rank, 2)
+            assert same_inputs(share.inputs, want.inputs) and torch.equal(share.targets, want.targets)
+    evals = list(src.eval_batches("val", batch_size=batch_size))
+    assert sum(b.size for b in evals) == src.split_size("val")
+    assert torch.equal(torch.cat([b.targets for b in evals]), src.labels("val"))
+    for x in src.calibration_batches(batch_size + 1, batch_size=batch_size):
+        assert 0 < size_of(x) <= batch_size and kind_of(x) is kind_of(full[0].inputs)
+
+
+def _check_batch(b: Batch, size: int, resolution: int) -> None:
+    assert isinstance(b, Batch)
+    x, y = b  # unpacking keeps working
+    assert b.size == size == int(y.shape[0]) and y.dtype == torch.int64
+    adapted = adapt(x, resolution)
+    assert size_of(adapted) == size and same_inputs(adapt(adapted, resolution), adapted)
+    moved = b.to("cpu")
+    assert same_inputs(moved.inputs, to_device(x, "cpu")) and torch.equal(moved.targets, y.cpu())
+
+
+@pytest.mark.parametrize("name", INPUT_KINDS.names())
+def test_input_kind_contract(name):
+    """Every registered input kind: size, slices, shards, adapting and moving agree on its example inputs."""
+    kind = INPUT_KINDS.get(name)()
+    x = kind.example(6, 5, torch.Generator().manual_seed(0))
+    assert type(kind_of(x)) is type(kind) and size_of(x) == 6
+    for index in (slice(1, 4), torch.tensor([5, 0, 2])):
+        part = take(x, index)
+        assert size_of(part) == 3
+        assert all(torch.equal(p, t[index]) for p, t in zip(kind.tensors(part), kind.tensors(x), strict=True))
+    halves = [shard(x, r, 2) for r in (0, 1)]
+    assert [size_of(h) for h in halves] == [3, 3] and same_inputs(halves[1], take(x, slice(1, None, 2)))
+    for r in (3, 5, 9):  # smaller, equal and larger than the example's own size
+        a = adapt(x, r)
+        assert size_of(a) == 6 and same_inputs(adapt(a, r), a) and not same_inputs(a, adapt(x, r + 1))
+    assert same_inputs(to_device(x, "cpu"), x)
+    batch = Batch(x, torch.arange(6))
+    assert same_inputs(batch.shard(1, 2).inputs, halves[1]) and batch.shard(0, 1) is batch
 
 
 @pytest.mark.parametrize("dataset", DATASETS.names())
