@@ -129,3 +129,28 @@ def test_latency_and_export_resolve_everything_once(tiny_run, tmp_path, home, co
     side = json.loads((tmp_path / "m.onnx.json").read_text())
     assert side["latency"]["measured_ms"] > 0  # the table is this machine's: the model was timed against it
     assert dict(counts) == {"target": 1, "run": 1, "latency model": 1, "table": 1}
+
+
+def test_lut_import_reads_the_table_and_its_target_once(tmp_path, home, counts):
+    """`lut import` reads the device's table and resolves its target once, for the file name and the import."""
+    device = Path(__file__).parent / "data" / "latency_v6" / "device.json"
+    result = _invoke(["lut", "import", str(device), "--space", TINY, "--out", str(tmp_path / "imported.json")])
+    assert "imported" in result.output and (tmp_path / "imported.json").is_file()
+    assert dict(counts) == {"target": 1, "table": 1}
+
+
+def test_a_tables_own_target_labels_it_when_none_is_passed(tmp_path):
+    """A model built without a resolved target resolves the table's own (once) and labels by it: a remote
+    target's table is measured on its device by definition, whatever machine runs nasforge."""
+    space = tiny_space("tiny-mbv3")
+    spec = targets_mod.load_target("rpi5")
+    entries = {s.key: {"median_ms": roofline_ms(s, spec)} for s in distinct_layers(space)}
+    meta = {"target": "rpi5", "machine": {"cpu": "Other CPU 9000", "cpu_id": "X 1/2/3", "isa": ["neon"]},
+            "space": space.name, "space_fingerprint": space.fingerprint, "batch": 1}
+    table = LatencyTable(meta, entries)
+    table.save(tmp_path / "rpi.json")
+    model = model_mod.TableLatencyModel(table, space)
+    assert model.spec is not None and model.spec.name == "rpi5" and model.source == "measured"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert model_mod.load_latency_model("cpu", space, tmp_path / "rpi.json").source == "measured"

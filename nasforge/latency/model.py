@@ -146,7 +146,7 @@ class TableLatencyModel:
         self.calibration = table.calibration if calibrated else None
         self.features = TableFeatures(table, space)
         self.spec = table_target(table) if target is None else target
-        self.source = source_label(table, target)
+        self.source = source_label(table, self.spec)
         self.measured_here = self.source == "measured"
 
     @property
