@@ -271,14 +271,16 @@ def latency_command(
     from nasforge.latency.targets import load_target
     from nasforge.space import load_space
 
-    load_target(target) if lut is None else None  # a bad target name fails before anything else
+    # resolved once, first: a bad target name fails before anything else (with --lut the table's target decides)
+    spec = load_target(target) if lut is None else target
     s = load_space(space)
     a = s.parse_arch(read_arch_argument(arch))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = load_latency_model(target, s, lut)
+        model = load_latency_model(spec, s, lut)
     ms = float(model.predict([a])[0])
     table = model.table
+    table_path = table.path if table is not None else ""
     if as_json:
         print_json({
             "arch": a.key, "space": s.name, "target": model.target, "latency_ms": ms, "source": model.source,
@@ -300,9 +302,9 @@ def latency_command(
             if table is not None and table.validation_rejected is not None
             else "; uncalibrated block sum"
         )
-        _say(as_json, f"{ms:.3f} ms  ({prediction_label(model)}, this machine: {getattr(table, 'path', '')}{how})")
+        _say(as_json, f"{ms:.3f} ms  ({prediction_label(model)}, this machine: {table_path}{how})")
     else:
-        _say(as_json, f"{ms:.3f} ms  ({prediction_label(model)}, not this machine: {getattr(table, 'path', '')})")
+        _say(as_json, f"{ms:.3f} ms  ({prediction_label(model)}, not this machine: {table_path})")
         typer.echo(f"warning: measure this machine with `{measure_cmd(model.target, s)}`", err=True)
 
 
@@ -323,18 +325,16 @@ def lut_import_command(
     """Take in a LUT measured on a device: check it, calibrate on its validation subnets, report top-K picks."""
     from nasforge.latency.bundle import import_table
     from nasforge.latency.lut import LatencyTable, table_filename, user_tables_dir
-    from nasforge.latency.targets import load_target
+    from nasforge.latency.model import table_target
     from nasforge.space import load_space
 
     s = load_space(space)
-    lut = LatencyTable.load(path)
-    try:
-        local = load_target(lut.target).local
-    except NasforgeError:
-        local = False
+    lut = LatencyTable.load(path)  # read once, with its target, and handed to import_table
+    spec = table_target(lut)
+    local = spec is not None and spec.local
     name = table_filename(lut.target, s.name, lut.machine if local else None)
     dest = check_output_file(out or user_tables_dir() / name)
-    table, report = import_table(path, s, dest)
+    table, report = import_table(lut, s, dest, spec)
     console.print(f"imported {len(table.entries)} entries measured on {table.metadata.get('device')} -> {dest}")
     if report.get("provider_warning"):
         typer.echo(f"warning: {report['provider_warning']}", err=True)

@@ -94,7 +94,7 @@ def _print_front(result: Any) -> None:
     latency = result.problem.evaluator.latency
     src = result.problem.evaluator.latency_source
     # a table's numbers are predictions too: "predicted", and the caption says from which machine's table
-    label = prediction_label(latency) if getattr(latency, "table", None) is not None else None
+    label = prediction_label(latency) if latency is not None and latency.table is not None else None
     table = ResultTable(
         title=f"Pareto front ({result.engine}, {len(result.history)} evaluations, HV {result.hv[-1][2]:.4f})",
         caption=f"latency {label}" if label else None,

@@ -16,10 +16,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nasforge.arch import ArchConfig
 from nasforge.space import SearchSpace
+
+if TYPE_CHECKING:
+    from nasforge.latency.lut import LatencyTable
+    from nasforge.latency.model import LatencyModel
+    from nasforge.latency.targets import Target
 
 # a modest schedule (the protocol's whole-subnet timing, one group: the model beside the reference subnet)
 WARMUP = 10
@@ -53,14 +58,19 @@ class LatencyEntry:
         return out
 
 
-def latency_entry(space: SearchSpace, arch: ArchConfig, target: str | None) -> LatencyEntry | None:
-    """`arch`'s predicted latency on `target` with its basis, or None without a target."""
+def latency_entry(
+    space: SearchSpace, arch: ArchConfig, target: str | None, model: LatencyModel | None = None
+) -> LatencyEntry | None:
+    """`arch`'s predicted latency on `target` with its basis, or None without a target.
+
+    `model`: the target's latency model when the caller resolved it already (else it is loaded here).
+    """
     if not target:
         return None
     from nasforge.latency import load_latency_model
     from nasforge.latency.model import prediction_label, table_machine_name
 
-    model = load_latency_model(target, space)
+    model = load_latency_model(target, space) if model is None else model
     predicted = float(model.predict([arch])[0])
     table = model.table
     if table is None:
@@ -69,19 +79,37 @@ def latency_entry(space: SearchSpace, arch: ArchConfig, target: str | None) -> L
                         device=table_machine_name(table), calibrated=model.calibrated)
 
 
-def why_not_timed(entry: LatencyEntry) -> str | None:
+def why_not_timed(entry: LatencyEntry, model: LatencyModel | None = None) -> str | None:
     """None when the exported model can be timed here against `entry`'s table, else why not."""
+    return _timing_basis(entry, model)[0]
+
+
+def _timing_basis(entry: LatencyEntry, model: LatencyModel | None) -> tuple[str | None, LatencyTable | None]:
+    """(why the model cannot be timed here or None, the table to time against). `model` (the one `entry` came
+    from) gives the resolved target and table; without it they are read from `entry`'s names."""
     from nasforge.errors import LatencyError
-    from nasforge.latency.lut import LatencyTable, machine_differences
-    from nasforge.latency.targets import load_target
 
     if entry.table is None:
-        return "no measured table for this target: nothing here to time against"
+        return "no measured table for this target: nothing here to time against", None
     try:
-        spec = load_target(entry.target)
-        table = LatencyTable.load(entry.table)
+        spec, table = _target_and_table(entry, model)
     except LatencyError as exc:
-        return str(exc)
+        return str(exc), None
+    return _why_not(entry, spec, table), table
+
+
+def _target_and_table(entry: LatencyEntry, model: LatencyModel | None) -> tuple[Target, LatencyTable]:
+    from nasforge.latency.lut import LatencyTable
+    from nasforge.latency.targets import load_target
+
+    if model is not None and model.spec is not None and model.table is not None:
+        return model.spec, model.table
+    return load_target(entry.target), LatencyTable.load(str(entry.table))
+
+
+def _why_not(entry: LatencyEntry, spec: Target, table: LatencyTable) -> str | None:
+    from nasforge.latency.lut import machine_differences
+
     if not spec.local:
         return f"target {entry.target!r} is another device"
     if machine_differences(table.machine):
@@ -91,15 +119,18 @@ def why_not_timed(entry: LatencyEntry) -> str | None:
     return None
 
 
-def time_exported(entry: LatencyEntry, model_path: str | Path, space: SearchSpace) -> LatencyEntry:
-    """`entry` with the exported ONNX model timed here (`why_not_timed` decides), or with why not."""
-    reason = why_not_timed(entry)
-    if reason is not None:
+def time_exported(
+    entry: LatencyEntry, model_path: str | Path, space: SearchSpace, model: LatencyModel | None = None
+) -> LatencyEntry:
+    """`entry` with the exported ONNX model timed here (`why_not_timed` decides), or with why not.
+
+    `model`: the latency model `entry` came from, when the caller has it (its target and table are not read again).
+    """
+    reason, table = _timing_basis(entry, model)
+    if reason is not None or table is None:
         return dataclasses.replace(entry, not_measured=reason)
     from nasforge.latency import ort_timing
-    from nasforge.latency.lut import LatencyTable
 
-    table = LatencyTable.load(str(entry.table))
     threads = int(table.metadata.get("threads") or 1)
     provider = str(table.metadata.get("provider") or "CPUExecutionProvider")
     speed = (table.metadata.get("speed_reference") or {}).get("subnet_ms")

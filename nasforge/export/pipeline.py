@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from nasforge.io import atomic_write_json
 from nasforge.space import SearchSpace
 from nasforge.supernet.standalone import save_standalone
 from nasforge.supernet.static import StaticSubnet
+
+if TYPE_CHECKING:
+    from nasforge.latency.model import LatencyModel
 
 
 @dataclass
@@ -204,18 +207,24 @@ def export_prepared(
     target: str | None = "cpu",
     test_limit: int | None = None,
     time_latency: bool = True,
+    latency: LatencyModel | None = None,
 ) -> ExportResult:
     """Write the model (ONNX or standalone torch) and `<out>.json`; measure accuracy on the test split.
 
     time_latency: time the ONNX model here when the target's table is this machine's (`time_exported`).
+    latency: `target`'s latency model when the caller resolved it already (else it is loaded once here).
     """
     if fmt not in ("onnx", "torch"):
         raise ConfigError(f"--format must be onnx or torch, got {fmt!r}")
     check_export_options(fmt, opset=opset, quantize=quantize)
     out = Path(out)
     ev = _evidence(prepared, test_limit, quantize)
-    latency = latency_entry(prepared.space, prepared.arch, target)
-    sidecar = _sidecar(prepared, ev, fmt, dynamic_batch, latency)
+    if target and latency is None:
+        from nasforge.latency import load_latency_model
+
+        latency = load_latency_model(target, prepared.space)
+    entry = latency_entry(prepared.space, prepared.arch, target, latency)
+    sidecar = _sidecar(prepared, ev, fmt, dynamic_batch, entry)
     report = None
     if fmt == "torch":
         save_standalone(out, prepared.subnet, prepared.space, {"sidecar": sidecar})
@@ -228,8 +237,8 @@ def export_prepared(
         sidecar["onnx"] = {"opset": opset, "max_abs_diff_vs_torch": report.max_abs_diff,
                            "check_inputs": "random" if checks is None else "test images",
                            "onnxruntime": onnxruntime.__version__}
-        if latency is not None and time_latency:
-            sidecar["latency"] = time_exported(latency, out, prepared.space).to_dict()
+        if entry is not None and time_latency:
+            sidecar["latency"] = time_exported(entry, out, prepared.space, latency).to_dict()
         if quantize == "int8":
             sidecar["int8"] = _int8(prepared, ev, out, calib_images)
     sidecar_path = out.with_name(out.name + ".json")

@@ -36,7 +36,7 @@ from nasforge.latency import calibration as cal
 from nasforge.latency import ort_timing
 from nasforge.latency.enumerate import distinct_layers
 from nasforge.latency.lut import LatencyTable, at_one_speed
-from nasforge.latency.model import TableFeatures, load_latency_model
+from nasforge.latency.model import TableFeatures, load_latency_model, table_target
 from nasforge.latency.reference import reference_block, reference_subnet
 from nasforge.latency.targets import Target
 from nasforge.space import SearchSpace
@@ -211,7 +211,7 @@ def _topk_predictions(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = load_latency_model(target.name, space)
+            model = load_latency_model(target, space)
         return [float(v) for v in model.predict(topk)], model.source  # "estimated": only the roofline
     except LatencyError:
         return [None] * len(topk), None
@@ -230,13 +230,20 @@ def _check_destination(path: Path) -> None:
 
 
 def import_table(
-    lut_path: str | Path, space: SearchSpace, dest: str | Path | None = None
+    lut: LatencyTable | str | Path, space: SearchSpace, dest: str | Path | None = None,
+    target: Target | None = None,
 ) -> tuple[LatencyTable, dict[str, Any]]:
     """Read a LUT written by the runner; calibrate on its validation subnets; report its top-K picks.
 
+    `lut`: the file, or the table a caller loaded already together with its resolved `target` (`table_target`;
+    None when the table's target does not resolve), so neither is read twice.
     Returns the table (saved to `dest` when given) and a report {validation, topk: [...]}.
     """
-    table = LatencyTable.load(lut_path)
+    if isinstance(lut, LatencyTable):
+        table, lut_path = lut, lut.path
+    else:
+        table, lut_path = LatencyTable.load(lut), str(lut)
+        target = table_target(table)
     fp = table.metadata.get("space_fingerprint")
     if fp != space.fingerprint:
         raise LatencyError(
@@ -249,19 +256,7 @@ def import_table(
             "re-run the runner to resume"
         )
     features = TableFeatures(table, space)
-    report: dict[str, Any] = {"validation": None, "topk": [], "provider_warning": None}
-    try:
-        from nasforge.latency.targets import load_target
-
-        wanted = load_target(table.target).provider
-    except LatencyError:
-        wanted = None
-    used = table.metadata.get("provider")
-    if wanted and used and used != wanted:
-        report["provider_warning"] = (
-            f"target {table.target!r} asks for {wanted} but the device ran {used} "
-            f"(that provider was missing from its onnxruntime build); the table times {used}"
-        )
+    report: dict[str, Any] = {"validation": None, "topk": [], "provider_warning": _provider_warning(table, target)}
     val = [v for v in table.verify if v.get("role") == "validation"]
     if len(val) >= 5:
         from nasforge.latency.profiler import assess_validation
@@ -285,7 +280,7 @@ def import_table(
     measured = at_one_speed(topk, subnet_speed, f"{lut_path} top-K subnets")
     for v, ms in zip(topk, measured):
         arch = space.parse_arch(v["arch"])
-        pred = float(cal.apply(table.metadata.get("calibration"), features([arch]))[0])
+        pred = float(cal.apply(table.calibration, features([arch]))[0])
         report["topk"].append(
             {
                 "arch": arch.key,
@@ -298,3 +293,15 @@ def import_table(
     if dest is not None:
         table.save(dest)
     return table, report
+
+
+def _provider_warning(table: LatencyTable, target: Target | None) -> str | None:
+    """Why the device's provider differs from the one its target asks for, or None."""
+    wanted = target.provider if target is not None else None
+    used = table.metadata.get("provider")
+    if wanted and used and used != wanted:
+        return (
+            f"target {table.target!r} asks for {wanted} but the device ran {used} "
+            f"(that provider was missing from its onnxruntime build); the table times {used}"
+        )
+    return None

@@ -291,8 +291,8 @@ def find_tables(target: str, fingerprint: str, directories: list[Path] | None = 
     for directory in table_dirs() if directories is None else directories:
         for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
             try:
-                meta = json.loads(path.read_text()).get("metadata", {})
-            except (OSError, json.JSONDecodeError, AttributeError):
+                meta = LatencyTable.peek(path).metadata
+            except LatencyError:  # not a JSON table with metadata: not a candidate
                 continue
             if meta.get("target") == target and meta.get("space_fingerprint") == fingerprint:
                 found.append(path)

@@ -25,7 +25,7 @@ import numpy as np
 
 from nasforge.arch import ArchConfig
 from nasforge.blocksum import BlockSum
-from nasforge.errors import LatencyError
+from nasforge.errors import LatencyError, NasforgeError
 from nasforge.latency import calibration as cal
 from nasforge.latency.lut import (
     LatencyTable,
@@ -41,6 +41,7 @@ from nasforge.space import SearchSpace
 
 class LatencyModel(Protocol):
     target: str
+    spec: Target | None  # the resolved target (None: a table's target that no longer resolves)
     source: str  # "measured", "measured on <CPU>" (a table of another machine) or "estimated" (roofline)
     table: LatencyTable | None  # the measured table the numbers come from; None for the roofline estimate
     calibrated: bool  # whether a fitted calibration maps block sums to whole-subnet times
@@ -119,6 +120,14 @@ def prediction_label(model: LatencyModel) -> str:
     return f"predicted from a table measured on {table_machine_name(table)}"
 
 
+def table_target(table: LatencyTable) -> Target | None:
+    """The target a table names, resolved; None when that name no longer resolves (a renamed or private target)."""
+    try:
+        return load_target(table.target)
+    except NasforgeError:
+        return None
+
+
 class TableLatencyModel:
     """Latency from a measured lookup table plus its calibration (if the table carries one)."""
 
@@ -134,14 +143,10 @@ class TableLatencyModel:
         self.table = table
         self.target = table.target
         self.space = space
-        self.calibration = table.metadata.get("calibration") if calibrated else None
+        self.calibration = table.calibration if calibrated else None
         self.features = TableFeatures(table, space)
-        if target is None:
-            try:
-                target = load_target(table.target)
-            except LatencyError:
-                target = None
-        self.source = source_label(table, target)
+        self.spec = table_target(table) if target is None else target
+        self.source = source_label(table, self.spec)
         self.measured_here = self.source == "measured"
 
     @property
@@ -205,12 +210,17 @@ def find_best_table(target: Target, space: SearchSpace) -> tuple[LatencyTable | 
     return candidates[0][3], [c[3].path for c in candidates[1:]]
 
 
-def load_latency_model(target: str, space: SearchSpace, lut_path: str | Path | None = None) -> LatencyModel:
-    """`lut_path`, else the best table found (`find_best_table`), else the roofline estimate (with a warning)."""
+def load_latency_model(
+    target: Target | str, space: SearchSpace, lut_path: str | Path | None = None
+) -> LatencyModel:
+    """`lut_path`, else the best table found (`find_best_table`), else the roofline estimate (with a warning).
+
+    A `Target` already resolved by the caller is used as is; a name is resolved here, once.
+    """
     if lut_path is not None:
         table = LatencyTable.load(lut_path)
         try:
-            spec: Target | None = load_target(target)
+            spec: Target | None = target if isinstance(target, Target) else load_target(target)
         except LatencyError:
             spec = None
         if spec is not None and spec.name != table.target:
@@ -218,8 +228,13 @@ def load_latency_model(target: str, space: SearchSpace, lut_path: str | Path | N
         model = TableLatencyModel(table, space, target=spec)
         _warn_if_foreign(model, space)
         return model
-    spec = load_target(target)
-    table, _ = find_best_table(spec, space)
+    spec = target if isinstance(target, Target) else load_target(target)
+    return latency_model_for(spec, space, find_best_table(spec, space)[0])
+
+
+def latency_model_for(spec: Target, space: SearchSpace, table: LatencyTable | None) -> LatencyModel:
+    """The model of `table` (found for `spec` by `find_best_table`), or the roofline estimate when there is none
+    (with a warning naming the command that measures the real table)."""
     if table is not None:
         model = TableLatencyModel(table, space, target=spec)
         _warn_if_foreign(model, space)
@@ -227,7 +242,7 @@ def load_latency_model(target: str, space: SearchSpace, lut_path: str | Path | N
     warnings.warn(
         f"no measured latency table for target {spec.name!r} and space {space.name!r}: latencies are "
         f"ESTIMATED from datasheet specs; measure the real table with `{profile_command(spec.name, space)}`",
-        stacklevel=2,
+        stacklevel=3,
     )
     return RooflineLatencyModel(spec, space)
 
@@ -241,17 +256,10 @@ def _warn_if_foreign(model: TableLatencyModel, space: SearchSpace) -> None:
             f"`{profile_command(table.target, space)}`",
             stacklevel=3,
         )
-    elif model.source == "measured" and table.target and _is_local(table.target):
+    elif model.source == "measured" and model.spec is not None and model.spec.local:
         notes = machine_notes(table.machine)
         if notes:
             warnings.warn(f"latency table {Path(table.path).name}: same CPU, but {'; '.join(notes)}", stacklevel=3)
-
-
-def _is_local(target: str) -> bool:
-    try:
-        return load_target(target).local
-    except LatencyError:
-        return False
 
 
 def machine_here() -> str:
@@ -268,8 +276,10 @@ __all__ = [
     "TableFeatures",
     "TableLatencyModel",
     "find_best_table",
+    "latency_model_for",
     "load_latency_model",
     "prediction_label",
     "roofline_ms",
     "source_label",
+    "table_target",
 ]

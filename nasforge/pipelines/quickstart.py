@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nasforge.config import Validated, check, load_dataclass
 from nasforge.errors import ConfigError
@@ -20,6 +20,12 @@ from nasforge.io import check_output_dir, read_yaml
 from nasforge.predictors.base import PREDICTORS
 from nasforge.resources import shipped_dir
 from nasforge.search.engines.base import ENGINES
+
+if TYPE_CHECKING:
+    from nasforge.latency.model import LatencyModel
+    from nasforge.latency.targets import Target
+    from nasforge.predictors.base import AccuracyPredictor
+    from nasforge.train.runs import Run
 
 DEFAULT_CONFIG = shipped_dir("configs") / "quickstart.yaml"
 STAGES = 5
@@ -69,55 +75,64 @@ def resolve_shipped(path: str) -> Path:
 PROFILE_VALIDATE = 24  # whole subnets the quickstart measures when it profiles its space on this machine
 
 
-def _latency_model(target_name: str, space: Any, hooks: QuickstartHooks) -> Any:
+def _latency_model(target: Target | str, space: Any, hooks: QuickstartHooks) -> LatencyModel:
     """Stage 2: the target's latency model; a `local` target (cpu) is profiled here once (~30 s), then reused.
 
     A table measured on another machine (the shipped Intel Xeon examples) is never used for `cpu`
-    while this machine can be measured: the numbers would be another CPU's.
+    while this machine can be measured: the numbers would be another CPU's. The table found is used as is;
+    only after profiling is it looked up again (a new one was written).
     """
     from nasforge.latency import load_latency_model
-    from nasforge.latency.model import find_best_table, source_label
-    from nasforge.latency.ort_timing import device_string
-    from nasforge.latency.profiler import profile
-    from nasforge.latency.targets import load_target
+    from nasforge.latency.model import find_best_table, latency_model_for, source_label
+    from nasforge.latency.targets import Target, load_target
 
-    target = load_target(target_name)
+    target = target if isinstance(target, Target) else load_target(target)
+    table = None
     if target.local:
         table, _ = find_best_table(target, space)
         if table is None or source_label(table, target) != "measured":
-            hooks.note(f"profiling {space.name} on this machine ({device_string()}): every block, then "
-                       f"{PROFILE_VALIDATE} whole subnets to calibrate (once; later runs reuse the table)")
-            progress: dict[str, Any] = {}
-
-            def advance(stage: str) -> Callable[[int, int], None]:
-                def update(done: int, total: int) -> None:
-                    if hooks.on_measure is None:
-                        return
-                    if stage not in progress:
-                        progress[stage] = (hooks.on_measure(total, 0), 0)
-                    step, seen = progress[stage]
-                    step(done - seen)
-                    progress[stage] = (step, done)
-
-                return update
-
-            result = profile(space, target, validate=PROFILE_VALIDATE, on_blocks=advance("blocks"),
-                             on_subnets=advance("subnets"))
-            v = result.validation
-            if v is not None and not v.is_trusted:
-                reason = v.noise.reason if v.noise is not None else "no reason recorded"
-                hooks.warning(f"this machine was too noisy to calibrate the table ({reason}): "
-                              "plain block sums are used")
-            elif v is not None:
-                c = v.headline
-                hooks.note(f"table {result.path}: calibrated, 5-fold CV {c.mape:.1f}% MAPE, "
-                           f"{c.within_10pct:.0%} within +-10%, Kendall tau {c.kendall_tau:.2f}")
+            _profile_here(target, space, hooks)
+            table = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        latency = load_latency_model(target_name, space)
+        latency = load_latency_model(target, space) if table is None else latency_model_for(target, space, table)
     for w in caught:
         hooks.warning(str(w.message))
     return latency
+
+
+def _profile_here(target: Target, space: Any, hooks: QuickstartHooks) -> None:
+    """Measure `space`'s table on this machine (every block, then whole subnets for the calibration)."""
+    from nasforge.latency.ort_timing import device_string
+    from nasforge.latency.profiler import profile
+
+    hooks.note(f"profiling {space.name} on this machine ({device_string()}): every block, then "
+               f"{PROFILE_VALIDATE} whole subnets to calibrate (once; later runs reuse the table)")
+    progress: dict[str, Any] = {}
+
+    def advance(stage: str) -> Callable[[int, int], None]:
+        def update(done: int, total: int) -> None:
+            if hooks.on_measure is None:
+                return
+            if stage not in progress:
+                progress[stage] = (hooks.on_measure(total, 0), 0)
+            step, seen = progress[stage]
+            step(done - seen)
+            progress[stage] = (step, done)
+
+        return update
+
+    result = profile(space, target, validate=PROFILE_VALIDATE, on_blocks=advance("blocks"),
+                     on_subnets=advance("subnets"))
+    v = result.validation
+    if v is not None and not v.is_trusted:
+        reason = v.noise.reason if v.noise is not None else "no reason recorded"
+        hooks.warning(f"this machine was too noisy to calibrate the table ({reason}): "
+                      "plain block sums are used")
+    elif v is not None:
+        c = v.headline
+        hooks.note(f"table {result.path}: calibrated, 5-fold CV {c.mape:.1f}% MAPE, "
+                   f"{c.within_10pct:.0%} within +-10%, Kendall tau {c.kendall_tau:.2f}")
 
 
 def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHooks | None = None) -> dict[str, Any]:
@@ -133,7 +148,7 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHook
     # every config first: a typo must not surface after minutes of training
     train_cfg = load_config(resolve_shipped(cfg.train_config), {
         "epochs": cfg.epochs, "device": cfg.device, "seed": cfg.seed, "eval.calib_images": cfg.calib_images})
-    load_target(cfg.target)
+    target = load_target(cfg.target)
 
     hooks.stage(1, STAGES, "train the supernet")
     if (run_dir / "supernet.pt").exists():
@@ -147,23 +162,24 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHook
     hooks.stage(2, STAGES, "latency on the target")
     from nasforge.latency.model import prediction_label
 
-    latency = _latency_model(cfg.target, space, hooks)
+    latency = _latency_model(target, space, hooks)
     lo, hi = (float(v) for v in latency.predict([space.smallest(), space.largest()]))
     bound = lo + cfg.latency_fraction * (hi - lo)
     hooks.note(f"target {cfg.target}: latency {prediction_label(latency)}, from {lo:.3f} ms (smallest) to "
                f"{hi:.3f} ms (largest); constraint latency <= {bound:.3f} ms")
 
     hooks.stage(3, STAGES, "accuracy predictor")
-    predictor_dir, metrics, measure = _predictor(cfg, run, hooks)
+    predictor_dir, predictor, metrics, measure = _predictor(cfg, run, hooks)
 
     hooks.stage(4, STAGES, "search, then measure the best candidates on the validation split")
-    search_dir, front, chosen, candidates = _search_and_choose(cfg, run_dir, bound, measure, metrics, hooks)
+    search_dir, front, chosen, candidates = _search_and_choose(
+        cfg, run, (predictor, latency), bound, measure, metrics, hooks)
 
     hooks.stage(5, STAGES, "export the chosen subnet")
     from nasforge.export.pipeline import export_prepared, prepare_from_run
 
     exported = export_prepared(prepare_from_run(run, chosen.arch, calib_images=cfg.calib_images),
-                               out / "model.onnx", target=cfg.target)
+                               out / "model.onnx", target=cfg.target, latency=latency)
     side = exported.sidecar
     lat = side["latency"]
     return {
@@ -181,10 +197,13 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHook
     }
 
 
-def _predictor(cfg: QuickstartConfig, run: Any, hooks: QuickstartHooks) -> tuple[Path, dict[str, Any], Any]:
+def _predictor(
+    cfg: QuickstartConfig, run: Run, hooks: QuickstartHooks
+) -> tuple[Path, AccuracyPredictor, dict[str, Any], Any]:
     """Stage 3: measure a stratified sample on the validation split and fit the predictor.
 
-    Returns its folder, its held-out metrics and the measurement function (through the same store and protocol).
+    Returns its folder, the predictor as saved (loaded back once: the search uses it), its held-out metrics and
+    the measurement function (through the same store and protocol).
     """
     from nasforge.predictors import MeasurementStore, build_predictor, load_run_predictor
     from nasforge.train.runs import evaluate_subnets
@@ -202,30 +221,31 @@ def _predictor(cfg: QuickstartConfig, run: Any, hooks: QuickstartHooks) -> tuple
         out_dir=predictor_dir, store_path=store_path, checkpoint_sha256=run.checkpoint_sha256,
         dataset=run.config.data.dataset, protocol=protocol, progress=hooks.on_measure,
     )
-    load_run_predictor(run, predictor_dir)  # the search will refuse anything else
+    predictor = load_run_predictor(run, predictor_dir)  # the saved one, checked against the run: the search uses it
     m = report.metrics
     hooks.note(f"{cfg.predictor_model} on {report.num_holdout} held-out subnets: RMSE {m['rmse']:.2f} pts, "
                f"Kendall tau {m['kendall_tau']:.3f}, Spearman {m['spearman']:.3f}")
     store = MeasurementStore(store_path, run.space, checkpoint_sha256=run.checkpoint_sha256,
                              dataset=run.config.data.dataset, split="val", protocol=protocol)
-    return predictor_dir, dict(m), lambda archs: store.measure(archs, evaluate)[0]
+    return predictor_dir, predictor, dict(m), lambda archs: store.measure(archs, evaluate)[0]
 
 
 def _search_and_choose(
-    cfg: QuickstartConfig, run_dir: Path, bound: float, measure: Any, metrics: dict[str, Any],
-    hooks: QuickstartHooks,
+    cfg: QuickstartConfig, run: Run, models: tuple[AccuracyPredictor, LatencyModel], bound: float, measure: Any,
+    metrics: dict[str, Any], hooks: QuickstartHooks,
 ) -> tuple[Path, list[dict[str, Any]], Any, list[Any]]:
-    """Stage 4: search under the latency bound, then choose among the best few feasible subnets by measured
-    validation accuracy (`nasforge.pipelines.choice`)."""
+    """Stage 4: search under the latency bound (with the run, predictor and latency model resolved already), then
+    choose among the best few feasible subnets by measured validation accuracy (`nasforge.pipelines.choice`)."""
     from nasforge.pipelines.choice import CANDIDATES, choose_by_validation, top_feasible
     from nasforge.pipelines.search import search_from_config
     from nasforge.search.config import SearchConfig
 
+    run_dir = Path(run.path)
     search_dir = run_dir.parent / "search"
     outcome = search_from_config(SearchConfig(
         run=str(run_dir), target=cfg.target, engine=cfg.engine, objectives=("accuracy", "latency"),
         constraints=(f"latency<={bound:.4f}ms",), budget=cfg.budget, seed=cfg.seed, out=str(search_dir),
-    ), on_step=hooks.on_search_step, device=cfg.device)
+    ), on_step=hooks.on_search_step, device=cfg.device, run=run, accuracy=models[0], latency=models[1])
     chosen, candidates = choose_by_validation(top_feasible(outcome.result, CANDIDATES), measure)
     hooks.note(f"the {len(candidates)} most accurate feasible subnets by prediction (held-out RMSE "
                f"{metrics['rmse']:.2f} pts), measured on the validation split:")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -20,6 +20,12 @@ from nasforge.search import Evaluator, SearchError, SearchProblem, SearchResult,
 from nasforge.search.config import SearchConfig
 from nasforge.search.engines import engine_needs
 from nasforge.space import SearchSpace, load_space
+
+if TYPE_CHECKING:
+    from nasforge.latency.model import LatencyModel
+    from nasforge.latency.targets import Target
+    from nasforge.predictors.base import AccuracyPredictor
+    from nasforge.train.runs import Run
 
 
 @dataclass
@@ -40,7 +46,7 @@ def load_accuracy(path: Path | None, run: Any, space: SearchSpace) -> Any:
     return load_predictor(path, space)
 
 
-def load_latency(target: str, space: SearchSpace, lut: str | None) -> Any:
+def load_latency(target: Target | str, space: SearchSpace, lut: str | None) -> Any:
     """The target's latency model: `lut` if given, else a shipped table, else the roofline estimate."""
     from nasforge.latency import load_latency_model
 
@@ -62,13 +68,18 @@ def default_out(cfg: SearchConfig) -> Path:
     return Path("search-out")
 
 
-def search_from_config(cfg: SearchConfig, *, on_step: Callable[[int, int, float], None] | None = None,
-                       device: str = "auto") -> SearchOutcome:
-    """Load the space, predictor and latency model `cfg` names, search, and write pareto.json & co."""
+def search_from_config(
+    cfg: SearchConfig, *, on_step: Callable[[int, int, float], None] | None = None, device: str = "auto",
+    run: Run | None = None, accuracy: AccuracyPredictor | None = None, latency: LatencyModel | None = None,
+) -> SearchOutcome:
+    """Load the space, predictor and latency model `cfg` names, search, and write pareto.json & co.
+
+    A caller that resolved them already (the quickstart) passes `run`, `accuracy` and `latency`: each is loaded
+    at most once per command. They must be the ones `cfg` names (`cfg` is what config.yaml records).
+    """
     out_dir = check_output_dir(default_out(cfg))  # before minutes of loading and searching
     run_dir = Path(cfg.run) if cfg.run else None
-    run = None
-    if run_dir is not None:
+    if run is None and run_dir is not None:
         if not run_dir.is_dir():
             raise ConfigError(f"--run {run_dir}: no such directory")
         from nasforge.train.runs import load_run
@@ -79,10 +90,14 @@ def search_from_config(cfg: SearchConfig, *, on_step: Callable[[int, int, float]
     space = load_space(cfg.space) if cfg.space else run.space  # type: ignore[union-attr]
     constraints = cfg.parsed_constraints()
     used = set(cfg.objectives) | {c.metric for c in constraints}
-    accuracy = load_accuracy(Path(cfg.predictor) if cfg.predictor else None, run, space) if "accuracy" in used else None
+    if "accuracy" not in used:
+        accuracy = None
+    elif accuracy is None:
+        accuracy = load_accuracy(Path(cfg.predictor) if cfg.predictor else None, run, space)
     if "latency" in used and not cfg.target:
         raise ConfigError("latency is an objective or constraint: give --target NAME")
-    latency = load_latency(cfg.target, space, cfg.lut) if cfg.target else None
+    if latency is None and cfg.target:
+        latency = load_latency(cfg.target, space, cfg.lut)
     measure = None
     if engine_needs(cfg.engine).measurements:
         if run is None:

@@ -33,6 +33,9 @@ class TableLatency:
         rng = np.random.default_rng(seed)
         self.space = space
         self.target = target
+        self.spec = None  # a synthetic target: nothing resolved
+        self.table = None  # no measured table behind these numbers (the `LatencyModel` protocol)
+        self.calibrated = False
         self.source = source
         self.w = rng.random(space.num_features) * 0.5 + 0.05
         # Larger choices cost more within each gene (as a real LUT): sort each gene's one-hot block.
