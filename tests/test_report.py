@@ -49,7 +49,7 @@ def test_quickstart_writes_a_report_whose_numbers_are_its_artifacts(quickstart):
     assert not {k: v for k, v in data["missing"].items() if k in SECTIONS}, data["missing"]
     last = data["training"]["evals"]["largest"][-1]
     assert f"{last:.2f}" in html
-    _check_latency(data["latency"], html)
+    _check_latency(data["latency"], out, html)
     _check_predictor(data["predictor"], out / "supernet", html)
     _check_search(data["searches"], out)
     _check_export(data["exports"], out, html)
@@ -63,21 +63,27 @@ def test_quickstart_writes_a_report_whose_numbers_are_its_artifacts(quickstart):
     assert not re.search(r"(src|href)=\"(?!data:)", html) and "<link" not in html and "http" not in html.lower()
 
 
-def _check_latency(lat, html):
+def _check_latency(lat, out, html):
     from nasforge.latency.lut import LatencyTable
     from nasforge.latency.model import TableLatencyModel
     from nasforge.latency.ort_timing import device_string
     from nasforge.report.gather_fit import arch_from_key
     from nasforge.space import load_space
 
+    side = json.loads((out / "model.onnx.json").read_text())
+    assert lat["table"] == side["latency"]["table"]  # the table the exported model was timed with
     table = LatencyTable.load(lat["table"])
-    v = table.validation
+    # a trusted validation calibrates the table; one refused as too noisy is kept aside with its samples
+    v = table.validation or table.validation_rejected
+    samples = table.metadata["validation_samples"] if table.validation else v.extra["samples"]
+    assert (lat["note"] is None) == (table.validation is not None)
     head = v.headline
     assert (lat["mape"], lat["within_10pct"], lat["kendall_tau"], lat["n_scored"]) == (
         head.mape, head.within_10pct, head.kendall_tau, head.n)
     assert lat["trusted"] == v.is_trusted and lat["date"] == v.date
     assert lat["cpu"] == table.machine["cpu"] == device_string()  # the quickstart profiled this machine
-    samples = table.metadata["validation_samples"]
+    if not v.is_trusted:
+        assert f"not trusted ({v.noise.reason})" in html
     assert [(p["arch"], p["measured_ms"], p["design"]) for p in lat["points"]] == [
         (s["arch"], s["measured_ms"], s["design"]) for s in samples]
     space = load_space("mobilenetv3-tiny")

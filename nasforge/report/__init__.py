@@ -50,7 +50,7 @@ def gather(root: str | Path) -> RunReport:
         return report
     report.predictor = section(report, "predictor", lambda: fit.gather_predictor(run, store))
     report.latency = section(report, "latency", lambda: fit.gather_latency(
-        run.space, fit.latency_target(layout.searches, report.exports)))
+        run.space, fit.latency_table(layout.searches, report.exports, run.space)))
     return report
 
 

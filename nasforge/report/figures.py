@@ -75,7 +75,8 @@ def latency_png(f: LatencyFit) -> bytes:
         ax.scatter([p.measured_ms for p in design], [p.predicted_ms for p in design], s=18, marker="^",
                    c="#ff7f0e", label="design points (fitted)")
     ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured ms", ylabel="predicted ms",
-           title=f"{f.target} on {f.cpu or '?'}: MAPE {f.mape:.2f}%, within ±10% {f.within_10pct:.0%}")
+           title=f"{f.target} on {f.cpu or '?'}: MAPE {f.mape:.2f}%, within ±10% {f.within_10pct:.0%}"
+                 + ("" if f.trusted else " (refused: noisy)"))
     ax.legend(fontsize=8)
     return _png(fig)
 

@@ -34,6 +34,22 @@ def arch_from_key(key: str) -> ArchConfig:
 
 
 # ---------------------------------------------------------------------- latency
+def latency_table(searches: list[Any], exports: list[Any], space: Any) -> Any:
+    """The table an exported model was timed with, else the one `target` would use now for the run's searches."""
+    from nasforge.latency.lut import LatencyTable
+    from nasforge.latency.model import find_best_table
+    from nasforge.latency.targets import load_target
+
+    for e in exports:
+        if e.latency.get("table") and Path(e.latency["table"]).is_file():
+            return LatencyTable.load(e.latency["table"])
+    target = latency_target(searches, exports)
+    table, _ = find_best_table(load_target(target), space)
+    if table is None:
+        raise NoData(f"no measured latency table for target {target!r} and space {space.name!r} (roofline estimate)")
+    return table
+
+
 def latency_target(searches: list[Any], exports: list[Any]) -> str:
     """The target the run's searches (or, without one, its exports) were timed for."""
     for s in searches:
@@ -46,17 +62,16 @@ def latency_target(searches: list[Any], exports: list[Any]) -> str:
     raise NoData("no search or export in this folder named a latency target")
 
 
-def gather_latency(space: Any, target: str) -> LatencyFit:
-    from nasforge.latency.model import TableLatencyModel, find_best_table
-    from nasforge.latency.targets import load_target
+def gather_latency(space: Any, table: Any) -> LatencyFit:
+    from nasforge.latency.model import TableLatencyModel
 
-    table, _ = find_best_table(load_target(target), space)
-    if table is None:
-        raise NoData(f"no measured latency table for target {target!r} and space {space.name!r} (roofline estimate)")
     validation, note = table.validation, None
-    if validation is None and table.validation_rejected is not None:
-        validation, note = table.validation_rejected, "this validation was refused as too noisy: plain block sums"
     samples = table.metadata.get("validation_samples") or []
+    if validation is None and table.validation_rejected is not None:
+        validation = table.validation_rejected
+        samples = validation.extra.get("samples") or []
+        note = ("this validation was refused as too noisy: the table is not calibrated and predicts plain block "
+                "sums (the points below)")
     if validation is None or not samples:
         raise NoData(f"latency table {table.path} holds no whole-subnet validation")
     archs = [space.validate(arch_from_key(s["arch"])) for s in samples]
@@ -110,7 +125,7 @@ def gather_predictor(run: Any, store: Any) -> PredictorFit:
     if not (folder / "predictor.json").is_file():
         raise NoData(f"no accuracy predictor in {folder} (build-predictor was not run)")
     meta = read_predictor_metadata(folder)
-    metrics = {k: float(v) for k, v in meta.get("metrics", {}).items()}
+    metrics = dict(meta.get("metrics", {}))
     base = {"path": str(folder), "model": str(meta.get("model")), "metrics": metrics}
     if store is None:
         return PredictorFit(**base, predicted=[], measured=[], note=f"no measurement store for these weights "
