@@ -41,7 +41,7 @@ def _check_training(data, run_dir):
 def test_quickstart_writes_a_report_whose_numbers_are_its_artifacts(quickstart):
     out, output = quickstart
     page = out / "report.html"
-    assert re.search(r"report\s+" + re.escape(str(page)), output), output  # the summary prints where it is
+    assert re.search(r"report\s+│ " + re.escape(str(page)), output), output  # the summary prints where it is
     html = page.read_text()
     data = read_embedded(html)
     _check_training(data, out / "supernet")
