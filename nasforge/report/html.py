@@ -70,7 +70,8 @@ def _latency(f: LatencyFit) -> str:
 
 
 def _predictor(f: PredictorFit) -> str:
-    rows = [["model", f.model], ["folder", f.path], *([k, fmt(v, ".3f")] for k, v in f.metrics.items())]
+    rows = [["model", f.model], ["folder", f.path],
+            *([k, str(int(v)) if k.startswith("num_") else fmt(v, ".3f")] for k, v in f.metrics.items())]
     note = f'<p class="note">{escape(f.note)}</p>' if f.note else ""
     return note + _table(["held-out", "value"], rows, left=2)
 
@@ -80,7 +81,7 @@ def _search(s: SearchFront, png: bytes | None) -> str:
     summary = (f"<p><code>{escape(s.path)}</code>: engine <b>{escape(s.engine)}</b>, objectives "
                f"{escape(', '.join(s.objectives))}, constraints {escape(', '.join(s.constraints) or 'none')}; "
                f"{s.evaluations} evaluated, hypervolume {fmt(s.hypervolume, '.4f')}; accuracy on the front is "
-               f"{escape(s.accuracy_kind)}, latency {escape(s.latency_source or '—')}.</p>")
+               f"{escape(s.accuracy_kind)}; latency source: {escape(s.latency_source or '—')}.</p>")
     head = ["arch", f"top-1 % ({s.accuracy_kind})", "latency ms", "MACs", "measured val %"]
     return summary + _img(png, f"Pareto front of {s.path}") + _table(head, rows, left=1)
 
