@@ -46,3 +46,7 @@ class MixedSpeedError(LatencyError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint belongs to another space: resuming from an older copy would be just as wrong."""
+
+
+class MissingDependencyError(ConfigError):
+    """An optional package a setting needs is not installed (e.g. `tensorboard` for `--tensorboard`)."""

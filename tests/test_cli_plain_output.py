@@ -228,9 +228,10 @@ def test_quickstart(monkeypatch, long_dir):
                 "latency_source": "predicted from a table measured on a CPU whose name is longer than forty columns",
                 "ort_max_abs_diff": 1e-6, "front_size": 30, "pareto": f"{out}/search/pareto.json",
                 "pareto_png": f"{out}/search/pareto.png", "run": f"{out}/supernet", "model": f"{out}/model.onnx",
-                "sidecar": f"{out}/model.onnx.json"}
+                "sidecar": f"{out}/model.onnx.json", "report": f"{out}/report.html"}
 
     monkeypatch.setattr(quickstart, "run_quickstart", run)
     out = _ok(runner.invoke(app, ["quickstart", "--out", str(long_dir)], env=NARROW))
     _whole(out, f"1/5 {stage}", f"front: 30 archs -> {long_dir}/search/pareto.json", "longer than forty columns",
-           f"{long_dir}/model.onnx (+ {long_dir}/model.onnx.json)", f"{long_dir}/search/pareto.png")
+           f"{long_dir}/model.onnx (+ {long_dir}/model.onnx.json)", f"{long_dir}/search/pareto.png",
+           f"{long_dir}/report.html")

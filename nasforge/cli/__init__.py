@@ -20,7 +20,7 @@ from nasforge.errors import NasforgeError
 # pipeline's stages, then Once-for-All's files. A command missing here is listed last.
 COMMAND_ORDER = (
     "spaces", "space", "targets", "quickstart", "train-supernet", "train-subnet", "evaluate", "build-predictor",
-    "profile", "lut", "latency", "search", "export", "finetune", "import-ofa",
+    "profile", "lut", "latency", "search", "export", "report", "finetune", "import-ofa",
 )
 
 
@@ -72,6 +72,7 @@ def _register() -> None:
         ofa,  # noqa: F401
         predict,  # noqa: F401
         quickstart,  # noqa: F401
+        report,  # noqa: F401
         search,  # noqa: F401
         spaces,  # noqa: F401
         train,  # noqa: F401

@@ -98,4 +98,5 @@ def _print_summary(s: dict[str, Any]) -> None:
     table.add_row("Pareto front", f"{s['front_size']} archs: {s['pareto']} (plot {s['pareto_png']})")
     table.add_row("supernet run", s["run"])
     table.add_row("model", f"{s['model']} (+ {s['sidecar']})")
+    table.add_row("report", s["report"])
     console.print(table)

@@ -38,6 +38,11 @@ LimitOpt = Annotated[Optional[int], typer.Option("--train-limit", help="Use at m
 UntilOpt = Annotated[
     Optional[int], typer.Option("--until-epoch", help="Stop after this epoch (continue with --resume).")
 ]
+TensorBoardOpt = Annotated[
+    Optional[Path],
+    typer.Option("--tensorboard", help="Also log to TensorBoard event files in this folder (needs the tensorboard "
+                                       "package; the YAML's logging.tensorboard)."),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
 InitOpt = Annotated[
     Optional[str],
@@ -83,6 +88,7 @@ def train_supernet_command(
     quiet: QuietOpt = False,
     init: InitOpt = None,
     loader: LoaderOpt = None,
+    tensorboard: TensorBoardOpt = None,
 ) -> None:
     """Train an elastic supernet (progressive / sandwich / delayed) so every subnet works without retraining."""
     width_mult = None
@@ -104,6 +110,7 @@ def train_supernet_command(
         "data.batch_size": batch_size,
         "data.train_limit": train_limit,
         "data.loader": loader,
+        "logging.tensorboard": str(tensorboard) if tensorboard is not None else None,
     }
     cfg, out = _resolve(config, out, resume, overrides)
     _run(cfg, out or _fresh_out(cfg.schedule.name), resume, until_epoch, quiet)

@@ -182,6 +182,9 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHook
                                out / "model.onnx", target=cfg.target, latency=latency)
     side = exported.sidecar
     lat = side["latency"]
+    from nasforge.report import build_report
+
+    report = build_report(out)  # one page of everything above (out/report.html)
     return {
         "run": str(run_dir), "predictor": str(predictor_dir), "search": str(search_dir),
         "pareto": str(search_dir / "pareto.json"), "pareto_png": str(search_dir / "pareto.png"),
@@ -193,7 +196,7 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHook
         "latency_measured_cpu": lat.get("cpu"), "latency_not_measured": lat.get("not_measured"),
         "latency_measured_at_table_speed_ms": lat.get("measured_at_table_speed_ms"),
         "ort_max_abs_diff": side["onnx"]["max_abs_diff_vs_torch"], "front_size": len(front),
-        "predictor_metrics": dict(metrics),
+        "predictor_metrics": dict(metrics), "report": str(report.path),
     }
 
 

@@ -117,6 +117,13 @@ class EvalConfig(Validated):
 
 
 @dataclass(frozen=True)
+class LoggingConfig(Validated):
+    """Where the run logs besides its own metrics.jsonl (`nasforge.train.callbacks.TRAIN_CALLBACKS`)."""
+
+    tensorboard: str | None = None  # a folder for TensorBoard event files (needs the `tensorboard` package)
+
+
+@dataclass(frozen=True)
 class TrainConfig(Validated):
     space: str = "mobilenetv3-ofa-cifar"  # shipped space name or a space YAML path
     width_mult: float | None = field(default=None, metadata=check(gt=0))  # one of the space's (default: its first)
@@ -136,6 +143,7 @@ class TrainConfig(Validated):
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -32,7 +32,7 @@ from nasforge.io import atomic_write_json, atomic_write_text
 from nasforge.space import SearchSpace, load_space
 from nasforge.supernet import ElasticSupernet, StaticSubnet, build_supernet, permute_optimizer_state
 from nasforge.train import checkpoint as ckpt
-from nasforge.train.callbacks import CheckpointWriter, MetricsLog, TrainCallback
+from nasforge.train.callbacks import TrainCallback, config_callbacks
 from nasforge.train.config import TrainConfig, save_config
 from nasforge.train.device import resolve_device
 from nasforge.train.distributed import (
@@ -96,6 +96,10 @@ class StepMeter:
         self.steps += 1
         self.images += images
 
+    def totals(self) -> torch.Tensor:
+        """The running (loss, accuracy) sums, still on the device (a callback's per-step differences)."""
+        return self._sums.clone()
+
     def read(self) -> dict[str, float]:
         loss, acc = (self._sums / max(1, self.steps)).tolist()
         seconds = time.perf_counter() - self.t0
@@ -132,7 +136,7 @@ class Trainer:
         if self.ctx.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.ctx.local_rank)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.callbacks: list[TrainCallback] = [MetricsLog(), CheckpointWriter(), *callbacks]
+        self.callbacks: list[TrainCallback] = [*config_callbacks(cfg), *callbacks]
         self.state = TrainState()
         self.metrics: list[dict[str, Any]] = []
         self._rank_rng: list[dict[str, Any]] | None = None  # every rank's RNG state, while a checkpoint may be written
