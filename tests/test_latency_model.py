@@ -324,6 +324,57 @@ def test_build_table_remeasures_unsteady_blocks_and_records_stability(fake_timer
     assert table.metadata["machine"]["cpu"] == this_machine()["cpu"] and "isa" in table.metadata["machine"]
 
 
+@pytest.mark.parametrize(("save_every_s", "saves"), [(-1.0, [16, 32, 35]), (1e9, [35])])
+def test_blocks_are_timed_in_groups_and_saved_at_the_interval_and_at_the_end(save_every_s, saves):
+    assert ort_timing.BLOCK_GROUP == 16
+    timed, recorded, saved, progress = [], {}, [], []
+
+    def time_group(group):
+        timed.append(list(group))
+        return [{"median_ms": float(i)} for i in group]
+
+    ort_timing.measure_in_groups(
+        list(range(35)), time_group, lambda i, t: recorded.__setitem__(i, t["median_ms"]),
+        lambda done, total: saved.append((done, total)), save_every_s=save_every_s,
+        on_progress=lambda done, total: progress.append(done),
+    )
+    assert [len(g) for g in timed] == [16, 16, 3] and sum(timed, []) == list(range(35))
+    assert recorded == {i: float(i) for i in range(35)}
+    assert saved == [(d, 35) for d in saves] and progress == [16, 32, 35]
+    nothing: list = []
+    ort_timing.measure_in_groups([], time_group, recorded.__setitem__, lambda d, t: nothing.append(d))
+    assert nothing == [] and len(timed) == 3
+
+
+def test_profiler_and_bundle_runner_time_blocks_through_the_one_group_loop(fake_timer, monkeypatch, tmp_path):
+    from nasforge.latency.ort_timing import runner
+
+    calls = []
+    real = ort_timing.measure_in_groups
+
+    def spy(todo, *args, **kwargs):
+        calls.append(len(todo))
+        return real(todo, *args, **kwargs)
+
+    monkeypatch.setattr(ort_timing, "measure_in_groups", spy)
+    monkeypatch.setattr(runner, "measure_in_groups", spy)
+    timer, _ = fake_timer
+    table = build_table_for(timer, tmp_path / "t.json")
+    lut = {"metadata": {"provider": "CPUExecutionProvider"}, "entries": {"a": {"median_ms": 1.0}}}
+    blocks = [{"key": k, "file": f"{k}.onnx"} for k in ("a", "b", "c")]
+    fake_many = lambda files, kind: [{"median_ms": 2.0, "file": f} for f in files]  # noqa: E731
+    runner._time_bundle_blocks(lut, blocks, fake_many, str(tmp_path / "b.json"), lambda line: None)
+    assert calls == [len(table.entries), 2]
+    assert set(lut["entries"]) == {"a", "b", "c"} and lut["entries"]["c"]["file"] == "c.onnx"
+    assert json.loads((tmp_path / "b.json").read_text())["entries"] == lut["entries"]
+
+
+def build_table_for(timer, out):
+    from nasforge.latency.profiler import build_table
+
+    return build_table(tiny_space("tiny-mbv3"), timer, out)
+
+
 # ---------------------------------------------------------------------------- the speed reference
 def test_speed_reference_reads_blocks_timed_at_different_machine_speeds_at_one_speed(monkeypatch, tmp_path):
     from nasforge.latency import profiler

@@ -248,22 +248,24 @@ def build_table(
     specs = distinct_layers(space)
     todo = [s for s in specs if s.key not in table.entries]
     reference = reference_block(space)
-    start = last = time.perf_counter()
+    start = time.perf_counter()
     base = float(table.metadata.get("build_seconds", 0.0))
+
+    def record(spec: LayerSpec, timing: dict[str, Any]) -> None:
+        table.entries[spec.key] = _rounded(timing)
+
+    def save(done: int, total: int) -> None:
+        table.metadata["build_seconds"] = round(base + time.perf_counter() - start, 1)
+        table.save(out)
+
     with timer.pinned():
         table.metadata.update(cores=timer.cores, nice=timer.nice)
         if "run_overhead_ms" not in table.metadata:
             table.metadata["run_overhead_ms"] = round(timer.overhead(), 6)
-        for g in range(0, len(todo), ort_timing.BLOCK_GROUP):
-            group = todo[g : g + ort_timing.BLOCK_GROUP]
-            for spec, timing in zip(group, timer.blocks(group, reference)):
-                table.entries[spec.key] = _rounded(timing)
-            if on_progress is not None:
-                on_progress(g + len(group), len(todo))
-            if time.perf_counter() - last > save_every_s:
-                table.metadata["build_seconds"] = round(base + time.perf_counter() - start, 1)
-                table.save(out)
-                last = time.perf_counter()
+        ort_timing.measure_in_groups(
+            todo, lambda group: timer.blocks(group, reference), record, save,
+            save_every_s=save_every_s, on_progress=on_progress,
+        )
     table.metadata["build_seconds"] = round(base + time.perf_counter() - start, 1)
     table.metadata["date"] = ort_timing.utc_now()
     table.metadata["entries"] = len(table.entries)

@@ -49,13 +49,22 @@ from .stats import (
     summarise,
 )
 from .tablemeta import LUT_FORMAT, table_metadata, utc_now
-from .timing import time_interleaved, time_model, time_models, time_session, time_stable, time_stable_many
+from .timing import (
+    measure_in_groups,
+    time_interleaved,
+    time_model,
+    time_models,
+    time_session,
+    time_stable,
+    time_stable_many,
+)
 
 __all__ = [
     "BLOCK_GROUP", "INTERLEAVED_ROUNDS", "ISA_FLAGS", "LUT_FORMAT", "MAX_UNCERTAINTY", "PROTOCOL_VERSION",
     "PROVIDER_ALIASES", "RETRIES", "SUBNET_GROUP", "SUBNET_MIN_TIMED_MS", "SWITCH_RUNS", "TimingStats",
     "against_reference", "at_reference_speed", "device_string", "interleaved_runs", "involuntary_switches",
-    "machine_info", "main", "make_session", "median_uncertainty", "middle_spread", "null_model", "pin_threads",
+    "machine_info", "main", "make_session", "measure_in_groups", "median_uncertainty", "middle_spread", "null_model",
+    "pin_threads",
     "pinned", "protocol", "providers_for", "raise_priority", "reference_speed", "round_medians", "run_bundle",
     "run_rounds", "session_feeds", "summarise", "table_metadata", "time_interleaved", "time_model", "time_models",
     "time_session", "time_stable", "time_stable_many", "timed_runs", "used_provider", "utc_now", "write_json_atomic",

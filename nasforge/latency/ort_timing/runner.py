@@ -13,10 +13,10 @@ from typing import Any
 
 from .machine import device_string, machine_info
 from .onnx_null import null_model
-from .session import BLOCK_GROUP, SUBNET_GROUP, SUBNET_MIN_TIMED_MS, pinned, used_provider
+from .session import SUBNET_GROUP, SUBNET_MIN_TIMED_MS, pinned, used_provider
 from .stats import reference_speed
 from .tablemeta import LUT_FORMAT, table_metadata, utc_now
-from .timing import time_model, time_models, time_stable, time_stable_many
+from .timing import measure_in_groups, time_model, time_models, time_stable, time_stable_many
 
 # `made_by` of a table timed from a bundle: the runner's file name before it became this package (the format keeps it)
 MADE_BY = "profile_bundle.py"
@@ -111,18 +111,17 @@ def _time_bundle_blocks(lut: dict[str, Any], blocks: list[dict[str, Any]], timed
     """Blocks not yet in the table, in interleaved groups; saved every 10 s so a killed run resumes."""
     todo = [b for b in blocks if b["key"] not in lut["entries"]]
     log(f"{len(blocks)} blocks, {len(blocks) - len(todo)} already measured, provider {lut['metadata']['provider']}")
-    start = last_save = time.perf_counter()
-    for g in range(0, len(todo), BLOCK_GROUP):
-        group = todo[g : g + BLOCK_GROUP]
-        for block, timing in zip(group, timed_many([b["file"] for b in group], "block")):
-            lut["entries"][block["key"]] = timing
-        now = time.perf_counter()
-        done = g + len(group)
-        if now - last_save > 10 or done == len(todo):
-            write_json_atomic(out, lut)
-            last_save = now
-            eta = (now - start) / done * (len(todo) - done)
-            log(f"  {done}/{len(todo)} blocks, ETA {eta:.0f} s")
+    start = time.perf_counter()
+
+    def record(block: dict[str, Any], timing: dict[str, Any]) -> None:
+        lut["entries"][block["key"]] = timing
+
+    def save(done: int, total: int) -> None:
+        write_json_atomic(out, lut)
+        eta = (time.perf_counter() - start) / max(done, 1) * (total - done)
+        log(f"  {done}/{total} blocks, ETA {eta:.0f} s")
+
+    measure_in_groups(todo, lambda group: timed_many([b["file"] for b in group], "block"), record, save)
 
 
 def _time_bundle_subnets(

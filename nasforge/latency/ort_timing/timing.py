@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .rounds import interleaved_runs, timed_runs
-from .session import MAX_UNCERTAINTY, RETRIES, make_session, session_feeds
+from .session import BLOCK_GROUP, MAX_UNCERTAINTY, RETRIES, make_session, session_feeds
 from .stats import against_reference, round_medians, summarise
+
+T = TypeVar("T")
 
 
 def time_session(
@@ -131,3 +134,33 @@ def time_model(
     return time_session(session, session_feeds(session), warmup, repeats)
 
 
+
+
+def measure_in_groups(
+    todo: Sequence[T],
+    time_group: Callable[[Sequence[T]], Iterable[dict[str, Any]]],
+    record: Callable[[T, dict[str, Any]], None],
+    save: Callable[[int, int], None],
+    *,
+    save_every_s: float = 10.0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Time `todo` in interleaved groups of `BLOCK_GROUP`, `record` each timing, and `save(done, total)` every
+    `save_every_s` and once at the end, so a killed build resumes from its last save.
+
+    The one group loop of a table's blocks: `profiler.build_table` (on this machine) and the bundle runner (on a
+    board without torch) both go through it.
+    """
+    last_save = time.perf_counter()
+    for g in range(0, len(todo), BLOCK_GROUP):
+        group = todo[g : g + BLOCK_GROUP]
+        for item, timing in zip(group, time_group(group), strict=True):
+            record(item, timing)
+        done = g + len(group)
+        if on_progress is not None:
+            on_progress(done, len(todo))
+        if time.perf_counter() - last_save > save_every_s and done < len(todo):
+            save(done, len(todo))
+            last_save = time.perf_counter()
+    if todo:
+        save(len(todo), len(todo))
