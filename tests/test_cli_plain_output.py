@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from nasforge.cli import app
 from nasforge.cli._common import CliConsole, ResultTable
-from nasforge.latency.records import Validation
+from nasforge.latency.records import ImportReport, TopKCheck, Validation
 from nasforge.space import load_space
 
 CLI_DIR = Path(__file__).resolve().parents[1] / "nasforge" / "cli"
@@ -187,10 +187,10 @@ def test_profile_and_lut_import(monkeypatch, long_dir):
     _whole(out, f"{out_path}: 1 entries", device, "calibrated, 5-fold CV")
 
     archs = [OFA.largest(), OFA.smallest()]
-    topk = [{"arch": a.key, "measured_ms": 1.0, "lut_predicted_ms": 1.1, "search_predicted_ms": None,
-             "search_predicted_source": None} for a in archs]
+    topk = [TopKCheck(arch=a.key, measured_ms=1.0, lut_predicted_ms=1.1, search_predicted_ms=None,
+                      search_predicted_source=None) for a in archs]
     monkeypatch.setattr(lut.LatencyTable, "load", classmethod(lambda cls, p: SimpleNamespace(target="jetson")))
-    monkeypatch.setattr(bundle, "import_table", lambda *a: (table, {"validation": validation, "topk": topk}))
+    monkeypatch.setattr(bundle, "import_table", lambda *a: (table, ImportReport(validation, topk)))
     dest = long_dir / "imported.json"
     out = _ok(runner.invoke(app, ["lut", "import", str(out_path), "--space", "mobilenetv3-ofa", "--out", str(dest)],
                             env=NARROW))

@@ -87,15 +87,15 @@ def test_bundle_round_trip(tmp_path):
 
     dest = tmp_path / "imported.json"
     table, report = import_table(out, space, dest)
-    v = report["validation"]
+    v = report.validation
     assert v.n == 6 and v.noise.repeat_n == 4  # repeat timings ran last on the "device"
     # stored as the calibration only when the device's repeated timings agreed (a loaded CI box may not)
     assert ("calibration" in table.metadata) == v.trusted
     assert ("validation_rejected" in table.metadata) == (not v.trusted)
     assert table.metadata["machine"]["cpu"] and table.metadata["run_overhead_ms"] > 0
-    assert len(report["topk"]) == 2 and all(r["measured_ms"] > 0 for r in report["topk"])
+    assert len(report.topk) == 2 and all(r.measured_ms > 0 for r in report.topk)
     assert v.speed_reference["subnet"] == reference_subnet(space).key and v.speed_reference["subnet_ms"] > 0
-    assert report["provider_warning"] is None  # cpu target, CPU EP: what was asked ran
+    assert report.provider_warning is None  # cpu target, CPU EP: what was asked ran
     model = load_latency_model("cpu", space, dest)
     assert model.source == "measured"
     assert model.predict(topk).shape == (2,)

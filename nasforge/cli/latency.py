@@ -336,26 +336,25 @@ def lut_import_command(
     dest = check_output_file(out or user_tables_dir() / name)
     table, report = import_table(lut, s, dest, spec)
     console.print(f"imported {len(table.entries)} entries measured on {table.metadata.get('device')} -> {dest}")
-    if report.get("provider_warning"):
-        typer.echo(f"warning: {report['provider_warning']}", err=True)
-    if report["validation"]:
-        _print_validation(report["validation"])
+    if report.provider_warning:
+        typer.echo(f"warning: {report.provider_warning}", err=True)
+    if report.validation:
+        _print_validation(report.validation)
     else:
         err_console.print(
             "warning: fewer than 5 validation subnets in this table: no calibration fitted (plain block sums)"
         )
-    if report["topk"]:
+    if report.topk:
         t = ResultTable(title="top-K subnets measured on the device")
         for col in ("arch", "measured ms", "table predicts ms", "search predicted ms"):
             t.add_column(col)
-        for row in report["topk"]:
-            sp = row["search_predicted_ms"]
+        for row in report.topk:
+            sp = row.search_predicted_ms
+            estimated = " (estimated)" if row.search_predicted_source == "estimated" else ""
             t.add_row(
-                row["arch"],
-                f"{row['measured_ms']:.3f}",
-                f"{row['lut_predicted_ms']:.3f}",
-                "-"
-                if sp is None
-                else f"{sp:.3f}" + (" (estimated)" if row["search_predicted_source"] == "estimated" else ""),
+                row.arch,
+                f"{row.measured_ms:.3f}",
+                f"{row.lut_predicted_ms:.3f}",
+                "-" if sp is None else f"{sp:.3f}{estimated}",
             )
         console.print(t)

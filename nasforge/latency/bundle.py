@@ -37,6 +37,7 @@ from nasforge.latency import ort_timing
 from nasforge.latency.enumerate import distinct_layers
 from nasforge.latency.lut import LatencyTable, at_one_speed
 from nasforge.latency.model import TableFeatures, load_latency_model, table_target
+from nasforge.latency.records import ImportReport, TopKCheck
 from nasforge.latency.reference import reference_block, reference_subnet
 from nasforge.latency.targets import Target
 from nasforge.space import SearchSpace
@@ -232,12 +233,12 @@ def _check_destination(path: Path) -> None:
 def import_table(
     lut: LatencyTable | str | Path, space: SearchSpace, dest: str | Path | None = None,
     target: Target | None = None,
-) -> tuple[LatencyTable, dict[str, Any]]:
+) -> tuple[LatencyTable, ImportReport]:
     """Read a LUT written by the runner; calibrate on its validation subnets; report its top-K picks.
 
     `lut`: the file, or the table a caller loaded already together with its resolved `target` (`table_target`;
     None when the table's target does not resolve), so neither is read twice.
-    Returns the table (saved to `dest` when given) and a report {validation, topk: [...]}.
+    Returns the table (saved to `dest` when given) and what was learned (`ImportReport`).
     """
     if isinstance(lut, LatencyTable):
         table, lut_path = lut, lut.path
@@ -256,7 +257,7 @@ def import_table(
             "re-run the runner to resume"
         )
     features = TableFeatures(table, space)
-    report: dict[str, Any] = {"validation": None, "topk": [], "provider_warning": _provider_warning(table, target)}
+    validation = None
     val = [v for v in table.verify if v.get("role") == "validation"]
     if len(val) >= 5:
         from nasforge.latency.profiler import assess_validation
@@ -264,7 +265,7 @@ def import_table(
         archs = [space.parse_arch(v["arch"]) for v in val]
         index = {v["key"].split(":", 1)[1]: i for i, v in enumerate(val)}
         repeats = [v for v in table.verify if v.get("role") == "repeat" and v["key"].split(":", 1)[1] in index]
-        result = assess_validation(
+        validation = assess_validation(
             space,
             table,
             archs,
@@ -274,25 +275,17 @@ def import_table(
             repeats,
             reference=(table.metadata.get("speed_reference") or {}).get("subnet"),
         )
-        report["validation"] = result
     subnet_speed = ort_timing.reference_speed(v for v in table.verify if v.get("role") in ("validation", "repeat"))
     topk = [v for v in table.verify if v.get("role") == "topk"]
     measured = at_one_speed(topk, subnet_speed, f"{lut_path} top-K subnets")
+    checks: list[TopKCheck] = []
     for v, ms in zip(topk, measured):
         arch = space.parse_arch(v["arch"])
-        pred = float(cal.apply(table.calibration, features([arch]))[0])
-        report["topk"].append(
-            {
-                "arch": arch.key,
-                "measured_ms": float(ms),
-                "lut_predicted_ms": pred,
-                "search_predicted_ms": v.get("predicted_ms"),
-                "search_predicted_source": v.get("predicted_source"),
-            }
-        )
+        predicted = float(cal.apply(table.calibration, features([arch]))[0])
+        checks.append(TopKCheck(arch.key, float(ms), predicted, v.get("predicted_ms"), v.get("predicted_source")))
     if dest is not None:
         table.save(dest)
-    return table, report
+    return table, ImportReport(validation, checks, _provider_warning(table, target))
 
 
 def _provider_warning(table: LatencyTable, target: Target | None) -> str | None:

@@ -139,3 +139,24 @@ class Validation:
             return cls(**own, extra=extra)
         except TypeError as exc:
             raise LatencyError(f"{where}: not a latency validation ({exc})") from None
+
+
+@dataclass(frozen=True)
+class TopKCheck:
+    """One of the search's top-K subnets timed whole on the device, beside what the table and the search said."""
+
+    arch: str  # the arch key
+    measured_ms: float
+    lut_predicted_ms: float  # the imported table's (calibrated) prediction
+    search_predicted_ms: float | None  # what the search predicted when it wrote the bundle
+    search_predicted_source: str | None  # "measured" / "estimated" (a roofline guess), None when not recorded
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What `lut import` learned from a device's table: its validation (None below 5 subnets), the top-K
+    subnets' check, and why the provider that ran differs from the one the target asks for (None when it does not)."""
+
+    validation: Validation | None
+    topk: list[TopKCheck] = field(default_factory=list)
+    provider_warning: str | None = None
