@@ -902,3 +902,12 @@ def test_import_ofa_predictor_refuses_a_read_only_run_before_loading_it(tmp_path
         result = CliRunner().invoke(app, ["import-ofa", "--predictor", str(tmp_path / "acc.pth"), "--run", str(run)])
     line = _one_error_line(result)
     assert f"{run / 'predictor'}: {run} is not writable" in line
+
+
+def test_finite_json_makes_every_non_finite_float_null_and_keeps_the_rest():
+    from nasforge.io import finite_json
+
+    record = {"loss": float("nan"), "eval": {"largest": 91.5, "lr": float("inf")},
+              "curve": [1.0, float("-inf"), (2, 3)]}
+    assert finite_json(record) == {"loss": None, "eval": {"largest": 91.5, "lr": None}, "curve": [1.0, None, [2, 3]]}
+    json.dumps(finite_json(record), allow_nan=False)  # standard JSON, no NaN tokens

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from nasforge.io import finite_json
 from nasforge.report.records import ExportedModel, LatencyFit, PredictorFit, RunReport, SearchFront, TrainingCurves
 
 DATA_ID = "nasforge-report-data"
@@ -113,24 +114,13 @@ def _body(name: str, report: RunReport, figures: dict[str, bytes]) -> str:
 
 def render(report: RunReport, figures: dict[str, bytes]) -> str:
     """The page: one section per stage (a stage without data says why), then the numbers as JSON."""
-    data = json.dumps(_finite(report.to_dict()), allow_nan=False, default=str).replace("</", "<\\/")
+    data = json.dumps(finite_json(report.to_dict()), allow_nan=False, default=str).replace("</", "<\\/")
     sections = "".join(f'<section id="{name}"><h2>{TITLES[name]}</h2>{_body(name, report, figures)}</section>'
                        for name in TITLES)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>nasforge report: '
             f'{escape(report.run)}</title><style>{_CSS}</style></head><body><h1>nasforge run report</h1>'
             f"<p><code>{escape(report.run)}</code></p>{sections}"
             f'<script type="application/json" id="{DATA_ID}">{data}</script></body></html>\n')
-
-
-def _finite(obj: Any) -> Any:
-    """Standard JSON: a NaN or infinite number becomes null."""
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def read_embedded(html: str) -> dict[str, Any]:

@@ -10,14 +10,13 @@ between the two never leaves a hole), then the caller's callbacks (the CLI's pro
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nasforge.errors import MissingDependencyError
-from nasforge.io import atomic_write_text
+from nasforge.io import atomic_write_text, finite_json
 from nasforge.registry import Registry
 from nasforge.train import checkpoint as ckpt
 from nasforge.train.distributed import average_buffers
@@ -94,7 +93,7 @@ class MetricsLog(TrainCallback):
 
     def on_epoch_end(self, trainer: Trainer, *, record: dict[str, Any]) -> None:
         if trainer.ctx.is_main:
-            append_line(trainer.run_dir / METRICS_FILE, json.dumps(_finite(record), allow_nan=False))
+            append_line(trainer.run_dir / METRICS_FILE, json.dumps(finite_json(record), allow_nan=False))
 
 
 @TRAIN_CALLBACKS.register("tensorboard")
@@ -217,16 +216,6 @@ class CheckpointWriter(TrainCallback):
     def on_phase_end(self, trainer: Trainer, *, phase: Phase) -> None:
         if trainer.ctx.is_main:
             ckpt.save_checkpoint(trainer.ckpt_dir, trainer.checkpoint_payload(), name=f"phase-{phase.name}.pt")
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def append_line(path: Path, line: str) -> None:
