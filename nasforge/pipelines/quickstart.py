@@ -182,9 +182,10 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, hooks: QuickstartHook
                                out / "model.onnx", target=cfg.target, latency=latency)
     side = exported.sidecar
     lat = side["latency"]
-    from nasforge.report import build_report
+    from nasforge.report import Resolved, build_report
 
-    report = build_report(out)  # one page of everything above (out/report.html)
+    # one page of everything above (out/report.html), from what this command has loaded already
+    report = build_report(out, resolved=Resolved(run=run, predictor=predictor, table=latency.table))
     return {
         "run": str(run_dir), "predictor": str(predictor_dir), "search": str(search_dir),
         "pareto": str(search_dir / "pareto.json"), "pareto_png": str(search_dir / "pareto.png"),

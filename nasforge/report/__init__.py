@@ -25,9 +25,21 @@ class ReportResult:
     report: RunReport
 
 
-def gather(root: str | Path) -> RunReport:
+@dataclass(frozen=True)
+class Resolved:
+    """What the caller has loaded already (the quickstart: its run, predictor and latency table), so the report
+    reuses it instead of reading it again; None where the report should find and read it itself."""
+
+    run: Any = None
+    predictor: Any = None
+    table: Any = None  # a LatencyTable
+
+
+def gather(root: str | Path, resolved: Resolved | None = None) -> RunReport:
     """Every section `root` has data for (`RunReport.missing` says why the others are empty)."""
     from nasforge.report import gather_fit as fit
+
+    resolved = resolved or Resolved()
 
     layout = locate(root)
     report = RunReport(run=str(layout.root))
@@ -36,7 +48,7 @@ def gather(root: str | Path) -> RunReport:
                       if e is not None]
     if not layout.sidecars:
         report.missing["exports"] = "no exported model (`<model>.json` sidecar) in this folder"
-    run = section(report, "run", lambda: _load_run(layout.training))
+    run = resolved.run if resolved.run is not None else section(report, "run", lambda: _load_run(layout.training))
     store = fit.open_store(run) if run is not None else None
     measured = fit.measured_lookup(store, run.space) if run is not None else (lambda arch: None)
     report.searches = [s for s in (section(report, "searches", lambda p=p: gather_search(p, measured))
@@ -48,9 +60,10 @@ def gather(root: str | Path) -> RunReport:
         report.missing.setdefault("latency", why)
         report.missing.setdefault("predictor", why)
         return report
-    report.predictor = section(report, "predictor", lambda: fit.gather_predictor(run, store))
+    report.predictor = section(report, "predictor", lambda: fit.gather_predictor(run, store, resolved.predictor))
     report.latency = section(report, "latency", lambda: fit.gather_latency(
-        run.space, fit.latency_table(layout.searches, report.exports, run.space)))
+        run.space, resolved.table if resolved.table is not None
+        else fit.latency_table(layout.searches, report.exports, run.space)))
     return report
 
 
@@ -79,11 +92,11 @@ def figures_for(report: RunReport) -> dict[str, bytes]:
     return out
 
 
-def build_report(root: str | Path, out: str | Path | None = None) -> ReportResult:
+def build_report(root: str | Path, out: str | Path | None = None, resolved: Resolved | None = None) -> ReportResult:
     """Write `out` (default ROOT/report.html) and its figures as `<out stem>-<name>.png` beside it."""
     from nasforge.report.html import render
 
-    report = gather(root)
+    report = gather(root, resolved)
     path = Path(out) if out is not None else Path(root) / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     figures = figures_for(report)
@@ -95,4 +108,4 @@ def build_report(root: str | Path, out: str | Path | None = None) -> ReportResul
     return ReportResult(path, written, report)
 
 
-__all__ = ["ReportResult", "build_report", "figures_for", "gather"]
+__all__ = ["ReportResult", "Resolved", "build_report", "figures_for", "gather"]

@@ -117,7 +117,8 @@ def measured_lookup(store: Any, space: Any) -> Any:
     return lookup
 
 
-def gather_predictor(run: Any, store: Any) -> PredictorFit:
+def gather_predictor(run: Any, store: Any, predictor: Any = None) -> PredictorFit:
+    """The held-out fit of the run's predictor (`predictor`: the one the caller loaded from it already, if any)."""
     from nasforge.predictors import load_run_predictor
     from nasforge.predictors.base import read_predictor_metadata
 
@@ -130,7 +131,7 @@ def gather_predictor(run: Any, store: Any) -> PredictorFit:
     if store is None:
         return PredictorFit(**base, predicted=[], measured=[], note=f"no measurement store for these weights "
                                                                     f"({Path(run.path) / STORE})")
-    predictor = load_run_predictor(run, folder)
+    predictor = predictor if predictor is not None else load_run_predictor(run, folder)
     hold = held_out_archs(run.space, meta)
     predicted = predictor.predict(run.space.features(hold))
     return PredictorFit(**base, predicted=[float(v) for v in predicted],
