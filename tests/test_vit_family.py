@@ -195,3 +195,65 @@ def test_onnx_export_of_an_extracted_subnet_equals_torch(tmp_path):
         expected = sub(x[:1]).numpy()
     got = run_onnx(tmp_path / "sub.onnx", x[:1].numpy())
     assert np.abs(got - expected).max() <= 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- timm import
+def _cli(args):
+    from typer.testing import CliRunner
+
+    from nasforge.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+@pytest.fixture
+def vit_like_yaml(tmp_path):
+    import yaml
+
+    path = tmp_path / "vit-like.yaml"
+    path.write_text(yaml.safe_dump(VIT_LIKE))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_import_from_timm_round_trip(tmp_path, vit_like_yaml, suffix):
+    """timm's model saved in its own formats -> `nasforge import --from timm` -> run folder -> timm's logits."""
+    from safetensors.torch import save_file
+
+    from nasforge.train.runs import load_run
+
+    model = _timm(VIT_LIKE)
+    weights = tmp_path / f"vit{suffix}"
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if suffix == ".safetensors":
+        save_file(state, str(weights))
+    else:
+        torch.save({"state_dict": state}, weights)
+    run_dir = tmp_path / "run"
+    result = _cli(["import", "--from", "timm", "vit_tiny_patch16_224", "--weights", str(weights), "--space",
+                   str(vit_like_yaml), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    run = load_run(run_dir, device="cpu")
+    assert run.import_record()["project"] == "timm"
+    x = _images(32)
+    with torch.no_grad():
+        expected = model(x)
+        _assert_input_sensitive(expected)
+        net = run.supernet.eval()
+        with net.active(run.space.largest()):
+            assert torch.allclose(net(x), expected, atol=1e-5, rtol=0)
+
+
+def test_import_from_timm_mismatch_is_one_line_naming_the_tensor(tmp_path, vit_like_yaml):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in _timm(VIT_LIKE).state_dict().items()}
+    state["blocks.1.mlp.fc1.weight"] = state["blocks.1.mlp.fc1.weight"][:-1].contiguous()
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    result = _cli(["import", "--from", "timm", "vit_tiny_patch16_224", "--weights", str(tmp_path / "bad.safetensors"),
+                   "--space", str(vit_like_yaml), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "'blocks.1.mlp.fc1.weight'" in lines[0], lines
+    assert "(95, 24)" in lines[0] and "(96, 24)" in lines[0], lines
+    assert not (tmp_path / "run" / "supernet.pt").exists()
