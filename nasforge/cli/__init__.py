@@ -20,7 +20,7 @@ from nasforge.errors import NasforgeError
 # pipeline's stages, then Once-for-All's files. A command missing here is listed last.
 COMMAND_ORDER = (
     "spaces", "space", "targets", "quickstart", "train-supernet", "train-subnet", "evaluate", "build-predictor",
-    "profile", "lut", "latency", "search", "export", "report", "finetune", "import-ofa",
+    "profile", "lut", "latency", "search", "export", "report", "finetune", "import-ofa", "import",
 )
 
 

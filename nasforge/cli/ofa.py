@@ -1,4 +1,4 @@
-"""`nasforge import-ofa`: Once-for-All's published supernet or accuracy predictor as a nasforge run's."""
+"""`nasforge import-ofa` and `nasforge import`: Once-for-All's published files or a timm ViT checkpoint as a run."""
 
 from __future__ import annotations
 
@@ -89,4 +89,34 @@ def _import_predictor(path: Path, run: Path, image_sizes: tuple[int, ...] | None
         table.add_row("resolutions encoded", ", ".join(map(str, result.image_sizes)))
     if result.nearest:
         table.add_row("other resolutions", f"{len(result.nearest)} predicted as the nearest encoded one")
+    console.print(table)
+
+
+@app.command("import")
+def import_command(
+    model_name: Annotated[str, typer.Argument(help="timm model name (e.g. vit_tiny_patch16_224), built offline.")],
+    source: Annotated[str, typer.Option("--from", help="Which project the weights come from: timm.")] = "timm",
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local weights (.pth or .safetensors).")] = None,
+    space: Annotated[Optional[str], typer.Option("--space", help="The vit space (name or YAML).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder to write.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a run already in --out.")] = False,
+) -> None:
+    """Import a local timm ViT checkpoint (--from timm MODEL --weights FILE --space SPACE --out RUN) as a run.
+
+    Every tensor is checked against timm's MODEL and the space's largest network; Once-for-All files: import-ofa.
+    """
+    if source != "timm":
+        raise ConfigError(f"--from {source!r}: this command imports from timm (Once-for-All: nasforge import-ofa)")
+    if weights is None or space is None or out is None:
+        raise ConfigError("give MODEL --weights FILE --space SPACE --out RUN_DIR")
+    from nasforge.foreign.timm_runs import import_timm_checkpoint
+
+    result = import_timm_checkpoint(model_name, weights, space, out, force=force)
+    table = ResultTable(title=f"imported {weights}")
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    table.add_row("timm model", f"{result.model_name} ({result.tensors} tensors)")
+    table.add_row("nasforge space", f"{result.space.name} (fingerprint {result.space.fingerprint})")
+    table.add_row("run folder", str(result.run_dir))
+    table.add_row("source sha256", result.sha256)
     console.print(table)

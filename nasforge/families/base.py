@@ -32,8 +32,8 @@ from nasforge.layers import LayerSpec
 from nasforge.registry import Registry
 
 FAMILIES: Registry[Family] = Registry(
-    "family", modules=("nasforge.families.mobilenetv3", "nasforge.families.resnet"), error=SpaceError,
-    plural="families",
+    "family", modules=("nasforge.families.mobilenetv3", "nasforge.families.resnet", "nasforge.families.vit"),
+    error=SpaceError, plural="families",
 )
 
 @dataclass(frozen=True)
