@@ -13,16 +13,15 @@ read images take --data-dir (an ImageFolder).
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from nasforge.errors import CheckpointError, ConfigError
+from nasforge.foreign.imported_run import IMAGENET_EVAL, check_import_destination, holds_run, write_imported_run
 from nasforge.foreign.ofa import (
     PUBLISHED,
     OFANet,
@@ -32,12 +31,8 @@ from nasforge.foreign.ofa import (
     read_checkpoint,
     recognise,
 )
-from nasforge.io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_output_dir, check_output_file
+from nasforge.io import atomic_write_bytes, atomic_write_json, check_output_dir, check_output_file
 from nasforge.space import SearchSpace
-
-IMPORT_FORMAT = "nasforge-import/1"
-# What OFA's ImageNet evaluation does (ofa.tutorial.imagenet_eval_helper) and nasforge's streaming source does.
-IMAGENET_EVAL = "resize the shorter side to round(r / 0.875), centre crop r x r"
 
 
 @dataclass(frozen=True)
@@ -47,11 +42,6 @@ class ImportResult:
     space: SearchSpace
     sha256: str
     tensors: int
-
-
-def holds_run(path: Path) -> bool:
-    """Whether `path` already holds a nasforge run (trained or imported)."""
-    return any((path / name).exists() for name in ("config.yaml", "supernet.pt", "checkpoints/last.pt"))
 
 
 def import_config(net: OFANet) -> Any:
@@ -71,39 +61,18 @@ def import_ofa_checkpoint(path: str | Path, out: str | Path, *, net: str | None 
     CheckpointError (one line) names the first tensor that disagrees with the net; an `out` that holds a run is
     refused unless `force`.
     """
-    from nasforge.data import IMAGENET
-    from nasforge.train.checkpoint import sha256_file
-    from nasforge.train.runs import IMPORT_RECORD
-    from nasforge.train.trainer import save_supernet
-
     path, out = Path(path), Path(out)
     if net is not None and net not in PUBLISHED:
         raise ConfigError(f"--net {net!r} is not a published OFA net; expected one of {list(PUBLISHED)}")
-    check_output_dir(out)  # a file, or a folder that cannot be written: refused before reading 30 MB of weights
-    if holds_run(out) and not force:
-        raise ConfigError(f"{out} already holds a run; pass --force to overwrite it or choose another --out")
+    check_import_destination(out, force)  # refused before reading 30 MB of weights
     ckpt = read_checkpoint(path)
     chosen = PUBLISHED[net] if net is not None else recognise(ckpt)
     space = chosen.load_space()
     state = ofa_to_nasforge(ckpt, space)  # every tensor of the supernet, checked: the first that disagrees is named
     cfg = import_config(chosen)
-    out.mkdir(parents=True, exist_ok=True)
-    sha = sha256_file(path)
-    from nasforge.train.config import save_config
-
-    save_config(cfg, out / "config.yaml")
-    atomic_write_text(out / "space.yaml", yaml.safe_dump(space.definition, sort_keys=False))
-    atomic_write_json(out / "data.json", {
-        "dataset": "imagenet", "loader": None, "selection": "imported: no dataset until --data-dir",
-        "resolution": max(space.resolutions), "classes": space.num_classes, "splits": None,
-        "normalization": IMAGENET.to_dict(), "eval_preprocess": IMAGENET_EVAL,
-    })
-    save_supernet(out / "supernet.pt", state, space, cfg)
-    atomic_write_json(out / IMPORT_RECORD, {
-        "format": IMPORT_FORMAT, "imported": True, "source": str(path), "sha256": sha, "project": "once-for-all",
-        "net": chosen.name, "ofa_class": chosen.ofa_class, "width": chosen.width, "space": space.name,
-        "space_fingerprint": space.fingerprint, "tensors": len(ckpt), "recognised": net is None,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    sha = write_imported_run(out, space, cfg, state, source=path, dataset="imagenet", record={
+        "project": "once-for-all", "net": chosen.name, "ofa_class": chosen.ofa_class, "width": chosen.width,
+        "space": space.name, "space_fingerprint": space.fingerprint, "tensors": len(ckpt), "recognised": net is None,
     })
     return ImportResult(out, chosen, space, sha, len(ckpt))
 

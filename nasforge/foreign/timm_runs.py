@@ -11,21 +11,16 @@ against that model and the supernet (one line names the first that disagrees). T
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from nasforge.errors import CheckpointError, ConfigError
-from nasforge.io import atomic_write_json, atomic_write_text, check_output_dir
+from nasforge.foreign.imported_run import check_import_destination, write_imported_run
 from nasforge.space import SearchSpace, load_space
-
-IMPORT_FORMAT = "nasforge-import/1"
-IMPORT_EVAL = "resize the shorter side to round(r / 0.875), centre crop r x r"
 
 
 @dataclass(frozen=True)
@@ -93,19 +88,12 @@ def timm_model(model_name: str, space: SearchSpace) -> torch.nn.Module:
 def import_timm_checkpoint(model_name: str, weights: str | Path, space_name: str, out: str | Path, *,
                            force: bool = False) -> TimmImport:
     """Write a run folder holding timm's `model_name` weights from the local file `weights` in space `space_name`."""
-    from nasforge.data import IMAGENET
-    from nasforge.foreign.ofa_runs import holds_run
     from nasforge.supernet import build_supernet
     from nasforge.supernet.vit import timm_to_supernet
-    from nasforge.train.checkpoint import sha256_file
-    from nasforge.train.config import TrainConfig, apply_overrides, save_config
-    from nasforge.train.runs import IMPORT_RECORD
-    from nasforge.train.trainer import save_supernet
+    from nasforge.train.config import TrainConfig, apply_overrides
 
     weights, out = Path(weights), Path(out)
-    check_output_dir(out)
-    if holds_run(out) and not force:
-        raise ConfigError(f"{out} already holds a run; pass --force to overwrite it or choose another --out")
+    check_import_destination(out, force)
     space = load_space(space_name)
     model = timm_model(model_name, space)
     state = read_weights(weights)
@@ -118,20 +106,9 @@ def import_timm_checkpoint(model_name: str, weights: str | Path, space_name: str
         raise CheckpointError(f"{weights}: {problem}")
     cfg = apply_overrides(TrainConfig(), {"space": space_name, "data.dataset": "imagefolder", "data.loader": "stream",
                                           "data.normalization": "imagenet"})
-    out.mkdir(parents=True, exist_ok=True)
-    sha = sha256_file(weights)
-    save_config(cfg, out / "config.yaml")
-    atomic_write_text(out / "space.yaml", yaml.safe_dump(space.definition, sort_keys=False))
-    atomic_write_json(out / "data.json", {
-        "dataset": "imagefolder", "loader": None, "selection": "imported: no dataset until --data-dir",
-        "resolution": max(space.resolutions), "classes": space.num_classes, "splits": None,
-        "normalization": IMAGENET.to_dict(), "eval_preprocess": IMPORT_EVAL,
-    })
-    save_supernet(out / "supernet.pt", mapped, space, cfg)
-    atomic_write_json(out / IMPORT_RECORD, {
-        "format": IMPORT_FORMAT, "imported": True, "source": str(weights), "sha256": sha, "project": "timm",
-        "net": model_name, "space": space.name, "space_fingerprint": space.fingerprint, "tensors": len(state),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    sha = write_imported_run(out, space, cfg, mapped, source=weights, dataset="imagefolder", record={
+        "project": "timm", "net": model_name, "space": space.name, "space_fingerprint": space.fingerprint,
+        "tensors": len(state),
     })
     return TimmImport(out, model_name, space, sha, len(state))
 

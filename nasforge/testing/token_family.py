@@ -2,12 +2,13 @@
 
 `tokenmix` is a tiny Vision-Transformer-like network: a patch embedding turns an image into a sequence of
 tokens, pre-norm attention blocks work on `(batch, tokens, dim)`, a head pools the tokens and classifies.
-Its elastic dimensions are two gene groups no other family has, declared here: `heads` (attention heads per
+Its elastic dimensions are two gene groups the core does not know, declared here: `heads` (attention heads per
 block) and `mlp` (MLP hidden width per block, as a ratio of `dim`), plus the standard depth and resolution
 (a larger image gives more tokens). Everything a family provides is here: the YAML schema and stages, the
-gene groups, the static layers of an arch (`plan`), three block kinds with their shapes, costs, static
-modules and table keys, the elastic supernet (first `h` heads, first `m` hidden units, first `d` blocks,
-AutoFormer-style) with importance re-ordering, and a small example space the conformance suites run on.
+gene groups, the static layers of an arch (`plan`), three block kinds with their shapes, costs (the
+attention block's and head's are the `vit` family's: the same layers), static modules and table keys, the
+elastic supernet (first `h` heads, first `m` hidden units, first `d` blocks, AutoFormer-style) with importance
+re-ordering, and a small example space the conformance suites run on.
 
 Importing this module registers the family and its block kinds (the test suite does, in `tests/conftest.py`);
 `tests/test_token_family.py` takes it through training, the latency table, search and ONNX export.
@@ -26,6 +27,7 @@ from torch import nn
 from nasforge.arch import ArchConfig
 from nasforge.config import check
 from nasforge.families.base import FAMILIES, Family, ParsedSpace, PlacedLayer, SpaceFile, SpaceView, StageSpec
+from nasforge.families.vit import ViTBlockKind, ViTHeadKind
 from nasforge.genes import DEPTH, RESOLUTION, GeneGroup
 from nasforge.layers import BLOCKS, BlockKind, LayerSpec, build_layer
 from nasforge.supernet.base import ElasticSupernet
@@ -81,59 +83,16 @@ class PatchEmbedKind(BlockKind):
         return math.prod(cls.input_shape(spec)) + math.prod(cls.output_shape(spec))
 
 
+# Its attention block and head cost what timm's ViT block and head cost (the same layers; the head's mean over
+# tokens is not counted, as the class token's pick is not): the formulas are the vit family's, one definition.
 @BLOCKS.register("attention", summary="pre-norm multi-head self-attention + MLP on (tokens, dim), residual")
-class AttentionKind(BlockKind):
+class AttentionKind(ViTBlockKind):
     module = "nasforge.testing.token_family:AttentionBlock"
-
-    @classmethod
-    def input_shape(cls, spec: LayerSpec) -> tuple[int, ...]:
-        return (_tokens(spec), spec.in_channels)
-
-    @classmethod
-    def output_shape(cls, spec: LayerSpec) -> tuple[int, ...]:
-        return (_tokens(spec), spec.out_channels)
-
-    @classmethod
-    def macs(cls, spec: LayerSpec) -> int:
-        n, dim, inner, hidden = _tokens(spec), spec.in_channels, _inner(spec), spec.mid_channels
-        return n * dim * 3 * inner + 2 * n * n * inner + n * inner * dim + 2 * n * dim * hidden
-
-    @classmethod
-    def params(cls, spec: LayerSpec) -> int:
-        dim, inner, hidden = spec.in_channels, _inner(spec), spec.mid_channels
-        return 4 * dim + (dim * 3 * inner + 3 * inner) + (inner * dim + dim) + (dim * hidden + hidden) + (
-            hidden * dim + dim)
-
-    @classmethod
-    def activation_values(cls, spec: LayerSpec) -> int:
-        n, inner = _tokens(spec), _inner(spec)
-        heads = int(spec.attr("heads", 1))  # type: ignore[arg-type]
-        return 2 * n * spec.in_channels + n * (3 * inner + heads * n + inner + spec.mid_channels)
 
 
 @BLOCKS.register("token_head", summary="mean over tokens, LayerNorm, linear classifier")
-class TokenHeadKind(BlockKind):
+class TokenHeadKind(ViTHeadKind):
     module = "nasforge.testing.token_family:TokenHead"
-
-    @classmethod
-    def input_shape(cls, spec: LayerSpec) -> tuple[int, ...]:
-        return (_tokens(spec), spec.in_channels)
-
-    @classmethod
-    def output_shape(cls, spec: LayerSpec) -> tuple[int, ...]:
-        return (spec.num_classes,)
-
-    @classmethod
-    def macs(cls, spec: LayerSpec) -> int:
-        return spec.in_channels * spec.num_classes
-
-    @classmethod
-    def params(cls, spec: LayerSpec) -> int:
-        return 2 * spec.in_channels + spec.in_channels * spec.num_classes + spec.num_classes
-
-    @classmethod
-    def activation_values(cls, spec: LayerSpec) -> int:
-        return _tokens(spec) * spec.in_channels + spec.num_classes
 
 
 def _inner(spec: LayerSpec) -> int:
