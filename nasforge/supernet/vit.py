@@ -52,19 +52,21 @@ def embed(x: torch.Tensor, conv_w: torch.Tensor, conv_b: torch.Tensor, stride: i
 def block(x: torch.Tensor, w: tuple[torch.Tensor, ...], heads: int) -> torch.Tensor:
     """One pre-norm block on given weights (norm1 w/b, qkv w/b, proj w/b, norm2 w/b, fc1 w/b, fc2 w/b)."""
     n1_w, n1_b, qkv_w, qkv_b, proj_w, proj_b, n2_w, n2_b, fc1_w, fc1_b, fc2_w, fc2_b = w
-    b, n, d = x.shape
-    q, k, v = F.linear(F.layer_norm(x, (d,), n1_w, n1_b, LN_EPS), qkv_w, qkv_b).reshape(
-        b, n, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
-    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, -1)
+    # Sizes from the weights, not from `x.shape`: an ONNX export with a dynamic batch traces x's sizes as tensors,
+    # and LayerNorm's shape and the attention scale must stay constants there.
+    dim, head_dim = n1_w.shape[0], qkv_w.shape[0] // (3 * heads)
+    q, k, v = F.linear(F.layer_norm(x, (dim,), n1_w, n1_b, LN_EPS), qkv_w, qkv_b).unflatten(
+        -1, (3, heads, head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
+    scores = (q @ k.transpose(-2, -1)) * (head_dim**-0.5)
+    y = (scores.softmax(-1) @ v).transpose(1, 2).flatten(2)
     x = x + F.linear(y, proj_w, proj_b)
-    return x + F.linear(F.gelu(F.linear(F.layer_norm(x, (d,), n2_w, n2_b, LN_EPS), fc1_w, fc1_b)), fc2_w, fc2_b)
+    return x + F.linear(F.gelu(F.linear(F.layer_norm(x, (dim,), n2_w, n2_b, LN_EPS), fc1_w, fc1_b)), fc2_w, fc2_b)
 
 
 def head(x: torch.Tensor, norm_w: torch.Tensor, norm_b: torch.Tensor, fc_w: torch.Tensor,
          fc_b: torch.Tensor) -> torch.Tensor:
     """Final norm, the class token, the classifier (timm's `global_pool='token'`)."""
-    return F.linear(F.layer_norm(x[:, 0], (x.shape[-1],), norm_w, norm_b, LN_EPS), fc_w, fc_b)
+    return F.linear(F.layer_norm(x[:, 0], (norm_w.shape[0],), norm_w, norm_b, LN_EPS), fc_w, fc_b)
 
 
 # ---------------------------------------------------------------------------------------------- static modules
