@@ -2,7 +2,7 @@
 
 With PyTorch's default init and random BN statistics, a deep net's logits barely depend on its input,
 and two different networks "agree" to 1e-4. Here every kind of tensor shows in the logits: He fan-out
-convs, random BN affine and biases, non-identity kernel-transform matrices, and BN running statistics
+convs, random BN and LayerNorm affine and biases, non-identity kernel-transform matrices, and BN running statistics
 estimated for the subnet under comparison and then perturbed. Needs the `ofa` package (test extra).
 """
 
@@ -46,6 +46,10 @@ def randomize_(net: nn.Module, generator: torch.Generator) -> nn.Module:
             module.bias.copy_(normal(module.bias.shape, 0.2))
             module.running_mean.copy_(normal(module.running_mean.shape, 0.2))  # type: ignore[union-attr]
             module.running_var.copy_(0.5 + torch.rand(n, generator=generator))  # type: ignore[union-attr]
+            continue
+        if isinstance(module, nn.LayerNorm) and module.elementwise_affine:  # transformers: as BN's affine
+            module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
+            module.bias.copy_(normal(module.bias.shape, 0.2))
             continue
         for name, param in module.named_parameters(recurse=False):
             if param.dim() == 4:  # conv: He fan-out, as OFA's init_models
