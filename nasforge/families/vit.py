@@ -57,6 +57,11 @@ class ViTFile(SpaceFile):
         if bad:
             raise field_error("resolutions", f"multiples of patch ({self.patch})", bad)
 
+    def embed_dim(self, arch: ArchConfig) -> int:
+        """The arch's embedding dim (the space's only one when it is fixed)."""
+        values = arch.get(EMBED.field)
+        return int(values[0]) if values else max(self.embed_dims)
+
 
 EXAMPLE_SPACE: dict[str, Any] = {
     "name": "vit-example", "family": "vit", "resolutions": [8, 12], "num_classes": 10, "patch": 4,
@@ -152,12 +157,6 @@ class ViTHeadKind(BlockKind):
 
 
 # ---------------------------------------------------------------------------------------------- the family
-def embed_dim(cfg: ViTFile, arch: ArchConfig) -> int:
-    """The arch's embedding dim (the space's only one when it is fixed)."""
-    values = arch.get(EMBED.field)
-    return int(values[0]) if values else max(cfg.embed_dims)
-
-
 @FAMILIES.register("vit", summary="timm VisionTransformer: elastic depth, heads, MLP width, embed dim, resolution")
 class ViTFamily(Family):
     name = "vit"
@@ -172,7 +171,7 @@ class ViTFamily(Family):
 
     def plan(self, space: SpaceView, arch: ArchConfig, num_classes: int) -> list[PlacedLayer]:
         cfg: ViTFile = space.config
-        dim = embed_dim(cfg, arch)
+        dim = cfg.embed_dim(arch)
         tokens = (arch.resolution // cfg.patch) ** 2 + 1
         out = [PlacedLayer(LayerSpec("vit_embed", 3, dim, arch.resolution, cfg.patch, cfg.patch,
                                      attrs=(("tokens", tokens),)))]
@@ -190,4 +189,4 @@ class ViTFamily(Family):
         return ElasticViT(space)
 
 
-__all__ = ["EMBED", "HEADS", "MLP", "ViTFamily", "ViTFile", "embed_dim"]
+__all__ = ["EMBED", "HEADS", "MLP", "ViTFamily", "ViTFile"]

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasforge.arch import ArchConfig
-from nasforge.families.vit import ViTFile, embed_dim
 from nasforge.layers import LayerSpec
 from nasforge.supernet.base import ElasticSupernet
 from nasforge.supernet.ops import Permutation, importance_order, permute_
@@ -164,7 +163,7 @@ class ElasticViTBlock(ViTBlock):
 class ElasticViT(ElasticSupernet):
     def __init__(self, space: Any) -> None:
         super().__init__(space)
-        cfg: ViTFile = space.config
+        cfg = space.config  # the family's ViTFile (not imported: the family imports this module)
         largest = space.layers(space.largest())
         dim = max(cfg.embed_dims)
         self.embed = ViTEmbed(largest[0])
@@ -178,8 +177,8 @@ class ElasticViT(ElasticSupernet):
         self._plan(self._active)
 
     def _plan(self, arch: ArchConfig) -> None:
-        cfg: ViTFile = self.space.config
-        self._dim, self._grid = embed_dim(cfg, arch), arch.resolution // cfg.patch
+        cfg = self.space.config
+        self._dim, self._grid = cfg.embed_dim(arch), arch.resolution // cfg.patch
         self._blocks_plan = [(self.blocks[p], int(b["heads"]), round(self._dim * b["mlp"]))
                              for p, b in enumerate(self.space.block_choices(arch)[0])]
 
